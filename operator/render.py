@@ -1,0 +1,186 @@
+"""Render the runtime config from a RouterMesh and its RouteTables.
+
+Pure: no Kubernetes client, no clock, no file access. The operator calls
+:func:`render_config` for the ConfigMap; local mode calls the same function on
+YAML files, so a mesh behaves the same on a laptop and in a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from routermesh.operator.api import (
+    LabelSelector,
+    RouterMesh,
+    RouteTable,
+    SecretKeyRef,
+    Target,
+)
+from routermesh.runtime import config as rc
+
+
+class RenderError(ValueError):
+    """The mesh and its tables cannot form a valid config; the message says why."""
+
+
+def label_selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (an empty selector matches everything)."""
+    for key, value in (selector.match_labels or {}).items():
+        if labels.get(key) != value:
+            return False
+    for requirement in selector.match_expressions or []:
+        present = requirement.key in labels
+        values = requirement.values or []
+        if requirement.operator == "In" and labels.get(requirement.key) not in values:
+            return False
+        if requirement.operator == "NotIn" and present and labels[requirement.key] in values:
+            return False
+        if requirement.operator == "Exists" and not present:
+            return False
+        if requirement.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def selects(mesh: RouterMesh, table: RouteTable) -> bool:
+    """Whether ``mesh`` routes over ``table``: same namespace, and named or matching."""
+    if (table.metadata.namespace or "") != (mesh.metadata.namespace or ""):
+        return False
+    selection = mesh.spec.route_tables
+    if selection.names and table.metadata.name in selection.names:
+        return True
+    return selection.selector is not None and label_selector_matches(
+        selection.selector, table.metadata.labels
+    )
+
+
+def selected_tables(mesh: RouterMesh, tables: Iterable[RouteTable]) -> list[RouteTable]:
+    """The tables ``mesh`` selects, in a stable order (by name)."""
+    return sorted((t for t in tables if selects(mesh, t)), key=lambda t: t.metadata.name)
+
+
+def resolve_target(target: Target, default_namespace: str) -> str:
+    """A route target as a URL; a Service reference becomes its cluster DNS name."""
+    if target.url is not None:
+        return target.url
+    service = target.service
+    if service is None:  # unreachable: Target enforces exactly one
+        raise RenderError("target has neither url nor service")
+    namespace = service.namespace or default_namespace or "default"
+    return f"{service.scheme}://{service.name}.{namespace}.svc:{service.port}{service.path}"
+
+
+def secret_file(use: str, ref: SecretKeyRef) -> str:
+    """Where the pod mounts a Secret key for ``use`` (the builders mount it there)."""
+    return f"{rc.SECRETS_DIR}/{use}/{ref.key}"
+
+
+def _source(table: RouteTable) -> str:
+    return f"{table.metadata.namespace or ''}/{table.metadata.name}".lstrip("/")
+
+
+def _routes(tables: Sequence[RouteTable], escalation_route: str) -> list[rc.RouteConfig]:
+    seen: dict[str, str] = {}
+    routes = []
+    for table in tables:
+        for route in table.spec.routes:
+            if route.name == escalation_route:
+                raise RenderError(
+                    f"RouteTable {_source(table)}: route {route.name!r} is the mesh's "
+                    "escalation route; rename the route or spec.escalation.route"
+                )
+            if route.name in seen:
+                raise RenderError(
+                    f"route {route.name!r} is defined in RouteTables {seen[route.name]} and "
+                    f"{_source(table)}; route names must be unique across a mesh"
+                )
+            seen[route.name] = _source(table)
+            thresholds = route.thresholds.model_dump(exclude_none=True) if route.thresholds else {}
+            routes.append(
+                rc.RouteConfig(
+                    name=route.name,
+                    description=route.description,
+                    examples=tuple(route.examples),
+                    target=resolve_target(route.target, table.metadata.namespace or ""),
+                    thresholds=thresholds,
+                    source=_source(table),
+                )
+            )
+    return routes
+
+
+def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterConfig:
+    """The sealed runtime config of ``mesh`` over the tables it selects among ``tables``.
+
+    Raises :class:`RenderError` when no table is selected or routes conflict.
+    """
+    chosen = selected_tables(mesh, tables)
+    if not chosen:
+        raise RenderError(
+            "no RouteTable selected by spec.routeTables in namespace "
+            f"{mesh.metadata.namespace or 'default'!r}"
+        )
+    spec = mesh.spec
+    namespace = mesh.metadata.namespace or ""
+    escalation = spec.escalation
+    layers = []
+    for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):
+        layers.append(
+            rc.LayerConfig(
+                name=name,
+                enabled=layer.enabled,
+                engine=layer.engine,
+                model=rc.ModelRef(
+                    uri=layer.model.uri,
+                    sha256=layer.model.sha256,
+                    path=rc.model_dir_name(layer.model.uri),
+                ),
+                url=f"http://127.0.0.1:{rc.LAYER_PORTS[name]}",
+                threshold=layer.threshold,
+                timeout_ms=layer.timeout_ms,
+            )
+        )
+    redis = spec.cache.redis
+    cache = rc.CacheConfig(
+        backend="redis" if redis else "memory",
+        redis_url=redis.url if redis else None,
+        redis_url_file=(
+            secret_file("redis", redis.url_secret_ref) if redis and redis.url_secret_ref else None
+        ),
+        ttl_seconds=spec.cache.ttl_seconds,
+        max_entries=spec.cache.max_entries,
+    )
+    examples_from = tuple(
+        rc.ExamplesSource(
+            uri=t.spec.examples_from.uri,
+            sha256=t.spec.examples_from.sha256,
+            path=rc.examples_file_name(_source(t), t.spec.examples_from.uri),
+            source=_source(t),
+        )
+        for t in chosen
+        if t.spec.examples_from is not None
+    )
+    try:
+        config = rc.RouterConfig(
+            mesh=rc.MeshRef(name=mesh.metadata.name, namespace=namespace),
+            routes=tuple(_routes(chosen, escalation.route)),
+            escalation=rc.EscalationConfig(
+                route=escalation.route,
+                description=escalation.description,
+                target=(
+                    resolve_target(escalation.target, namespace) if escalation.target else None
+                ),
+                credentials_file=(
+                    secret_file("escalation", escalation.credentials_secret_ref)
+                    if escalation.credentials_secret_ref
+                    else None
+                ),
+                timeout_ms=escalation.timeout_ms,
+            ),
+            layers=tuple(layers),
+            cache=cache,
+            examples_from=examples_from,
+        )
+    except ValueError as error:
+        raise RenderError(str(error)) from error
+    return config.sealed()

@@ -1,0 +1,292 @@
+"""The router config: the contract between the operator and the runtime.
+
+The operator renders one :class:`RouterConfig` per RouterMesh into the ConfigMap
+``<mesh>-config`` (key :data:`CONFIG_FILENAME`); the orchestrator loads the same
+schema from the mounted directory and reloads it when the file changes. Local
+mode writes the same file to a local directory. Nothing else defines this shape.
+
+The config never holds a secret value: credentials are referenced as files
+that the pod mounts from Secrets (see :data:`SECRETS_DIR`).
+
+Two digests travel with every config:
+
+- ``config_hash``: over everything in the config. Same input, same hash; any
+  change to a threshold, timeout, target, route or example gives a new hash.
+  The orchestrator reports the hash it runs, so the operator can tell when a
+  change has been applied.
+- ``route_table_version``: over what decides *which route a message gets*
+  (routes, their descriptions and examples, example sources, the escalation
+  route, the layers' models). The runtime puts it into its cache keys, so a
+  route change never serves a stale decision, while a threshold, timeout or
+  target change keeps the cache warm (those are applied at serve time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+CONFIG_FILENAME = "router.json"
+"""Key in the ConfigMap and file name in the mounted config directory."""
+
+CONFIG_DIR = "/etc/router-mesh"
+"""Where the pod mounts the ConfigMap (as a directory, never via subPath)."""
+
+MODELS_DIR = "/models"
+"""Where the pod mounts the shared models volume (read-only in model servers)."""
+
+SECRETS_DIR = "/var/run/secrets/router-mesh"
+"""Where Secret keys the runtime needs are mounted, one sub-directory per use."""
+
+LAYER_PORTS: dict[str, int] = {"l1": 8081, "l2": 8082}
+"""Model server port of each generative layer, on the pod's loopback."""
+
+ORCHESTRATOR_PORT = 8080
+
+ESCALATE_ROUTE = "__escalate__"
+"""Route value that labelled datasets use for out-of-scope requests."""
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+RouteName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Sha256 = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+
+
+class ContractModel(BaseModel):
+    """Strict, immutable base: a config that does not match the contract is rejected whole."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteConfig(ContractModel):
+    """One route the cascade may choose: an MCP server and what it is for."""
+
+    name: RouteName
+    description: str = ""
+    examples: tuple[str, ...] = ()
+    target: str | None = Field(
+        default=None, description="URL requests for this route are dispatched to."
+    )
+    thresholds: dict[str, Probability] = Field(
+        default_factory=dict,
+        description="Per-layer confidence threshold overrides for this route, by layer name.",
+    )
+    source: str = Field(default="", description="namespace/name of the RouteTable it came from.")
+
+
+class EscalationConfig(ContractModel):
+    """The L3 route: a remote reasoning endpoint for multi-step or ambiguous work."""
+
+    route: RouteName = "cortex"
+    description: str = ""
+    target: str | None = None
+    credentials_file: str | None = Field(
+        default=None,
+        description="File holding the bearer credential (a mounted Secret key); never the value.",
+    )
+    timeout_ms: int = Field(default=30000, ge=1)
+
+
+class ModelRef(ContractModel):
+    """A model file or folder a layer serves, and where the models volume holds it."""
+
+    uri: str
+    sha256: Sha256 | None = None
+    path: str = Field(description="Path relative to the models directory.")
+
+
+class LayerConfig(ContractModel):
+    """One classification layer of the cascade.
+
+    ``kind`` makes layers pluggable: today ``generative`` (an OpenAI-compatible
+    completions server scored by label log-probabilities); later kinds add
+    classifiers over the RouteTable's examples beside it.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")]
+    kind: Literal["generative"] = "generative"
+    enabled: bool = True
+    engine: Literal["llamacpp", "vllm"]
+    model: ModelRef
+    url: str = Field(description="Base URL of the layer's model server (OpenAI-compatible).")
+    threshold: Probability
+    timeout_ms: int = Field(ge=1)
+
+
+class CacheConfig(ContractModel):
+    """Decision cache. Without Redis, an in-process LRU."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    redis_url_file: str | None = Field(
+        default=None, description="File holding the Redis URL (a mounted Secret key)."
+    )
+    ttl_seconds: int = Field(default=3600, ge=1)
+    max_entries: int = Field(default=10000, ge=1)
+
+    @model_validator(mode="after")
+    def _redis_needs_an_address(self) -> CacheConfig:
+        if self.backend == "redis" and not (self.redis_url or self.redis_url_file):
+            raise ValueError("cache backend 'redis' needs redis_url or redis_url_file")
+        return self
+
+
+class ExamplesSource(ContractModel):
+    """A labelled example set ("text"/"route" JSONL) referenced by a RouteTable."""
+
+    uri: str
+    sha256: Sha256 | None = None
+    path: str = Field(description="Path relative to the models directory once fetched.")
+    source: str = Field(default="", description="namespace/name of the RouteTable.")
+
+
+class MeshRef(ContractModel):
+    name: str
+    namespace: str = ""
+
+
+class RouterConfig(ContractModel):
+    """Everything the orchestrator needs, rendered from a RouterMesh and its RouteTables."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    mesh: MeshRef
+    routes: tuple[RouteConfig, ...] = Field(min_length=1)
+    escalation: EscalationConfig
+    layers: tuple[LayerConfig, ...]
+    cache: CacheConfig = CacheConfig()
+    examples_from: tuple[ExamplesSource, ...] = ()
+    route_table_version: str = ""
+    config_hash: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouterConfig:
+        names = [r.name for r in self.routes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate route names: {', '.join(duplicates)}")
+        if self.escalation.route in names:
+            raise ValueError(
+                f"route {self.escalation.route!r} is the escalation route and cannot be a "
+                "RouteTable route"
+            )
+        layer_names = [layer.name for layer in self.layers]
+        if len(set(layer_names)) != len(layer_names):
+            raise ValueError(f"duplicate layer names: {layer_names}")
+        for route in self.routes:
+            unknown = set(route.thresholds) - set(layer_names)
+            if unknown:
+                raise ValueError(
+                    f"route {route.name!r} overrides thresholds of unknown layers: "
+                    f"{sorted(unknown)}"
+                )
+        return self
+
+    @property
+    def route_names(self) -> tuple[str, ...]:
+        """Candidate labels of every layer: the routes, then the escalation route."""
+        return (*(r.name for r in self.routes), self.escalation.route)
+
+    def threshold_for(self, layer: str, route: str) -> float:
+        """The confidence a ``layer`` needs to choose ``route`` (per-route override first)."""
+        for candidate in self.routes:
+            if candidate.name == route and layer in candidate.thresholds:
+                return candidate.thresholds[layer]
+        for configured in self.layers:
+            if configured.name == layer:
+                return configured.threshold
+        raise KeyError(f"unknown layer {layer!r}")
+
+    def sealed(self) -> RouterConfig:
+        """This config with both digests computed from its content."""
+        body = self.model_copy(update={"route_table_version": "", "config_hash": ""})
+        version = _digest(_decision_inputs(body))
+        with_version = body.model_copy(update={"route_table_version": version})
+        return with_version.model_copy(update={"config_hash": _digest(_content(with_version))})
+
+    def verify_digests(self) -> None:
+        """Raise ``ValueError`` if the digests do not match the content (a hand-edited file)."""
+        expected = self.sealed()
+        if (self.config_hash, self.route_table_version) != (
+            expected.config_hash,
+            expected.route_table_version,
+        ):
+            raise ValueError(
+                "config digests do not match its content: re-render it instead of editing it"
+            )
+
+    def to_json(self) -> str:
+        """The canonical file content (stable key order, so equal configs are equal bytes)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RouterConfig:
+        return cls.model_validate_json(text)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RouterConfig:
+        """Load from a mounted config directory (follows the ConfigMap's ``..data`` link)."""
+        return cls.from_json((Path(directory) / CONFIG_FILENAME).read_bytes())
+
+
+def _content(config: RouterConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude={"config_hash"})
+
+
+def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
+    return {
+        "routes": [
+            r.model_dump(mode="json", include={"name", "description", "examples"})
+            for r in config.routes
+        ],
+        "escalation": config.escalation.model_dump(mode="json", include={"route", "description"}),
+        "examples_from": [
+            e.model_dump(mode="json", include={"uri", "sha256"}) for e in config.examples_from
+        ],
+        "layers": [
+            layer.model_dump(mode="json", include={"name", "kind", "engine", "model"})
+            for layer in config.layers
+        ],
+    }
+
+
+def _digest(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def model_dir_name(uri: str) -> str:
+    """Folder under the models directory for a model source URI.
+
+    Readable (the file name) and collision-free (a short digest of the full URI),
+    so two layers with the same file name from different sources never clash,
+    and the fetch Job, the model servers and local mode agree on the path.
+    """
+    tail = uri.rstrip("/").rsplit("/", 1)[-1] or "model"
+    readable = _UNSAFE.sub("-", tail).strip("-.")[:80] or "model"
+    return f"{readable}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
+
+
+def examples_file_name(source: str, uri: str) -> str:
+    """File name, under ``<models>/examples/``, of a RouteTable's ``examplesFrom`` set."""
+    readable = _UNSAFE.sub("-", source).strip("-.")[:80] or "examples"
+    return f"examples/{readable}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}.jsonl"
+
+
+def route_name_from_label(label: str) -> str:
+    """A dataset or log label as a route name (a DNS label): ``credit_cards`` -> ``credit-cards``.
+
+    ``examplesFrom`` rows, benchmark datasets and ``router-mesh routetable from-jsonl``
+    all map labels through this one function, so they agree on route names.
+    """
+    name = re.sub(r"[^a-z0-9]+", "-", label.strip().lower()).strip("-")
+    return name[:63].rstrip("-")

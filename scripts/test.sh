@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's test command (README "Tests"; .ci/run calls exactly this).
+# Idempotent: creates .venv on first use and reinstalls the project into it (fast when
+# nothing changed), then runs the CRD drift check, ruff, mypy and pytest.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit -k crds`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python environment ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# strict editable mode: a tree of links that mypy can follow (the operator/ and runtime/
+# folders are installed as routermesh.operator / routermesh.runtime).
+"$VENV/bin/python" -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
+"$VENV/bin/python" --version
+
+step "CRDs match the API types"
+"$VENV/bin/router-mesh" crds check
+
+step "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+
+step "mypy"
+"$VENV/bin/mypy" -p routermesh
+
+step "pytest"
+"$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,266 @@
+"""The ``router-mesh`` command.
+
+This module is the composition root: it may use both the operator and the
+runtime packages. Each sub-command is a thin wrapper over a library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from routermesh import __version__
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _err(message: str) -> None:
+    print(f"router-mesh: {message}", file=sys.stderr)  # noqa: T201
+
+
+def _out(message: str) -> None:
+    print(message)  # noqa: T201
+
+
+# --- crds --------------------------------------------------------------------------------------
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from routermesh.operator import crdgen  # noqa: PLC0415  (keeps `--help` fast)
+
+    directory = Path(args.dir)
+    if args.action == "generate":
+        for path in crdgen.generate(directory):
+            _out(f"wrote {path}")
+        return EXIT_OK
+    stale = crdgen.drift(directory)
+    if stale:
+        _err(
+            f"CRDs in {directory} differ from the API types: {', '.join(stale)}; "
+            "run `router-mesh crds generate`"
+        )
+        return EXIT_INVALID
+    _out(f"CRDs in {directory} match the API types")
+    return EXIT_OK
+
+
+# --- validate / render -------------------------------------------------------------------------
+
+
+def _load(paths: Sequence[str], namespace: str):  # type: ignore[no-untyped-def]
+    from routermesh import manifests  # noqa: PLC0415
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(", ".join(missing))
+    return manifests.load([Path(p) for p in paths], default_namespace=namespace)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from routermesh.operator.render import RenderError, render_config  # noqa: PLC0415
+
+    try:
+        found = _load(args.filename, args.namespace)
+    except FileNotFoundError as error:
+        _err(f"no such file or folder: {error}")
+        return EXIT_USAGE
+    problems = list(found.problems)
+    for mesh in found.meshes:
+        try:
+            config = render_config(mesh, found.tables)
+        except RenderError as error:
+            problems.append(f"RouterMesh {mesh.metadata.name!r}: {error}")
+        else:
+            _out(
+                f"RouterMesh {mesh.metadata.namespace}/{mesh.metadata.name}: "
+                f"{len(config.routes)} routes, config {config.config_hash[:12]}"
+            )
+    for table in found.tables:
+        _out(
+            f"RouteTable {table.metadata.namespace}/{table.metadata.name}: "
+            f"{len(table.spec.routes)} routes"
+        )
+    for problem in problems:
+        _err(problem)
+    if not (found.meshes or found.tables or problems):
+        _err("no RouterMesh or RouteTable found")
+        return EXIT_INVALID
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from routermesh.operator.render import RenderError, render_config  # noqa: PLC0415
+
+    try:
+        found = _load(args.filename, args.namespace)
+    except FileNotFoundError as error:
+        _err(f"no such file or folder: {error}")
+        return EXIT_USAGE
+    for problem in found.problems:
+        _err(problem)
+    if found.problems:
+        return EXIT_INVALID
+    meshes = [m for m in found.meshes if args.mesh in (None, m.metadata.name)]
+    if len(meshes) != 1:
+        names = ", ".join(m.metadata.name for m in found.meshes) or "none"
+        _err(f"expected exactly one RouterMesh (use --mesh); found: {names}")
+        return EXIT_USAGE
+    try:
+        config = render_config(meshes[0], found.tables)
+    except RenderError as error:
+        _err(f"RouterMesh {meshes[0].metadata.name!r}: {error}")
+        return EXIT_INVALID
+    text = config.to_json()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --- routetable from-jsonl ---------------------------------------------------------------------
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--label expects key=value, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def cmd_routetable(args: argparse.Namespace) -> int:
+    from routermesh import bootstrap  # noqa: PLC0415
+    from routermesh.operator import api  # noqa: PLC0415
+
+    source = Path(args.jsonl)
+    if not source.is_file():
+        _err(f"no such file: {source}")
+        return EXIT_USAGE
+    try:
+        examples_from = None
+        if args.examples_from:
+            examples_from = api.ExamplesFrom(
+                uri=args.examples_from,
+                sha256=None if args.no_sha256 else bootstrap.sha256_of(source),
+            )
+        rows = list(bootstrap.read_rows(source))
+        table = bootstrap.routetable_from_rows(
+            rows,
+            name=args.name,
+            namespace=args.namespace,
+            labels=_labels(args.label),
+            examples_per_route=args.examples_per_route,
+            examples_from=examples_from,
+            target_template=args.target_template,
+        )
+    except (ValueError, OSError) as error:
+        _err(str(error))
+        return EXIT_INVALID
+    header = (
+        f"# Generated by `router-mesh routetable from-jsonl` from {source.name}: "
+        f"{len(rows)} rows, {len(table.spec.routes)} routes.\n"
+        "# Review each route's description and target before applying.\n"
+    )
+    text = header + yaml.safe_dump(table.manifest(), sort_keys=False, width=100)
+    if args.output:
+        Path(args.output).write_text(text)
+        _err(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="router-mesh",
+        description="router-mesh: a Kubernetes-native intent router for LLM tool fleets.",
+    )
+    parser.add_argument("--version", action="version", version=f"router-mesh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    crds = sub.add_parser("crds", help="generate the CRDs from the API types, or check drift")
+    crds.add_argument("action", choices=["generate", "check"])
+    crds.add_argument("--dir", default="crds", help="CRD folder (default: crds)")
+    crds.set_defaults(func=cmd_crds)
+
+    def manifest_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-f",
+            "--filename",
+            action="append",
+            required=True,
+            help="YAML file or folder with RouterMesh/RouteTable objects (repeatable)",
+        )
+        p.add_argument(
+            "-n",
+            "--namespace",
+            default="default",
+            help="namespace for objects that name none (default: default)",
+        )
+
+    validate = sub.add_parser(
+        "validate", help="validate RouterMesh/RouteTable YAML and render each mesh's config"
+    )
+    manifest_args(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    render = sub.add_parser("render", help="print the runtime config a RouterMesh renders to")
+    manifest_args(render)
+    render.add_argument("--mesh", help="RouterMesh name when the files hold several")
+    render.add_argument("-o", "--output", help="write to this file instead of stdout")
+    render.set_defaults(func=cmd_render)
+
+    routetable = sub.add_parser("routetable", help="RouteTable tools")
+    rt_sub = routetable.add_subparsers(dest="action", required=True, metavar="ACTION")
+    from_jsonl = rt_sub.add_parser(
+        "from-jsonl",
+        help='build a RouteTable YAML from labelled JSONL ({"text", "route"} per line)',
+    )
+    from_jsonl.add_argument("jsonl", help="labelled JSONL; rows routed to __escalate__ are skipped")
+    from_jsonl.add_argument("--name", required=True, help="RouteTable name")
+    from_jsonl.add_argument("--namespace", help="RouteTable namespace")
+    from_jsonl.add_argument(
+        "--label", action="append", default=[], help="metadata label key=value (repeatable)"
+    )
+    from_jsonl.add_argument(
+        "--examples-per-route", type=int, default=5, help="inline examples per route (default 5)"
+    )
+    from_jsonl.add_argument(
+        "--examples-from",
+        metavar="URI",
+        help="also reference the full file at this URI (https://, hf://, file:); "
+        "its sha256 is computed from JSONL, so the URI must serve this very file",
+    )
+    from_jsonl.add_argument(
+        "--no-sha256", action="store_true", help="leave examplesFrom.sha256 out"
+    )
+    from_jsonl.add_argument(
+        "--target-template",
+        default="http://{route}.mcp.svc:8080/mcp",
+        help="target URL per route; {route} is replaced (default: %(default)s)",
+    )
+    from_jsonl.add_argument("-o", "--output", help="write to this file instead of stdout")
+    from_jsonl.set_defaults(func=cmd_routetable)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Import rules the design fixes: the runtime never imports the operator, and no project
+module shadows or relies on the standard library's `operator`."""
+
+from __future__ import annotations
+
+import ast
+import operator as stdlib_operator
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import routermesh.operator.api
+import routermesh.runtime
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_FILES = sorted((REPO / "runtime").rglob("*.py"))
+PROJECT_FILES = sorted(
+    p for folder in ("runtime", "operator", "src") for p in (REPO / folder).rglob("*.py")
+)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.name)
+def test_runtime_never_imports_the_operator(path: Path) -> None:
+    assert not {n for n in _imports(path) if n.startswith("routermesh.operator")}
+
+
+@pytest.mark.parametrize("path", PROJECT_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_bare_operator_import(path: Path) -> None:
+    assert not {n for n in _imports(path) if n == "operator" or n.startswith("operator.")}
+
+
+def test_installed_names_map_to_the_folders() -> None:
+    assert Path(routermesh.operator.api.__file__).resolve().parent == REPO / "operator"
+    assert Path(routermesh.runtime.__file__).resolve().parent == REPO / "runtime"
+    assert hasattr(stdlib_operator, "itemgetter")
+
+
+def test_the_operator_folder_never_shadows_the_stdlib() -> None:
+    """`python -c`/`python -m` put the working directory first on sys.path. operator/ has no
+    __init__.py on purpose: a namespace portion never wins over the stdlib module."""
+    assert not (REPO / "operator" / "__init__.py").exists()
+    done = subprocess.run(
+        [sys.executable, "-c", "import collections, operator; print(operator.__file__)"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "/operator/" not in done.stdout and done.stdout.strip().endswith("operator.py")
