@@ -148,6 +148,13 @@ class ServiceRef(ApiModel):
     scheme: Literal["http", "https"] = Field(default="http", description="Default: http.")
 
 
+_USERINFO = r"^[a-z]+://[^/?#]*@"
+
+
+def _no_userinfo(url: str | None) -> bool:
+    return url is None or re.match(_USERINFO, url) is None
+
+
 class Target(ApiModel):
     """Where requests for a route go: exactly one of ``url`` or ``service``."""
 
@@ -156,6 +163,12 @@ class Target(ApiModel):
             rule="has(self.url) != has(self.service)",
             message="exactly one of url or service must be set",
             check=lambda t: (t.url is None) != (t.service is None),
+        ),
+        CelRule(
+            rule=f"!has(self.url) || !self.url.matches('{_USERINFO}')",
+            message="url must not carry credentials; use a Secret reference",
+            check=lambda t: _no_userinfo(t.url),
+            field_path=".url",
         ),
     )
 
@@ -445,6 +458,12 @@ class RedisCache(ApiModel):
             rule="has(self.url) != has(self.urlSecretRef)",
             message="exactly one of url or urlSecretRef must be set",
             check=lambda r: (r.url is None) != (r.url_secret_ref is None),
+        ),
+        CelRule(
+            rule=f"!has(self.url) || !self.url.matches('{_USERINFO}')",
+            message="url must not carry credentials; put the full URL in a Secret (urlSecretRef)",
+            check=lambda r: _no_userinfo(r.url),
+            field_path=".url",
         ),
     )
 

@@ -219,6 +219,20 @@ INVALID: list[tuple[str, dict[str, Any], Mutation, str, bool]] = [
         True,
     ),
     ("no-routes", TABLE, _set("spec.routes", []), "spec.routes", True),
+    (
+        "credentials-in-target-url",
+        TABLE,
+        _set("spec.routes.0.target", {"url": "https://admin:hunter2@unifi.lan/mcp"}),
+        "spec.routes.0.target",
+        True,
+    ),
+    (
+        "password-in-redis-url",
+        MESH,
+        _set("spec.cache.redis", {"url": "redis://:hunter2@redis:6379/0"}),
+        "spec.cache.redis",
+        True,
+    ),
     # Unknown fields: the API server prunes them (and `kubectl apply` warns or fails under
     # strict field validation); the types refuse them so local mode catches typos.
     ("typo-field", MESH, _set("spec.layers.l1.treshold", 0.9), "spec.layers.l1.treshold", False),
