@@ -363,52 +363,55 @@ _ENGINE_DOC = (
 )
 
 
-class L1Layer(ApiModel):
+def _threshold(default: float) -> Any:
+    return Field(
+        default=default, description=f"Route when confidence >= threshold. Default: {default}."
+    )
+
+
+def _timeout(default_ms: int) -> Any:
+    return Field(
+        default=default_ms,
+        ge=1,
+        le=60000,
+        description=f"Give up on this layer after this many ms; escalate. Default: {default_ms}.",
+    )
+
+
+def _model(default: ModelSource, name: str) -> Any:
+    return Field(default=default, description=f"Model source. Default: {name}.")
+
+
+def _container_resources(cpu: str, memory: str) -> Any:
+    return Field(
+        default_factory=lambda: _resources(cpu, memory),
+        description=f"Model server container resources. Default: {cpu} CPU, {memory}.",
+    )
+
+
+class Layer(ApiModel):
+    """Fields every local layer has; each layer class sets its own defaults."""
+
+    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
+    engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
+
+
+class L1Layer(Layer):
     """L1: a tiny local model. Routes when its confidence reaches the threshold."""
 
-    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
-    model: ModelSource = Field(
-        default=DEFAULT_L1_MODEL,
-        description="Model source. Default: SmolLM2-135M-Instruct (GGUF Q4_1).",
-    )
-    engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
-    threshold: Probability = Field(
-        default=0.85, description="Route when confidence >= threshold. Default: 0.85."
-    )
-    timeout_ms: int = Field(
-        default=250,
-        ge=1,
-        le=60000,
-        description="Give up on this layer after this many ms and escalate. Default: 250.",
-    )
-    resources: Resources = Field(
-        default_factory=lambda: _resources("2", "512Mi"),
-        description="Model server container resources. Default: 2 CPU, 512Mi.",
-    )
+    model: ModelSource = _model(DEFAULT_L1_MODEL, "SmolLM2-135M-Instruct (GGUF Q4_1)")
+    threshold: Probability = _threshold(0.85)
+    timeout_ms: int = _timeout(250)
+    resources: Resources = _container_resources("2", "512Mi")
 
 
-class L2Layer(ApiModel):
+class L2Layer(Layer):
     """L2: a small local model, asked when L1 is not confident enough."""
 
-    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
-    model: ModelSource = Field(
-        default=DEFAULT_L2_MODEL,
-        description="Model source. Default: Qwen2.5-0.5B-Instruct (GGUF Q4_K_M).",
-    )
-    engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
-    threshold: Probability = Field(
-        default=0.75, description="Route when confidence >= threshold. Default: 0.75."
-    )
-    timeout_ms: int = Field(
-        default=500,
-        ge=1,
-        le=60000,
-        description="Give up on this layer after this many ms and escalate. Default: 500.",
-    )
-    resources: Resources = Field(
-        default_factory=lambda: _resources("4", "2Gi"),
-        description="Model server container resources. Default: 4 CPU, 2Gi.",
-    )
+    model: ModelSource = _model(DEFAULT_L2_MODEL, "Qwen2.5-0.5B-Instruct (GGUF Q4_K_M)")
+    threshold: Probability = _threshold(0.75)
+    timeout_ms: int = _timeout(500)
+    resources: Resources = _container_resources("4", "2Gi")
 
 
 class Layers(ApiModel):

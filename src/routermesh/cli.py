@@ -10,10 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from routermesh import __version__
+
+if TYPE_CHECKING:
+    from routermesh.manifests import Manifests
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -53,22 +57,22 @@ def cmd_crds(args: argparse.Namespace) -> int:
 # --- validate / render -------------------------------------------------------------------------
 
 
-def _load(paths: Sequence[str], namespace: str):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Manifests | None:
+    """The objects in ``-f`` paths, or None (reported) when a path does not exist."""
     from routermesh import manifests  # noqa: PLC0415
 
-    missing = [p for p in paths if not Path(p).exists()]
+    missing = [p for p in args.filename if not Path(p).exists()]
     if missing:
-        raise FileNotFoundError(", ".join(missing))
-    return manifests.load([Path(p) for p in paths], default_namespace=namespace)
+        _err(f"no such file or folder: {', '.join(missing)}")
+        return None
+    return manifests.load([Path(p) for p in args.filename], default_namespace=args.namespace)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from routermesh.operator.render import RenderError, render_config  # noqa: PLC0415
 
-    try:
-        found = _load(args.filename, args.namespace)
-    except FileNotFoundError as error:
-        _err(f"no such file or folder: {error}")
+    found = _load(args)
+    if found is None:
         return EXIT_USAGE
     problems = list(found.problems)
     for mesh in found.meshes:
@@ -97,10 +101,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from routermesh.operator.render import RenderError, render_config  # noqa: PLC0415
 
-    try:
-        found = _load(args.filename, args.namespace)
-    except FileNotFoundError as error:
-        _err(f"no such file or folder: {error}")
+    found = _load(args)
+    if found is None:
         return EXIT_USAGE
     for problem in found.problems:
         _err(problem)
