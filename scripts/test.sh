@@ -11,6 +11,21 @@ VENV=${VENV:-.venv}
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "system packages"
+# redis-server: the cache tests start a real one on a free loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  elif [ "${CI:-}" = true ]; then
+    echo "redis-server is missing and cannot be installed here" >&2
+    exit 1
+  else
+    echo "redis-server not found: install it (apt-get install redis-server) or the Redis tests skip"
+  fi
+fi
+command -v redis-server >/dev/null 2>&1 && redis-server --version
+
 step "python environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"

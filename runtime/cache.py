@@ -1,0 +1,177 @@
+"""The decision cache: decisions (route, deciding layer, confidence), never responses.
+
+Keys hash the normalized message together with the config's
+``route_table_version``, so a route change never serves a stale decision while a
+threshold or target change keeps the cache warm.
+
+:class:`MemoryCache` is an in-process LRU with a TTL. :class:`RedisCache` shares
+decisions across replicas through Redis and never fails a request: every Redis
+error is metered, the call is answered from an in-process cache that is written
+through on every ``set`` (so it is warm when Redis goes away), and Redis is tried
+again after a short back-off; redis-py reconnects by itself once it is back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from routermesh.runtime.metrics import RouterMetrics
+
+KEY_PREFIX = "router-mesh:decision:"
+
+Clock = Callable[[], float]
+
+
+def normalize_message(message: str) -> str:
+    """Unicode NFKC, case-folded, whitespace runs collapsed: trivially different spellings
+    of one request share a cache entry."""
+    return " ".join(unicodedata.normalize("NFKC", message).casefold().split())
+
+
+def cache_key(message: str, route_table_version: str) -> str:
+    digest = hashlib.sha256(
+        f"{route_table_version}\0{normalize_message(message)}".encode()
+    ).hexdigest()
+    return KEY_PREFIX + digest
+
+
+class CachedDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: str
+    layer: Literal["l1", "l2", "escalated"]
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class DecisionCache(Protocol):
+    backend: str
+
+    async def get(self, key: str) -> CachedDecision | None: ...
+
+    async def set(self, key: str, decision: CachedDecision, ttl_seconds: int) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """LRU with per-entry expiry; bounded by ``max_entries``."""
+
+    backend = "memory"
+
+    def __init__(self, max_entries: int = 10_000, clock: Clock = time.monotonic) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, CachedDecision]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> CachedDecision | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, decision = entry
+        if expires <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return decision
+
+    async def set(self, key: str, decision: CachedDecision, ttl_seconds: int) -> None:
+        self._entries[key] = (self._clock() + ttl_seconds, decision)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+class RedisCache:
+    """Redis first, in-process fallback; a Redis outage never fails a request."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        metrics: RouterMetrics,
+        *,
+        fallback: MemoryCache | None = None,
+        timeout_seconds: float = 0.05,
+        retry_after_seconds: float = 1.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            health_check_interval=30,
+        )
+        self._metrics = metrics
+        self.fallback = fallback or MemoryCache()
+        self._retry_after = retry_after_seconds
+        self._clock = clock
+        self._down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        """False while backing off after a failure (answers come from the fallback)."""
+        return self._clock() >= self._down_until
+
+    def _failed(self, operation: str) -> None:
+        self._metrics.cache_errors.labels(backend="redis", operation=operation).inc()
+        self._down_until = self._clock() + self._retry_after
+
+    async def get(self, key: str) -> CachedDecision | None:
+        if self.available:
+            try:
+                raw = await self._client.get(key)
+            except (RedisError, OSError):
+                self._failed("get")
+            else:
+                if raw is None:
+                    return await self.fallback.get(key)
+                try:
+                    return CachedDecision.model_validate_json(raw)
+                except ValidationError:
+                    # Written by another version, or damaged: a miss, never an error.
+                    self._metrics.cache_errors.labels(backend="redis", operation="decode").inc()
+                    return None
+        return await self.fallback.get(key)
+
+    async def set(self, key: str, decision: CachedDecision, ttl_seconds: int) -> None:
+        await self.fallback.set(key, decision, ttl_seconds)
+        if not self.available:
+            return
+        try:
+            await self._client.set(key, decision.model_dump_json(), ex=ttl_seconds)
+        except (RedisError, OSError):
+            self._failed("set")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            self._failed("ping")
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await self.fallback.close()

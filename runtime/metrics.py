@@ -1,0 +1,137 @@
+"""Prometheus metrics of the router, on one registry per app (tests get their own).
+
+Names are the design's: ``router_decisions_total{route,layer}``,
+``router_cache_hits_total``, ``router_latency_seconds{layer}``,
+``router_escalations_total{reason}``, ``router_layer_errors_total{layer,reason}``,
+``router_config_info{hash}``; plus cache backend errors, config reload failures,
+feedback, and ``router_latency_p95_seconds``, the p95 over a sliding window that
+the HPA reads as a Pods metric.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+)
+
+
+class LatencyWindow:
+    """Latencies of the last ``seconds``; ``percentile`` over them (nearest rank)."""
+
+    def __init__(
+        self,
+        seconds: float = 60.0,
+        max_samples: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+
+    def observe(self, value: float) -> None:
+        self._samples.append((self._clock(), value))
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the window; 0.0 when it is empty."""
+        horizon = self._clock() - self._seconds
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        if not self._samples:
+            return 0.0
+        values = sorted(v for _, v in self._samples)
+        rank = max(1, math.ceil(q * len(values)))
+        return values[rank - 1]
+
+
+class RouterMetrics:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, window: LatencyWindow | None = None
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "router_decisions_total",
+            "Routing decisions by route and deciding layer.",
+            ["route", "layer"],
+            registry=r,
+        )
+        self.cache_hits = Counter("router_cache_hits_total", "Decision cache hits.", registry=r)
+        self.cache_misses = Counter(
+            "router_cache_misses_total", "Decision cache misses.", registry=r
+        )
+        self.cache_errors = Counter(
+            "router_cache_errors_total",
+            "Cache backend failures (the router falls back to its in-process cache).",
+            ["backend", "operation"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "router_latency_seconds",
+            "Routing latency by deciding layer.",
+            ["layer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.escalations = Counter(
+            "router_escalations_total",
+            "Requests escalated to L3, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.layer_errors = Counter(
+            "router_layer_errors_total",
+            "Layer failures that failed open, by layer and reason.",
+            ["layer", "reason"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "router_config_info",
+            "The config the router runs (value 1, hash label).",
+            ["hash"],
+            registry=r,
+        )
+        self.config_reload_errors = Counter(
+            "router_config_reload_errors_total", "Rejected config reloads.", registry=r
+        )
+        self.feedback = Counter(
+            "router_feedback_total",
+            "Reported misroutes, by expected route.",
+            ["expected_route"],
+            registry=r,
+        )
+        self.window = window or LatencyWindow()
+        self.p95 = Gauge(
+            "router_latency_p95_seconds",
+            "p95 routing latency over the last minute (the HPA's Pods metric).",
+            registry=r,
+        )
+        self.p95.set_function(lambda: self.window.percentile(0.95))
+
+    def observe_latency(self, layer: str, seconds: float) -> None:
+        self.latency.labels(layer=layer).observe(seconds)
+        self.window.observe(seconds)
+
+    def set_config(self, config_hash: str) -> None:
+        """Report ``config_hash`` as the one running (exactly one series at value 1)."""
+        self.config_info.clear()
+        self.config_info.labels(hash=config_hash).set(1)

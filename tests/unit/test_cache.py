@@ -1,0 +1,207 @@
+"""The decision cache: keys, the in-process LRU, and Redis (a real redis-server) with its
+fallback through an outage and back."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from routermesh.runtime.cache import (
+    CachedDecision,
+    MemoryCache,
+    RedisCache,
+    cache_key,
+    normalize_message,
+)
+from routermesh.runtime.metrics import RouterMetrics
+
+REDIS_SERVER = shutil.which("redis-server")
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+DECISION = CachedDecision(route="proxmox", layer="l1", confidence=0.93)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keys_normalize_the_message_and_include_the_route_table_version() -> None:
+    assert normalize_message("  Restart   VM\t104 ") == "restart vm 104"
+    assert normalize_message("\uff36\uff2d") == "vm"  # NFKC folds full-width letters
+    key = cache_key("Restart VM 104", "v1")
+    assert key == cache_key("restart  vm 104", "v1")
+    assert key != cache_key("Restart VM 104", "v2")
+    assert key != cache_key("Restart VM 105", "v1")
+    assert key.startswith("router-mesh:decision:") and "restart" not in key
+
+
+async def test_memory_cache_expires_entries() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock)
+    await cache.set("k", DECISION, ttl_seconds=10)
+    clock.now += 9.9
+    assert await cache.get("k") == DECISION
+    clock.now += 0.2
+    assert await cache.get("k") is None and len(cache) == 0
+
+
+async def test_memory_cache_evicts_least_recently_used() -> None:
+    cache = MemoryCache(max_entries=2)
+    await cache.set("a", DECISION, 60)
+    await cache.set("b", DECISION, 60)
+    assert await cache.get("a") == DECISION  # a is now the most recent
+    await cache.set("c", DECISION, 60)
+    assert await cache.get("b") is None
+    assert await cache.get("a") == DECISION and await cache.get("c") == DECISION
+    with pytest.raises(ValueError, match="at least 1"):
+        MemoryCache(max_entries=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def metrics() -> AsyncIterator[RouterMetrics]:
+    yield RouterMetrics()
+
+
+def _errors(metrics: RouterMetrics, operation: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "router_cache_errors_total", {"backend": "redis", "operation": operation}
+    )
+    return value or 0.0
+
+
+@needs_redis
+async def test_redis_shares_decisions_between_replicas(
+    redis_server: RedisProcess, metrics: RouterMetrics
+) -> None:
+    one = RedisCache(redis_server.url, metrics)
+    two = RedisCache(redis_server.url, metrics)
+    try:
+        assert await one.ping()
+        await one.set("k", DECISION, ttl_seconds=3600)
+        assert await two.get("k") == DECISION
+        ttl = redis.Redis(port=redis_server.port).ttl("k")
+        assert 3590 <= ttl <= 3600
+    finally:
+        await one.close()
+        await two.close()
+
+
+@needs_redis
+async def test_damaged_entries_are_misses(
+    redis_server: RedisProcess, metrics: RouterMetrics
+) -> None:
+    redis.Redis(port=redis_server.port).set("k", b"\xff not json")
+    cache = RedisCache(redis_server.url, metrics)
+    try:
+        assert await cache.get("k") is None
+        assert _errors(metrics, "decode") == 1
+    finally:
+        await cache.close()
+
+
+@needs_redis
+async def test_redis_outage_falls_back_and_recovers(
+    redis_server: RedisProcess, metrics: RouterMetrics
+) -> None:
+    clock = FakeClock()
+    cache = RedisCache(redis_server.url, metrics, retry_after_seconds=5, clock=clock)
+    try:
+        await cache.set("before", DECISION, 3600)
+        redis_server.stop()
+
+        # Outage: answered from the write-through in-process cache, errors metered.
+        assert await cache.get("before") == DECISION
+        assert _errors(metrics, "get") == 1 and not cache.available
+        await cache.set("during", DECISION, 3600)  # skipped while backing off
+        assert await cache.get("during") == DECISION
+        assert not await cache.ping()
+
+        redis_server.start()
+        clock.now += 6
+        assert cache.available
+        # The first call after the restart may still hit the dead connection; the
+        # client reconnects by itself on the next one.
+        for _ in range(3):
+            await cache.set("after", DECISION, 3600)
+            if redis.Redis(port=redis_server.port).get("after") is not None:
+                break
+            clock.now += 6
+        assert redis.Redis(port=redis_server.port).get("after") is not None
+        assert await cache.ping()
+    finally:
+        await cache.close()
