@@ -1,0 +1,125 @@
+"""Generative layers: a prompted model behind an OpenAI-compatible completions server.
+
+Engine-agnostic: vLLM and llama.cpp servers both answer ``POST /v1/completions``
+with ``logprobs`` (top-k log-probabilities of each generated token). The layer
+asks for one token and turns its top log-probabilities into a verdict with
+:func:`routermesh.runtime.labels.verdict_from_logprobs`.
+
+The prompt is a fixed prefix (instructions, the route labels with their
+descriptions, a few examples per route) followed by the message, so the model
+server's prefix cache serves the prefix and only the message is new work. The
+message is flattened to one line, stripped of chat-template control sequences and
+capped in length, so it cannot close its own turn or inject a label list.
+
+Every failure is an abstention with its reason (timeout, connection error, HTTP
+error, unparseable answer, invalid label): the cascade fails open.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from routermesh.runtime.config import LayerConfig, RouterConfig
+from routermesh.runtime.decision import Reason, Verdict
+from routermesh.runtime.labels import verdict_from_logprobs
+
+TOP_LOGPROBS = 20
+MAX_MESSAGE_CHARS = 2000
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|<\|\||\|>")
+
+
+def sanitize_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """One line, no chat-template control sequences, at most ``limit`` characters."""
+    flat = " ".join(_CONTROL.sub(" ", message).split())
+    return flat[:limit]
+
+
+def build_prefix(config: RouterConfig, examples_per_route: int = 3) -> str:
+    """The fixed part of the prompt (ChatML, the template of SmolLM2 and Qwen2.5)."""
+    lines = [
+        "Classify the user's request into exactly one route. Answer with the route name only.",
+        "",
+        "Routes:",
+    ]
+    for route in config.routes:
+        description = " ".join(route.description.split()) or route.name
+        lines.append(f"- {route.name}: {description}")
+    escalation = " ".join(config.escalation.description.split()) or "anything else"
+    lines.append(f"- {config.escalation.route}: {escalation}")
+    examples = [
+        (example, route.name)
+        for route in config.routes
+        for example in route.examples[:examples_per_route]
+    ]
+    if examples:
+        lines += ["", "Examples:"]
+        lines += [f"Request: {sanitize_message(text)}\nRoute: {name}" for text, name in examples]
+    system = "\n".join(lines)
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nRequest: "
+
+
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\nRoute:"
+
+
+def parse_top_logprobs(data: Any) -> dict[str, float]:
+    """The first generated token's top log-probabilities from a completions response.
+
+    Raises ``ValueError`` (or ``KeyError``/``TypeError``/``IndexError``) when the body
+    does not have the OpenAI completions shape.
+    """
+    top = data["choices"][0]["logprobs"]["top_logprobs"][0]
+    if not isinstance(top, dict) or not top:
+        raise ValueError("no top_logprobs for the first token")
+    return {str(token): float(logprob) for token, logprob in top.items()}
+
+
+class GenerativeLayer:
+    """A :class:`~routermesh.runtime.decision.Classifier` over a completions server."""
+
+    def __init__(
+        self,
+        layer: LayerConfig,
+        config: RouterConfig,
+        client: httpx.AsyncClient,
+        *,
+        examples_per_route: int = 3,
+    ) -> None:
+        self._layer = layer
+        self._client = client
+        self._labels = list(config.route_names)
+        self._prefix = build_prefix(config, examples_per_route)
+        self._timeout = layer.timeout_ms / 1000
+
+    @property
+    def name(self) -> str:
+        return self._layer.name
+
+    def prompt(self, message: str) -> str:
+        return self._prefix + sanitize_message(message) + SUFFIX
+
+    async def classify(self, message: str) -> Verdict:
+        body = {
+            "model": self._layer.name,
+            "prompt": self.prompt(message),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": TOP_LOGPROBS,
+        }
+        try:
+            response = await self._client.post(
+                f"{self._layer.url}/v1/completions", json=body, timeout=self._timeout
+            )
+        except httpx.TimeoutException:
+            return Verdict.abstain(Reason.TIMEOUT)
+        except httpx.TransportError:
+            return Verdict.abstain(Reason.CONNECTION_ERROR)
+        if response.status_code >= 400:
+            return Verdict.abstain(Reason.HTTP_ERROR)
+        try:
+            top = parse_top_logprobs(response.json())
+        except (ValueError, KeyError, TypeError, IndexError):
+            return Verdict.abstain(Reason.PARSE_ERROR)
+        return verdict_from_logprobs(top, self._labels)
