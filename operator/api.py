@@ -155,21 +155,31 @@ def _no_userinfo(url: str | None) -> bool:
     return url is None or re.match(_USERINFO, url) is None
 
 
+def _exactly_one(first: tuple[str, str], second: tuple[str, str]) -> CelRule:
+    """Exactly one of two optional fields, each given as (wire name, Python attribute)."""
+    (wire_a, attr_a), (wire_b, attr_b) = first, second
+    return CelRule(
+        rule=f"has(self.{wire_a}) != has(self.{wire_b})",
+        message=f"exactly one of {wire_a} or {wire_b} must be set",
+        check=lambda m: (getattr(m, attr_a) is None) != (getattr(m, attr_b) is None),
+    )
+
+
+def _no_credentials_in_url(message: str) -> CelRule:
+    return CelRule(
+        rule=f"!has(self.url) || !self.url.matches('{_USERINFO}')",
+        message=message,
+        check=lambda m: _no_userinfo(m.url),
+        field_path=".url",
+    )
+
+
 class Target(ApiModel):
     """Where requests for a route go: exactly one of ``url`` or ``service``."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
-        CelRule(
-            rule="has(self.url) != has(self.service)",
-            message="exactly one of url or service must be set",
-            check=lambda t: (t.url is None) != (t.service is None),
-        ),
-        CelRule(
-            rule=f"!has(self.url) || !self.url.matches('{_USERINFO}')",
-            message="url must not carry credentials; use a Secret reference",
-            check=lambda t: _no_userinfo(t.url),
-            field_path=".url",
-        ),
+        _exactly_one(("url", "url"), ("service", "service")),
+        _no_credentials_in_url("url must not carry credentials; use a Secret reference"),
     )
 
     url: str | None = Field(
@@ -457,16 +467,9 @@ class RedisCache(ApiModel):
     """A Redis server for the decision cache: exactly one of url or urlSecretRef."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
-        CelRule(
-            rule="has(self.url) != has(self.urlSecretRef)",
-            message="exactly one of url or urlSecretRef must be set",
-            check=lambda r: (r.url is None) != (r.url_secret_ref is None),
-        ),
-        CelRule(
-            rule=f"!has(self.url) || !self.url.matches('{_USERINFO}')",
-            message="url must not carry credentials; put the full URL in a Secret (urlSecretRef)",
-            check=lambda r: _no_userinfo(r.url),
-            field_path=".url",
+        _exactly_one(("url", "url"), ("urlSecretRef", "url_secret_ref")),
+        _no_credentials_in_url(
+            "url must not carry credentials; put the full URL in a Secret (urlSecretRef)"
         ),
     )
 
