@@ -290,7 +290,23 @@ class RouteTableSpec(ApiModel):
 # --- RouterMesh --------------------------------------------------------------------------------
 
 
+def _values_fit_operator(requirement: LabelSelectorRequirement) -> bool:
+    needs_values = requirement.operator in ("In", "NotIn")
+    return bool(requirement.values) == needs_values
+
+
 class LabelSelectorRequirement(ApiModel):
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=(
+                "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0)"
+                " : (!has(self.values) || size(self.values) == 0)"
+            ),
+            message="In and NotIn need values; Exists and DoesNotExist take none",
+            check=_values_fit_operator,
+        ),
+    )
+
     key: str = Field(max_length=317, description="Label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="How the key relates to the values."
@@ -322,7 +338,7 @@ class RouteTableSelection(ApiModel):
     )
 
     names: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]] | None = (
-        Field(default=None, max_length=64, description="RouteTable names.")
+        Field(default=None, min_length=1, max_length=64, description="RouteTable names.")
     )
     selector: LabelSelector | None = Field(
         default=None, description="Label selector over RouteTables."

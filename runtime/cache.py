@@ -153,7 +153,7 @@ class RedisCache:
                 except ValidationError:
                     # Written by another version, or damaged: a miss, never an error.
                     self._metrics.cache_errors.labels(backend="redis", operation="decode").inc()
-                    return None
+                    return await self.fallback.get(key)
         return await self.fallback.get(key)
 
     async def set(self, key: str, decision: CachedDecision, ttl_seconds: int) -> None:

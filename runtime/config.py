@@ -15,10 +15,11 @@ Two digests travel with every config:
   The orchestrator reports the hash it runs, so the operator can tell when a
   change has been applied.
 - ``route_table_version``: over what decides *which route a message gets*
-  (routes, their descriptions and examples, example sources, the escalation
-  route, the layers' models). The runtime puts it into its cache keys, so a
-  route change never serves a stale decision, while a threshold, timeout or
-  target change keeps the cache warm (those are applied at serve time).
+  (routes, their descriptions, examples and thresholds, example sources, the
+  escalation route, the layers' models, thresholds and whether they are enabled).
+  The runtime puts it into its cache keys, so a change of any of these never
+  serves a stale decision (a cached escalation included), while a timeout,
+  target or cache change keeps the cache warm (those are applied at serve time).
 """
 
 from __future__ import annotations
@@ -176,6 +177,14 @@ class RouterConfig(ContractModel):
                 f"route {self.escalation.route!r} is the escalation route and cannot be a "
                 "RouteTable route"
             )
+        labels = [*names, self.escalation.route]
+        for label in labels:
+            longer = sorted(other for other in labels if other != label and other.startswith(label))
+            if longer:
+                raise ValueError(
+                    f"route name {label!r} begins {', '.join(map(repr, longer))}: the layers "
+                    "tell routes apart by the first token of their names; rename one"
+                )
         layer_names = [layer.name for layer in self.layers]
         if len(set(layer_names)) != len(layer_names):
             raise ValueError(f"duplicate layer names: {layer_names}")
@@ -242,7 +251,7 @@ def _content(config: RouterConfig) -> dict[str, Any]:
 def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
     return {
         "routes": [
-            r.model_dump(mode="json", include={"name", "description", "examples"})
+            r.model_dump(mode="json", include={"name", "description", "examples", "thresholds"})
             for r in config.routes
         ],
         "escalation": config.escalation.model_dump(mode="json", include={"route", "description"}),
@@ -250,7 +259,9 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
             e.model_dump(mode="json", include={"uri", "sha256"}) for e in config.examples_from
         ],
         "layers": [
-            layer.model_dump(mode="json", include={"name", "kind", "engine", "model"})
+            layer.model_dump(
+                mode="json", include={"name", "kind", "enabled", "engine", "model", "threshold"}
+            )
             for layer in config.layers
         ],
     }

@@ -53,26 +53,24 @@ def score_labels(top_logprobs: Mapping[str, float], labels: Sequence[str]) -> La
     """Attribute first-token probabilities to ``labels`` (see the module docstring).
 
     Tokens that differ only by leading space or case (" Grafana", "grafana") are the
-    same choice and add up.
+    same choice: they are summed before the most likely choice is taken.
     """
     normalized = [label.lower() for label in labels]
+    by_key: dict[str, float] = {}
+    for token, logprob in top_logprobs.items():
+        key = _token_key(token)
+        if key and math.isfinite(logprob):
+            by_key[key] = by_key.get(key, 0.0) + math.exp(logprob)
     mass = dict.fromkeys(labels, 0.0)
     ambiguous = 0.0
-    top_token_is_label = False
-    best_logprob = -math.inf
-    for token, logprob in top_logprobs.items():
-        if not math.isfinite(logprob):
-            continue
-        key = _token_key(token)
-        begun = _labels_begun_by(key, normalized) if key else []
-        if logprob > best_logprob:
-            best_logprob = logprob
-            top_token_is_label = bool(begun)
-        probability = math.exp(logprob)
+    for key, probability in by_key.items():
+        begun = _labels_begun_by(key, normalized)
         if len(begun) == 1:
             mass[labels[normalized.index(begun[0])]] += probability
         elif begun:
             ambiguous += probability
+    top_key = max(by_key, key=lambda k: (by_key[k], k), default=None)
+    top_token_is_label = top_key is not None and bool(_labels_begun_by(top_key, normalized))
     return LabelScores(mass=mass, ambiguous=ambiguous, top_token_is_label=top_token_is_label)
 
 

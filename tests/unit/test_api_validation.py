@@ -233,6 +233,30 @@ INVALID: list[tuple[str, dict[str, Any], Mutation, str, bool]] = [
         "spec.cache.redis",
         True,
     ),
+    (
+        "empty-names",
+        MESH,
+        _set("spec.routeTables", {"names": []}),
+        "spec.routeTables.names",
+        True,
+    ),
+    (
+        "in-without-values",
+        MESH,
+        _set("spec.routeTables.selector", {"matchExpressions": [{"key": "a", "operator": "In"}]}),
+        "spec.routeTables.selector.matchExpressions.0",
+        True,
+    ),
+    (
+        "exists-with-values",
+        MESH,
+        _set(
+            "spec.routeTables.selector",
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+        ),
+        "spec.routeTables.selector.matchExpressions.0",
+        True,
+    ),
     # Unknown fields: the API server prunes them (and `kubectl apply` warns or fails under
     # strict field validation); the types refuse them so local mode catches typos.
     ("typo-field", MESH, _set("spec.layers.l1.treshold", 0.9), "spec.layers.l1.treshold", False),

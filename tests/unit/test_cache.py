@@ -170,6 +170,8 @@ async def test_damaged_entries_are_misses(
     try:
         assert await cache.get("k") is None
         assert _errors(metrics, "decode") == 1
+        await cache.fallback.set("k", DECISION, 60)  # e.g. written during an outage
+        assert await cache.get("k") == DECISION
     finally:
         await cache.close()
 

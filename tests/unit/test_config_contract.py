@@ -117,11 +117,11 @@ def _ttl(doc: dict[str, Any]) -> None:
 
 # (change, on the mesh?, changes the route-table version?)
 CHANGES = [
-    ("mesh threshold", _threshold, True, False),
+    ("mesh threshold", _threshold, True, True),
     ("mesh timeout", _timeout, True, False),
     ("cache ttl", _ttl, True, False),
     ("route target", _target, False, False),
-    ("per-route threshold", _route_threshold, False, False),
+    ("per-route threshold", _route_threshold, False, True),
     ("route example", _example, False, True),
     ("route description", _description, False, True),
     ("new route", _new_route, False, True),
@@ -193,6 +193,20 @@ def test_route_defined_in_two_tables_is_a_render_error() -> None:
             mesh(lambda d: d["spec"].update(routeTables={"names": ["a", "b"]})),
             [table(name="a"), table(name="b")],
         )
+
+
+def test_a_route_name_that_begins_another_is_a_render_error() -> None:
+    def prefixed(doc: dict[str, Any]) -> None:
+        doc["spec"]["routes"][0]["name"] = "grafana-logs"
+
+    with pytest.raises(RenderError, match="route name 'grafana' begins 'grafana-logs'"):
+        render(table_edit=prefixed)
+
+    def escalation_prefix(doc: dict[str, Any]) -> None:
+        doc["spec"]["routes"][0]["name"] = "cortex-logs"
+
+    with pytest.raises(RenderError, match="'cortex' begins 'cortex-logs'"):
+        render(table_edit=escalation_prefix)
 
 
 def test_route_named_like_the_escalation_route_is_a_render_error() -> None:

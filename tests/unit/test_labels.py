@@ -66,3 +66,10 @@ def test_the_escalation_label_is_a_choice_like_any_other() -> None:
 
 def test_no_labels_abstains() -> None:
     assert verdict_from_logprobs({" x": 0.0}, []).reason is Reason.NO_LAYER
+
+
+def test_the_most_likely_choice_is_taken_after_spellings_add_up() -> None:
+    # " grafana" + "Grafana" (0.5) outweigh the non-label "I" (0.3): route, do not abstain.
+    top = {"I": lp(0.3), " grafana": lp(0.25), "Grafana": lp(0.25)}
+    verdict = verdict_from_logprobs(top, LABELS)
+    assert verdict.route == "grafana" and verdict.confidence == pytest.approx(1.0)
