@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import asyncio as aioredis
@@ -48,7 +48,7 @@ class CachedDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     route: str
-    layer: Literal["l1", "l2", "escalated"]
+    layer: str = Field(pattern=r"^[a-z][a-z0-9]*$", description="deciding layer or 'escalated'")
     confidence: float = Field(ge=0.0, le=1.0)
 
 

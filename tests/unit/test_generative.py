@@ -131,5 +131,30 @@ def test_messages_cannot_close_their_turn(raw: str, clean: str) -> None:
 
 def test_parse_top_logprobs_shape() -> None:
     assert parse_top_logprobs(completion({" a": -1.0})) == {" a": -1.0}
+    # llama-server's chat-style shape; two ids spelling " b" add up.
+    chat_style = {
+        "choices": [
+            {
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": " a",
+                            "logprob": math.log(0.5),
+                            "top_logprobs": [
+                                {"id": 1, "token": " a", "logprob": math.log(0.5)},
+                                {"id": 2, "token": " b", "logprob": math.log(0.2)},
+                                {"id": 3, "token": " b", "logprob": math.log(0.1)},
+                            ],
+                        }
+                    ]
+                }
+            }
+        ]
+    }
+    parsed = parse_top_logprobs(chat_style)
+    assert parsed.keys() == {" a", " b"}
+    assert math.exp(parsed[" b"]) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="no top_logprobs"):
+        parse_top_logprobs({"choices": [{"logprobs": {"content": [{"top_logprobs": []}]}}]})
     with pytest.raises(ValueError, match="no top_logprobs"):
         parse_top_logprobs({"choices": [{"logprobs": {"top_logprobs": [{}]}}]})

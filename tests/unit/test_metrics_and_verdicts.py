@@ -55,7 +55,7 @@ def test_verdicts_route_or_abstain() -> None:
     assert Reason.TIMEOUT.is_error and not Reason.LOW_CONFIDENCE.is_error
 
 
-def test_a_layer_is_anything_with_a_name_and_classify() -> None:
+def test_a_layer_is_anything_with_a_name_classify_and_ready() -> None:
     class Keyword:
         name = "l0"
 
@@ -64,4 +64,18 @@ def test_a_layer_is_anything_with_a_name_and_classify() -> None:
                 return Verdict(route="proxmox", confidence=1.0)
             return Verdict.abstain(Reason.LOW_CONFIDENCE)
 
+        async def ready(self) -> bool:
+            return True
+
+        async def warm(self) -> None:
+            return None
+
     assert isinstance(Keyword(), Classifier)
+
+    class NoReadiness:
+        name = "l0"
+
+        async def classify(self, message: str) -> Verdict:
+            return Verdict.abstain(Reason.LOW_CONFIDENCE)
+
+    assert not isinstance(NoReadiness(), Classifier)

@@ -1,0 +1,211 @@
+"""The confidence cascade: cache, then each layer in order, then escalation.
+
+A :class:`Cascade` is built for one config (its layers, thresholds and
+route-table version) and never changes; a reload builds a new one and swaps it in
+(see :mod:`routermesh.runtime.router`), so a request finishes on the cascade it
+started with.
+
+What it guarantees:
+
+- it never raises for model or cache trouble: a layer that times out, errors,
+  answers garbage or raises goes to the next layer, and the last resort is the
+  escalation route (fail open);
+- a layer routes only when its confidence reaches the threshold for the route it
+  chose (per-route override first, then the layer's own);
+- an escalation route chosen confidently by a layer is that layer's decision
+  (``layer`` names it) and counts as an escalation with reason ``chose_escalation``;
+- decisions are cached (route, layer, confidence); an escalation is cached only
+  when every layer answered and none was confident, never after a layer failure,
+  so the cascade retries the models once they recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
+from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.decision import Classifier, Reason, Verdict
+from routermesh.runtime.metrics import RouterMetrics
+
+log = logging.getLogger("routermesh.decisions")
+
+GUARD_SECONDS = 0.05
+"""Extra time a layer gets beyond its own timeout before the cascade cuts it off
+(layers enforce their timeout themselves; this guards against one that does not)."""
+
+
+@dataclass(frozen=True)
+class LayerOutcome:
+    """What one layer said about one message (for logs and the benchmark)."""
+
+    layer: str
+    route: str | None
+    confidence: float
+    reason: Reason | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The cascade's answer for one message."""
+
+    route: str
+    layer: str
+    """``cache``, the deciding layer's name (``l1``, ``l2``) or ``escalated``."""
+    confidence: float
+    config_hash: str
+    escalation_reason: Reason | None = None
+    cache_hit: bool = False
+    trace: tuple[LayerOutcome, ...] = field(default=())
+    seconds: float = 0.0
+    """Time the cascade took to decide (cache lookup and layers)."""
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalation_reason is not None
+
+
+class Cascade:
+    """Routes messages through ``layers`` for one immutable ``config``."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        layers: list[Classifier],
+        cache: DecisionCache,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.config = config
+        self.layers = tuple(layers)
+        self._cache = cache
+        self._metrics = metrics
+        self._timeouts = {layer.name: layer.timeout_ms / 1000 for layer in config.layers}
+        self._labels = frozenset(config.route_names)
+
+    async def decide(self, message: str) -> Decision:
+        started = time.perf_counter()
+        key = cache_key(message, self.config.route_table_version)
+        cached = await self._cache.get(key)
+        if cached is not None and cached.route in self._labels:
+            self._metrics.cache_hits.inc()
+            return self._count(
+                message,
+                started,
+                Decision(
+                    route=cached.route,
+                    layer="cache",
+                    confidence=cached.confidence,
+                    config_hash=self.config.config_hash,
+                    escalation_reason=Reason.CACHED
+                    if cached.route == self.config.escalation.route
+                    else None,
+                    cache_hit=True,
+                ),
+            )
+        self._metrics.cache_misses.inc()
+
+        trace: list[LayerOutcome] = []
+        last_reason = Reason.NO_LAYER
+        any_failure = False
+        for layer in self.layers:
+            outcome = await self._ask(layer, message)
+            trace.append(outcome)
+            if outcome.route is None or outcome.reason is not None:
+                last_reason = outcome.reason or Reason.LAYER_ERROR
+                if last_reason.is_error:
+                    any_failure = True
+                    self._metrics.layer_errors.labels(layer=layer.name, reason=outcome.reason).inc()
+                continue
+            if outcome.confidence < self.config.threshold_for(layer.name, outcome.route):
+                last_reason = Reason.LOW_CONFIDENCE
+                continue
+            decision = Decision(
+                route=outcome.route,
+                layer=layer.name,
+                confidence=outcome.confidence,
+                config_hash=self.config.config_hash,
+                escalation_reason=Reason.CHOSE_ESCALATION
+                if outcome.route == self.config.escalation.route
+                else None,
+                trace=tuple(trace),
+            )
+            await self._remember(key, decision)
+            return self._count(message, started, decision)
+
+        best = max((o.confidence for o in trace if o.reason is None), default=0.0)
+        decision = Decision(
+            route=self.config.escalation.route,
+            layer="escalated",
+            confidence=best,
+            config_hash=self.config.config_hash,
+            escalation_reason=last_reason,
+            trace=tuple(trace),
+        )
+        if not any_failure and trace:
+            await self._remember(key, decision)
+        return self._count(message, started, decision)
+
+    async def _ask(self, layer: Classifier, message: str) -> LayerOutcome:
+        started = time.perf_counter()
+        budget = self._timeouts.get(layer.name, 1.0) + GUARD_SECONDS
+        try:
+            verdict = await asyncio.wait_for(layer.classify(message), budget)
+        except TimeoutError:
+            verdict = Verdict.abstain(Reason.TIMEOUT)
+        except Exception:  # a broken layer must not fail the request
+            verdict = Verdict.abstain(Reason.LAYER_ERROR)
+        if verdict.route is not None and verdict.route not in self._labels:
+            verdict = Verdict.abstain(Reason.INVALID_LABEL)
+        return LayerOutcome(
+            layer=layer.name,
+            route=verdict.route,
+            confidence=verdict.confidence,
+            reason=verdict.reason,
+            seconds=time.perf_counter() - started,
+        )
+
+    async def _remember(self, key: str, decision: Decision) -> None:
+        await self._cache.set(
+            key,
+            CachedDecision(
+                route=decision.route, layer=decision.layer, confidence=decision.confidence
+            ),
+            self.config.cache.ttl_seconds,
+        )
+
+    def _count(self, message: str, started: float, decision: Decision) -> Decision:
+        seconds = time.perf_counter() - started
+        decision = replace(decision, seconds=seconds)
+        self._metrics.decisions.labels(route=decision.route, layer=decision.layer).inc()
+        self._metrics.observe_latency(decision.layer, seconds)
+        if decision.escalation_reason is not None:
+            self._metrics.escalations.labels(reason=decision.escalation_reason).inc()
+        log.info(
+            "decision",
+            extra={
+                "event": "decision",
+                "route": decision.route,
+                "layer": decision.layer,
+                "confidence": round(decision.confidence, 4),
+                "latency_ms": round(seconds * 1000, 3),
+                "cache_hit": decision.cache_hit,
+                "escalation_reason": decision.escalation_reason,
+                "layers": {
+                    o.layer: {
+                        "route": o.route,
+                        "confidence": round(o.confidence, 4),
+                        "reason": o.reason,
+                        "ms": round(o.seconds * 1000, 3),
+                    }
+                    for o in decision.trace
+                },
+                "config_hash": decision.config_hash,
+            },
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("decision message", extra={"event": "decision_message", "text": message})
+        return decision

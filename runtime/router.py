@@ -1,0 +1,256 @@
+"""The running router: the current config and cascade, live reload, cache and feedback.
+
+Live reload: the pod mounts the ConfigMap as a directory; the kubelet updates it
+by writing a new timestamped folder and swapping the ``..data`` symlink, so the
+file's inode and even its path's target change. The watcher therefore polls the
+directory (re-reading ``router.json`` through the link, comparing digests of the
+bytes) instead of watching one file. A new config is parsed, its digests checked
+and its layers built before anything changes; then one reference assignment swaps
+it in. Requests already running finish on the cascade they started with.
+
+An invalid config (unparseable, wrong schema, digests that do not match the
+content) is rejected: the running config stays, the error is logged and counted in
+``router_config_reload_errors_total``, and the reported hash stays the old one. A
+removed config directory is the same kind of error. The same bad bytes are
+reported once, not on every poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
+from routermesh.runtime.cascade import Cascade
+from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, RouterConfig
+from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback
+from routermesh.runtime.layers import build_layers
+from routermesh.runtime.metrics import RouterMetrics
+
+log = logging.getLogger("routermesh.router")
+
+POLL_SECONDS = 1.0
+CLOSE_GRACE_SECONDS = 5.0
+"""How long a replaced cache stays open for requests still using it."""
+
+
+class ConfigError(Exception):
+    """A config that cannot be loaded; the message says why (never its content)."""
+
+
+@dataclass(frozen=True)
+class RouterState:
+    config: RouterConfig
+    cascade: Cascade
+
+
+def read_config(directory: Path) -> tuple[RouterConfig, str]:
+    """Load and verify ``directory/router.json``; returns the config and a digest of its
+    bytes. Raises :class:`ConfigError`."""
+    path = directory / CONFIG_FILENAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} does not exist") from error
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read: {error.strerror}") from error
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        config = RouterConfig.from_json(raw)
+        config.verify_digests()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in error.errors()[:5]
+        )
+        raise ConfigError(f"{path} is not a valid router config: {problems}") from error
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return config, digest
+
+
+def read_secret_file(path: str) -> str:
+    """A mounted Secret key's value, stripped; raises :class:`ConfigError` naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(f"secret file {path} cannot be read: {error.strerror}") from error
+
+
+class Router:
+    """Owns everything with a lifetime: the HTTP client, cache, feedback store, watcher."""
+
+    def __init__(
+        self,
+        config_dir: str | Path,
+        *,
+        metrics: RouterMetrics | None = None,
+        poll_seconds: float = POLL_SECONDS,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config_dir = Path(config_dir)
+        self.metrics = metrics or RouterMetrics()
+        self._poll = poll_seconds
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self.client = client or httpx.AsyncClient(limits=limits, trust_env=False)
+        self._state: RouterState | None = None
+        self._cache: DecisionCache | None = None
+        self._cache_settings: CacheConfig | None = None
+        self.feedback: MemoryFeedback | RedisFeedback = MemoryFeedback()
+        self._seen_digest: str | None = None
+        self._last_error: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
+
+    @property
+    def state(self) -> RouterState | None:
+        """The current config and cascade (``None`` until a valid config was loaded)."""
+        return self._state
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest reload error, cleared by the next successful load."""
+        return self._last_error
+
+    async def start(self) -> None:
+        await self.reload()
+        self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for task in list(self._closing):
+            task.cancel()
+        if self._cache is not None:
+            await self._cache.close()
+        await self.feedback.close()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def reload(self) -> bool:
+        """Load the config directory if its content changed; True when a new config runs."""
+        try:
+            config, digest = read_config(self.config_dir)
+        except ConfigError as error:
+            self._reject(str(error), digest=None)
+            return False
+        if digest == self._seen_digest:
+            return False
+        self._seen_digest = digest
+        current = self._state
+        if current is not None and current.config.config_hash == config.config_hash:
+            self._last_error = None  # the running config is back in place
+            return False
+        try:
+            self._swap(config)
+        except ConfigError as error:
+            self._reject(str(error), digest=digest)
+            return False
+        return True
+
+    def _swap(self, config: RouterConfig) -> None:
+        cache = self._cache_for(config)
+        cascade = Cascade(config, build_layers(config, self.client), cache, self.metrics)
+        previous = self._state
+        self._state = RouterState(config=config, cascade=cascade)
+        for layer in cascade.layers:
+            self._background(layer.warm())
+        self._last_error = None
+        self.metrics.set_config(config.config_hash)
+        log.info(
+            "config loaded",
+            extra={
+                "event": "config_loaded",
+                "config_hash": config.config_hash,
+                "previous_hash": previous.config.config_hash if previous else None,
+                "routes": len(config.routes),
+                "layers": [layer.name for layer in config.layers if layer.enabled],
+                "cache": config.cache.backend,
+            },
+        )
+
+    def _reject(self, error: str, digest: str | None) -> None:
+        # Report a given failure once: the watcher polls every second.
+        if error == self._last_error:
+            return
+        self._last_error = error
+        self.metrics.config_reload_errors.inc()
+        running = self._state.config.config_hash if self._state else None
+        log.error(
+            "config rejected, keeping the running one",
+            extra={"event": "config_rejected", "reason": error, "config_hash": running},
+        )
+        # A missing file forgets the last digest, so the same config coming back is seen.
+        self._seen_digest = digest
+
+    def _cache_for(self, config: RouterConfig) -> DecisionCache:
+        """Reuse the cache unless its backend settings changed (TTL is applied per write)."""
+        settings = config.cache.model_copy(update={"ttl_seconds": 0})
+        if self._cache is not None and settings == self._cache_settings:
+            return self._cache
+        cache: DecisionCache
+        if config.cache.backend == "redis":
+            url = config.cache.redis_url or read_secret_file(config.cache.redis_url_file or "")
+            fallback = MemoryCache(config.cache.max_entries)
+            cache = RedisCache(url, self.metrics, fallback=fallback)
+            feedback: MemoryFeedback | RedisFeedback = RedisFeedback(
+                url, config.mesh.name, self.metrics
+            )
+        else:
+            cache = MemoryCache(config.cache.max_entries)
+            feedback = MemoryFeedback()
+        old_cache, old_feedback = self._cache, self.feedback
+        self._cache, self._cache_settings, self.feedback = cache, settings, feedback
+        if old_cache is not None:
+            self._close_later(old_cache, old_feedback)
+        return cache
+
+    def _close_later(self, cache: DecisionCache, feedback: MemoryFeedback | RedisFeedback) -> None:
+        async def close() -> None:
+            await asyncio.sleep(CLOSE_GRACE_SECONDS)
+            await cache.close()
+            await feedback.close()
+
+        self._background(close())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                await self.reload()
+            except Exception:  # the watcher must survive anything a bad config does
+                log.exception("config watcher error", extra={"event": "config_watch_error"})
+
+    async def readiness(self) -> dict[str, bool]:
+        """``config`` and one entry per enabled layer: True when it can answer."""
+        state = self._state
+        if state is None:
+            return {"config": False}
+        layers = state.cascade.layers
+        answers = await asyncio.gather(*(layer.ready() for layer in layers))
+        return {
+            "config": True,
+            **{layer.name: ok for layer, ok in zip(layers, answers, strict=True)},
+        }

@@ -1,0 +1,200 @@
+"""Real helper processes and servers for tests: redis-server on a free loopback port, and
+uvicorn-served fakes (an OpenAI-compatible completions server driven by a script, an
+MCP-like target) on threads, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from routermesh.runtime.generative import SUFFIX
+
+REDIS_SERVER = shutil.which("redis-server")
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes (behaviour, not speed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = self.client()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class ThreadedServer:
+    """An ASGI app served by uvicorn on a thread, on a free (or given) loopback port."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        if not wait_until(lambda: self._server is not None and self._server.started):
+            raise RuntimeError(f"test server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = None
+
+
+def logprobs(probabilities: dict[str, float]) -> dict[str, float]:
+    return {token: math.log(p) for token, p in probabilities.items()}
+
+
+@dataclass
+class Behaviour:
+    """How the fake model server answers one message."""
+
+    top: dict[str, float] = field(default_factory=lambda: logprobs({" hello": 0.9}))
+    delay: float = 0.0
+    status: int = 200
+    raw: str | None = None
+
+
+class FakeModelServer(ThreadedServer):
+    """OpenAI-compatible ``/v1/completions`` + ``/health`` answering by ``script[message]``.
+
+    The message is read back from the router's prompt (between the last ``Request: ``
+    and the fixed suffix), so tests script answers per message.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.script: dict[str, Behaviour] = {}
+        self.default = Behaviour()
+        self.seen: list[str] = []
+        self.healthy = True
+        super().__init__(
+            Starlette(
+                routes=[
+                    Route("/v1/completions", self._complete, methods=["POST"]),
+                    Route("/health", self._health),
+                ]
+            ),
+            port,
+        )
+
+    def answer(self, message: str, probabilities: dict[str, float], **kw: Any) -> None:
+        self.script[message] = Behaviour(top=logprobs(probabilities), **kw)
+
+    async def _health(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok"}, status_code=200 if self.healthy else 503)
+
+    async def _complete(self, request: Request) -> Response:
+        body = await request.json()
+        message = str(body["prompt"]).rsplit("Request: ", 1)[1].removesuffix(SUFFIX)
+        self.seen.append(message)
+        behaviour = self.script.get(message, self.default)
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if behaviour.status != 200:
+            return JSONResponse({"error": "scripted failure"}, status_code=behaviour.status)
+        if behaviour.raw is not None:
+            return Response(behaviour.raw, media_type="application/json")
+        token = next(iter(behaviour.top))
+        return JSONResponse(
+            {"choices": [{"text": token, "logprobs": {"top_logprobs": [behaviour.top]}}]}
+        )
+
+
+class FakeTarget(ThreadedServer):
+    """An MCP-like target: ``POST /mcp`` echoes what it received."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        super().__init__(Starlette(routes=[Route("/mcp", self._mcp, methods=["POST"])]))
+
+    async def _mcp(self, request: Request) -> Response:
+        body = await request.body()
+        self.received.append({"body": body, "headers": dict(request.headers)})
+        return JSONResponse({"echo": body.decode()}, status_code=200, headers={"X-Target": "mcp"})

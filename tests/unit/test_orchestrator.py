@@ -1,0 +1,433 @@
+"""The orchestrator API end to end over real HTTP, with deterministic fake model servers
+(uvicorn on loopback, answering by script), a fake MCP target and a real redis-server:
+each layer deciding, every fail-open reason, thresholds and per-route overrides,
+multi-token labels, the cache, Redis outage and recovery, live reload (valid, invalid,
+directory removed), dispatch, feedback, health, metrics and decision logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from routermesh.operator import api
+from routermesh.operator.render import render_config
+from routermesh.runtime.app import create_app
+from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, RouterConfig
+from routermesh.runtime.generative import WARM_MESSAGE
+from routermesh.runtime.logs import JsonFormatter
+from routermesh.runtime.router import Router
+from tests.support import (
+    Behaviour,
+    FakeModelServer,
+    FakeTarget,
+    RedisProcess,
+    needs_redis,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SURE = {" proxmox": 0.95, " grafana": 0.05}
+UNSURE = {" proxmox": 0.5, " grafana": 0.5}
+
+
+def homelab_config(
+    l1: FakeModelServer,
+    l2: FakeModelServer,
+    target: FakeTarget,
+    *,
+    cache: CacheConfig | None = None,
+    l1_threshold: float = 0.85,
+) -> RouterConfig:
+    """The seed sample rendered, pointed at the fakes (timeouts shortened for the tests)."""
+    mesh = api.parse(
+        api.RouterMesh, yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
+    )
+    table = api.parse(
+        api.RouteTable, yaml.safe_load((REPO / "samples/homelab/routetable.yaml").read_text())
+    )
+    mesh.metadata.namespace = table.metadata.namespace = "default"
+    config = render_config(mesh, [table])
+    routes = tuple(
+        r.model_copy(
+            update={
+                "target": f"{target.url}/mcp",
+                "thresholds": {"l1": 0.99} if r.name == "grafana" else {},
+            }
+        )
+        for r in config.routes
+    )
+    layers = (
+        config.layers[0].model_copy(
+            update={"url": l1.url, "timeout_ms": 300, "threshold": l1_threshold}
+        ),
+        config.layers[1].model_copy(update={"url": l2.url, "timeout_ms": 300}),
+    )
+    escalation = config.escalation.model_copy(
+        update={"target": f"{target.url}/mcp", "credentials_file": None}
+    )
+    return config.model_copy(
+        update={
+            "routes": routes,
+            "layers": layers,
+            "escalation": escalation,
+            "cache": cache or CacheConfig(),
+        }
+    ).sealed()
+
+
+def publish(directory: Path, config: RouterConfig | str) -> None:
+    """Write the config as the kubelet does: a new folder, then swap the ``..data`` link."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = directory / f"..{time.monotonic_ns()}"
+    stamp.mkdir()
+    text = config if isinstance(config, str) else config.to_json()
+    (stamp / CONFIG_FILENAME).write_text(text)
+    link = directory / "..data_tmp"
+    link.symlink_to(stamp.name)
+    link.replace(directory / "..data")
+    if not (directory / CONFIG_FILENAME).is_symlink():
+        (directory / CONFIG_FILENAME).symlink_to(f"..data/{CONFIG_FILENAME}")
+
+
+class Stack:
+    def __init__(self, tmp: Path, cache: CacheConfig | None = None) -> None:
+        self.l1, self.l2, self.target = FakeModelServer(), FakeModelServer(), FakeTarget()
+        for server in (self.l1, self.l2, self.target):
+            server.start()
+        self.dir = tmp / "config"
+        self.config = homelab_config(self.l1, self.l2, self.target, cache=cache)
+        publish(self.dir, self.config)
+        self.router = Router(self.dir, poll_seconds=0.05)
+        self.client = TestClient(create_app(self.router))
+        self.client.__enter__()
+        # Each layer warms its prompt prefix once after a config load; start from a clean slate.
+        assert wait_until(lambda: WARM_MESSAGE in self.l1.seen and WARM_MESSAGE in self.l2.seen)
+        self.l1.seen.clear()
+        self.l2.seen.clear()
+
+    def route(self, message: str) -> dict[str, Any]:
+        response = self.client.post("/v1/route", json={"message": message})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.client.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        for server in (self.l1, self.l2, self.target):
+            server.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    yield s
+    s.close()
+
+
+def test_l1_routes_a_confident_message_with_target_and_hash(stack: Stack) -> None:
+    stack.l1.answer("start vm 104", SURE)
+    body = stack.route("start vm 104")
+    assert body["route"] == "proxmox" and body["layer"] == "l1"
+    assert body["confidence"] == pytest.approx(0.95)
+    assert body["target"] == f"{stack.target.url}/mcp"
+    assert body["config_hash"] == stack.config.config_hash
+    assert body["latency_ms"] > 0 and body["cache_hit"] is False
+    assert body["escalation_reason"] is None
+    assert stack.l2.seen == []
+    assert stack.metric("router_decisions_total", route="proxmox", layer="l1") == 1
+    assert stack.metric("router_latency_seconds_count", layer="l1") == 1
+
+
+def test_l2_decides_what_l1_is_unsure_of(stack: Stack) -> None:
+    stack.l1.answer("snapshot the vm", UNSURE)
+    stack.l2.answer("snapshot the vm", {" proxmox": 0.8, " unifi": 0.2})
+    body = stack.route("snapshot the vm")
+    assert (body["route"], body["layer"]) == ("proxmox", "l2")
+    assert body["confidence"] == pytest.approx(0.8)
+    assert stack.metric("router_decisions_total", route="proxmox", layer="l2") == 1
+
+
+def test_unsure_everywhere_escalates_and_the_escalation_is_cached(stack: Stack) -> None:
+    stack.l1.answer("plan my weekend", UNSURE)
+    stack.l2.answer("plan my weekend", UNSURE)
+    body = stack.route("plan my weekend")
+    assert (body["route"], body["layer"]) == ("cortex", "escalated")
+    assert body["escalation_reason"] == "low_confidence"
+    assert body["target"] == f"{stack.target.url}/mcp"
+    again = stack.route("  Plan my   WEEKEND ")
+    assert (again["route"], again["layer"], again["cache_hit"]) == ("cortex", "cache", True)
+    assert again["escalation_reason"] == "cached"
+    assert stack.l1.seen == ["plan my weekend"]  # the cache answered the second time
+    assert stack.metric("router_escalations_total", reason="low_confidence") == 1
+    assert stack.metric("router_cache_hits_total") == 1
+
+
+def test_per_route_threshold_override_applies(stack: Stack) -> None:
+    # grafana needs 0.99 from L1 (override); 0.95 is enough for proxmox (layer 0.85).
+    stack.l1.answer("cpu graph", {" grafana": 0.95, " proxmox": 0.05})
+    stack.l2.answer("cpu graph", {" grafana": 0.9, " proxmox": 0.1})
+    assert stack.route("cpu graph")["layer"] == "l2"
+    stack.l1.answer("vm list", {" proxmox": 0.95, " grafana": 0.05})
+    assert stack.route("vm list")["layer"] == "l1"
+
+
+def test_multi_token_labels_are_summed_by_route(stack: Stack) -> None:
+    # " prox" only begins proxmox; " Proxmox" is the same label differently spelt.
+    stack.l1.answer("migrate guest", {" prox": 0.5, " Proxmox": 0.4, " grafana": 0.1})
+    body = stack.route("migrate guest")
+    assert (body["route"], body["layer"]) == ("proxmox", "l1")
+    assert body["confidence"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (Behaviour(delay=1.0), "timeout"),
+        (Behaviour(status=500), "http_error"),
+        (Behaviour(raw='{"choices": "garbage"}'), "parse_error"),
+        (Behaviour(top={" banana": -0.01, " proxmox": -5.0}), "invalid_label"),
+    ],
+)
+def test_each_l1_failure_falls_through_to_l2_and_is_metered(
+    stack: Stack, behaviour: Behaviour, reason: str
+) -> None:
+    stack.l1.script["reboot node"] = behaviour
+    stack.l2.answer("reboot node", {" proxmox": 0.9, " unifi": 0.1})
+    body = stack.route("reboot node")
+    assert (body["route"], body["layer"]) == ("proxmox", "l2")
+    assert stack.metric("router_layer_errors_total", layer="l1", reason=reason) == 1
+
+
+def test_both_layers_failing_escalates_with_the_reason_and_is_not_cached(stack: Stack) -> None:
+    stack.l1.stop()  # connection refused
+    stack.l2.script["reboot node"] = Behaviour(status=503)
+    body = stack.route("reboot node")
+    assert (body["route"], body["layer"]) == ("cortex", "escalated")
+    assert body["escalation_reason"] == "http_error"
+    assert stack.metric("router_layer_errors_total", layer="l1", reason="connection_error") == 1
+    assert stack.metric("router_escalations_total", reason="http_error") == 1
+    # Not cached: once L2 recovers, the same message is routed by it.
+    stack.l2.answer("reboot node", {" proxmox": 0.9, " unifi": 0.1})
+    assert stack.route("reboot node")["layer"] == "l2"
+
+
+def test_a_layer_may_choose_the_escalation_route(stack: Stack) -> None:
+    stack.l1.answer("migrate all vms and update dashboards", {" cortex": 0.9, " proxmox": 0.1})
+    body = stack.route("migrate all vms and update dashboards")
+    assert (body["route"], body["layer"]) == ("cortex", "l1")
+    assert body["escalation_reason"] == "chose_escalation"
+    assert stack.metric("router_escalations_total", reason="chose_escalation") == 1
+
+
+def test_dispatch_forwards_the_body_with_router_headers(stack: Stack) -> None:
+    stack.l1.answer("start vm 104", SURE)
+    payload = {"message": "start vm 104", "arguments": {"vmid": 104}}
+    response = stack.client.post("/v1/dispatch", json=payload)
+    assert response.status_code == 200
+    assert response.headers["X-Router-Route"] == "proxmox"
+    assert response.headers["X-Router-Layer"] == "l1"
+    assert float(response.headers["X-Router-Confidence"]) == pytest.approx(0.95)
+    assert response.headers["X-Target"] == "mcp"
+    assert json.loads(response.json()["echo"]) == payload
+    assert stack.target.received[0]["headers"]["content-type"] == "application/json"
+
+
+def test_dispatch_to_a_dead_target_is_a_502_naming_it_and_still_counted(stack: Stack) -> None:
+    stack.l1.answer("start vm 104", SURE)
+    stack.target.stop()
+    response = stack.client.post("/v1/dispatch", json={"message": "start vm 104"})
+    assert response.status_code == 502
+    body = response.json()
+    assert body["target"] == f"{stack.target.url}/mcp" and stack.target.url in body["error"]
+    assert body["route"] == "proxmox" and response.headers["X-Router-Route"] == "proxmox"
+    assert stack.metric("router_decisions_total", route="proxmox", layer="l1") == 1
+    assert stack.metric("router_dispatch_errors_total", route="proxmox") == 1
+
+
+def test_feedback_is_stored_counted_and_checked(stack: Stack) -> None:
+    response = stack.client.post(
+        "/v1/feedback", json={"message": "cpu graph", "expected_route": "grafana"}
+    )
+    assert response.status_code == 202 and response.json()["stored"] == "memory"
+    assert stack.metric("router_feedback_total", expected_route="grafana") == 1
+    record = stack.router.feedback.records[-1]  # type: ignore[union-attr]
+    assert (record.message, record.config_hash) == ("cpu graph", stack.config.config_hash)
+    unknown = stack.client.post("/v1/feedback", json={"message": "x", "expected_route": "nope"})
+    assert unknown.status_code == 422 and "expected_route" in unknown.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "message"),
+        ({"message": ""}, "message"),
+        ({"message": 42}, "message"),
+        ({"message": "x" * 40_000}, "message"),
+    ],
+)
+def test_bad_requests_get_a_clear_422(stack: Stack, body: dict[str, Any], field: str) -> None:
+    response = stack.client.post("/v1/route", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid request"
+    assert response.json()["problems"][0]["field"] == field
+    assert "x" * 100 not in response.text  # the input is not echoed back
+
+
+def test_invalid_json_is_a_422(stack: Stack) -> None:
+    response = stack.client.post(
+        "/v1/route", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["error"] == "invalid request"
+
+
+def test_health_readiness_metrics_and_public_config(stack: Stack) -> None:
+    assert stack.client.get("/healthz").json() == {"status": "ok"}
+    ready = stack.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"config": True, "l1": True, "l2": True}
+    stack.l2.healthy = False
+    not_ready = stack.client.get("/readyz")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["l2"] is False
+    view = stack.client.get("/v1/config").json()
+    assert view["config_hash"] == stack.config.config_hash
+    grafana = next(r for r in view["routes"] if r["name"] == "grafana")
+    assert grafana["thresholds"] == {"l1": 0.99, "l2": 0.75}
+    assert view["escalation"]["route"] == "cortex"
+    assert stack.metric("router_config_info", hash=stack.config.config_hash) == 1
+
+
+def test_live_reload_swaps_without_dropping_in_flight_requests(stack: Stack) -> None:
+    stack.l1.script["slow one"] = Behaviour(top={" proxmox": -0.01, " grafana": -5.0}, delay=0.2)
+    results: list[dict[str, Any]] = []
+    worker = threading.Thread(target=lambda: results.append(stack.route("slow one")))
+    worker.start()
+    wait_until(lambda: "slow one" in stack.l1.seen)
+    changed = homelab_config(stack.l1, stack.l2, stack.target, l1_threshold=0.6)
+    publish(stack.dir, changed)
+    worker.join()
+    assert results[0]["route"] == "proxmox"
+    assert results[0]["config_hash"] == stack.config.config_hash  # finished on the old config
+    assert wait_until(
+        lambda: stack.client.get("/v1/config").json()["config_hash"] == changed.config_hash
+    )
+    stack.l1.answer("restart ap", {" unifi": 0.7, " proxmox": 0.3})
+    assert stack.route("restart ap")["layer"] == "l1"  # 0.7 passes the new 0.6 threshold
+    assert stack.metric("router_config_info", hash=changed.config_hash) == 1
+    assert stack.metric("router_config_info", hash=stack.config.config_hash) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{not json",
+        json.dumps({"schema_version": 1}),
+        "tampered",  # valid schema, digests that do not match the content
+    ],
+)
+def test_an_invalid_config_is_rejected_and_the_old_one_keeps_running(
+    stack: Stack, bad: str
+) -> None:
+    if bad == "tampered":
+        data = json.loads(stack.config.to_json())
+        data["layers"][0]["threshold"] = 0.1
+        bad = json.dumps(data)
+    publish(stack.dir, bad)
+    assert wait_until(lambda: stack.metric("router_config_reload_errors_total") == 1)
+    stack.l1.answer("start vm 104", SURE)
+    body = stack.route("start vm 104")
+    assert (body["layer"], body["config_hash"]) == ("l1", stack.config.config_hash)
+    ready = stack.client.get("/readyz").json()
+    assert ready["ready"] is True and ready["config_error"]
+    assert ready["config_hash"] == stack.config.config_hash
+    time.sleep(0.3)  # several polls: the same bad file is reported once
+    assert stack.metric("router_config_reload_errors_total") == 1
+    publish(stack.dir, stack.config)  # back to the running config: the error clears
+    assert wait_until(lambda: stack.client.get("/readyz").json()["config_error"] is None)
+
+
+def test_a_removed_config_directory_keeps_the_running_config(stack: Stack) -> None:
+    shutil.rmtree(stack.dir)
+    assert wait_until(lambda: stack.metric("router_config_reload_errors_total") == 1)
+    stack.l1.answer("start vm 104", SURE)
+    assert stack.route("start vm 104")["config_hash"] == stack.config.config_hash
+    publish(stack.dir, stack.config)
+    assert wait_until(lambda: stack.client.get("/readyz").json()["config_error"] is None)
+
+
+def test_without_a_config_the_router_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    with TestClient(create_app(Router(tmp_path / "missing", poll_seconds=0.05))) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "does not exist" in ready.json()["config_error"]
+        response = client.post("/v1/route", json={"message": "hi"})
+        assert response.status_code == 503 and "no valid router config" in response.json()["error"]
+
+
+def test_decisions_are_logged_as_json_without_the_message_at_info(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.l1.answer("start secret vm", SURE)
+    with caplog.at_level(logging.INFO, logger="routermesh.decisions"):
+        stack.route("start secret vm")
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "routermesh.decisions"]
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["event"] == "decision" and entry["route"] == "proxmox"
+    assert entry["layer"] == "l1" and entry["cache_hit"] is False
+    assert entry["layers"]["l1"]["route"] == "proxmox" and "latency_ms" in entry
+    assert "start secret vm" not in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="routermesh.decisions"):
+        stack.route("start secret vm")
+    texts = [JsonFormatter().format(r) for r in caplog.records]
+    assert any("start secret vm" in line for line in texts)
+
+
+@needs_redis
+def test_redis_cache_outage_keeps_routing_and_recovers(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    stack = Stack(tmp_path, cache=CacheConfig(backend="redis", redis_url=redis_server.url))
+    try:
+        stack.l1.answer("start vm 104", SURE)
+        stack.l1.answer("stop vm 105", SURE)
+        stack.l1.answer("list vms", SURE)
+        assert stack.route("start vm 104")["layer"] == "l1"
+        assert len(redis_server.client().keys("router-mesh:decision:*")) == 1
+        redis_server.stop()
+        body = stack.route("stop vm 105")  # Redis down: routed, error metered
+        assert body["layer"] == "l1"
+        assert stack.metric("router_cache_errors_total", backend="redis") >= 1
+        assert stack.route("stop vm 105")["layer"] == "cache"  # in-process fallback
+        redis_server.start()  # same port, empty
+        time.sleep(1.1)  # the back-off before Redis is tried again
+        assert stack.route("list vms")["layer"] == "l1"
+        assert wait_until(lambda: len(redis_server.client().keys("router-mesh:decision:*")) == 1)
+        feedback = stack.client.post(
+            "/v1/feedback", json={"message": "m", "expected_route": "unifi"}
+        )
+        assert feedback.json()["stored"] == "redis"
+        assert redis_server.client().llen("router-mesh:feedback:homelab") == 1
+    finally:
+        stack.close()
