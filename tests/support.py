@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from routermesh.runtime.generative import SUFFIX
@@ -198,3 +199,45 @@ class FakeTarget(ThreadedServer):
         body = await request.body()
         self.received.append({"body": body, "headers": dict(request.headers)})
         return JSONResponse({"echo": body.decode()}, status_code=200, headers={"X-Target": "mcp"})
+
+
+class FileServer(ThreadedServer):
+    """Serves ``files`` with Range support; ``cut_after`` drops the first response mid-body."""
+
+    def __init__(self, files: dict[str, bytes], cut_after: int | None = None) -> None:
+        self.files = files
+        self.cut_after = cut_after
+        self.requests: list[dict[str, str]] = []
+        super().__init__(Starlette(routes=[Route("/{name:path}", self._serve)]))
+
+    async def _serve(self, request: Request) -> Response:
+        self.requests.append(dict(request.headers))
+        name = request.path_params["name"]
+        if name not in self.files:
+            return Response("no such file", status_code=404)
+        data = self.files[name]
+        start = 0
+        status = 200
+        headers = {"content-length": str(len(data)), "accept-ranges": "bytes"}
+        if "range" in request.headers:
+            start = int(request.headers["range"].removeprefix("bytes=").split("-")[0])
+            status = 206
+            headers = {
+                "content-length": str(len(data) - start),
+                "content-range": f"bytes {start}-{len(data) - 1}/{len(data)}",
+            }
+        cut = self.cut_after
+        self.cut_after = None
+
+        async def body() -> AsyncIterator[bytes]:
+            position = start
+            while position < len(data):
+                end = min(position + 65536, len(data))
+                if cut is not None and end > cut:
+                    yield data[position:cut]
+                    await asyncio.sleep(0.2)  # let the bytes reach the client, then drop
+                    raise ConnectionResetError("cut by the test")
+                yield data[position:end]
+                position = end
+
+        return StreamingResponse(body(), status_code=status, headers=headers)

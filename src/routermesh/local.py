@@ -1,0 +1,461 @@
+"""``router-mesh local``: the whole router pod as local processes, no cluster needed.
+
+It renders the RouterMesh and RouteTable YAML with the operator's own function,
+makes the layers' models available (fetched from their sources like the
+model-download Job does, or, when those cannot be reached, the models shipped in
+PyPI packages, saying so), writes the config where the orchestrator watches it,
+and starts the pod's three containers as child processes with the pod's entry
+points: ``router-mesh serve-model --layer l1``, ``... --layer l2`` and
+``router-mesh orchestrator``. It waits for ``/readyz``, prints the URL, restarts a
+child that dies (as the kubelet would), re-renders the config when the YAML changes
+(the orchestrator reloads it live, as from a ConfigMap), and on Ctrl-C or SIGTERM
+stops everything it started. Children also get SIGTERM if this process is killed
+outright (Linux parent-death signal), so nothing is left running.
+
+Differences from the pod, on purpose: model servers listen on ``--port`` + 1 and + 2;
+Secret references cannot be read locally, so a Redis URL from a Secret falls back to
+the in-process cache unless ``--redis-url`` is given, and the escalation credential is
+left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+from urllib.parse import urlsplit
+
+import httpx
+
+from routermesh import manifests
+from routermesh.operator.render import RenderError, render_config
+from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
+from routermesh.runtime.fetch import FetchError, FetchItem, fetch_one, is_present
+from routermesh.runtime.model_server import ModelServerError, find_llama_server
+from routermesh.runtime.packaged import PACKAGED, PackagedModelError, materialize
+
+log = logging.getLogger("routermesh.local")
+
+PACKAGED_FOR_LAYER = {"l1": "smollm2-135m", "l2": "qwen2.5-coder-0.5b"}
+"""The offline stand-in of each seed layer when its source cannot be reached."""
+
+_PR_SET_PDEATHSIG = 1
+MAX_START_RESTARTS = 3
+
+
+class LocalError(Exception):
+    pass
+
+
+@dataclass
+class LocalOptions:
+    files: list[Path]
+    namespace: str = "default"
+    mesh: str | None = None
+    port: int = 8080
+    host: str = "127.0.0.1"
+    models_dir: Path = Path(".cache/models")
+    state_dir: Path = Path(".cache/local")
+    offline: bool = False
+    redis_url: str | None = None
+    threads: int | None = None
+    ready_timeout: float = 900.0
+    watch_seconds: float = 1.0
+    log_level: str = "info"
+
+
+def manifest_digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in manifests.manifest_files(files):
+        digest.update(str(path).encode() + b"\0")
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def render(options: LocalOptions) -> RouterConfig:
+    """Render the one RouterMesh of the files (the operator's function); LocalError if not."""
+    missing = [str(p) for p in options.files if not p.exists()]
+    if missing:
+        raise LocalError(f"no such file or folder: {', '.join(missing)}")
+    found = manifests.load(options.files, default_namespace=options.namespace)
+    if found.problems:
+        raise LocalError("; ".join(found.problems))
+    meshes = [m for m in found.meshes if options.mesh in (None, m.metadata.name)]
+    if len(meshes) != 1:
+        names = ", ".join(m.metadata.name for m in found.meshes) or "none"
+        raise LocalError(f"expected exactly one RouterMesh (use --mesh); found: {names}")
+    try:
+        return render_config(meshes[0], found.tables)
+    except RenderError as error:
+        raise LocalError(f"RouterMesh {meshes[0].metadata.name!r}: {error}") from error
+
+
+def _reachable(uri: str, timeout: float = 3.0) -> bool:
+    if uri.startswith("file:"):
+        return True
+    if uri.startswith("hf://"):
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        parts = urlsplit(endpoint)
+    else:
+        parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_models(config: RouterConfig, options: LocalOptions) -> RouterConfig:
+    """Each enabled layer's model on disk: its own source, else the packaged stand-in."""
+    layers = []
+    for layer in config.layers:
+        if not layer.enabled:
+            layers.append(layer)
+            continue
+        item = FetchItem(uri=layer.model.uri, sha256=layer.model.sha256, path=layer.model.path)
+        problem = None
+        if is_present(item, options.models_dir):
+            layers.append(layer)
+            continue
+        if options.offline:
+            problem = "--offline"
+        elif not _reachable(layer.model.uri):
+            problem = "its source cannot be reached from this machine"
+        else:
+            try:
+                first = options.files[0]
+                base = first if first.is_dir() else first.parent
+                fetch_one(item, options.models_dir, base_dir=base)
+            except FetchError as error:
+                problem = str(error)
+            else:
+                layers.append(layer)
+                continue
+        layers.append(layer.model_copy(update={"model": _packaged(layer.name, options, problem)}))
+    return config.model_copy(update={"layers": tuple(layers)})
+
+
+def _packaged(layer: str, options: LocalOptions, problem: str) -> ModelRef:
+    name = PACKAGED_FOR_LAYER.get(layer)
+    if name is None:
+        raise LocalError(f"layer {layer}: model unavailable ({problem}) and no packaged stand-in")
+    model = PACKAGED[name]
+    log.warning(
+        "using a packaged model",
+        extra={
+            "event": "packaged_model",
+            "layer": layer,
+            "because": problem,
+            "model": model.description,
+        },
+    )
+    try:
+        path = materialize(options.models_dir / "packaged", [name])[name]
+    except PackagedModelError as error:
+        raise LocalError(f"layer {layer}: {error}") from error
+    return ModelRef(
+        uri=path.resolve().as_uri(),
+        sha256=model.sha256,
+        path=str(path.relative_to(options.models_dir)),
+    )
+
+
+def localize(config: RouterConfig, options: LocalOptions) -> RouterConfig:
+    """The rendered config adapted to one machine (ports, cache, secrets), sealed again."""
+    ports = {"l1": options.port + 1, "l2": options.port + 2}
+    layers = tuple(
+        layer.model_copy(update={"url": f"http://127.0.0.1:{ports.get(layer.name, 0)}"})
+        for layer in config.layers
+    )
+    cache = config.cache
+    if options.redis_url:
+        cache = cache.model_copy(
+            update={"backend": "redis", "redis_url": options.redis_url, "redis_url_file": None}
+        )
+    elif cache.redis_url_file:
+        log.warning(
+            "the Redis URL comes from a Secret: using the in-process cache (pass --redis-url)",
+            extra={"event": "local_cache"},
+        )
+        cache = CacheConfig(ttl_seconds=cache.ttl_seconds, max_entries=cache.max_entries)
+    escalation = config.escalation
+    if escalation.credentials_file:
+        escalation = escalation.model_copy(update={"credentials_file": None})
+    return config.model_copy(
+        update={"layers": layers, "cache": cache, "escalation": escalation}
+    ).sealed()
+
+
+def write_config(config: RouterConfig, directory: Path) -> None:
+    """Replace ``router.json`` in one rename, so the orchestrator never reads half a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{CONFIG_FILENAME}.tmp"
+    temporary.write_text(config.to_json())
+    temporary.replace(directory / CONFIG_FILENAME)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own entry points
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch state in between
+        )
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
+
+    def _relay(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for line in iter(stream.readline, b""):
+            sys.stderr.write(f"[{self.name}] {line.decode(errors='replace')}")
+            sys.stderr.flush()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class LocalPod:
+    def __init__(self, options: LocalOptions) -> None:
+        self.options = options
+        self.config_dir = options.state_dir / "config"
+        self.children: list[Child] = []
+        self._stopping = threading.Event()
+        self.config: RouterConfig | None = None
+
+    def prepare(self) -> RouterConfig:
+        config = ensure_models(localize(render(self.options), self.options), self.options)
+        return config.sealed()
+
+    def child_commands(self, config: RouterConfig) -> list[Child]:
+        cli = [sys.executable, "-m", "routermesh.cli"]
+        children = [
+            Child(
+                layer.name,
+                [
+                    *cli,
+                    "serve-model",
+                    "--layer",
+                    layer.name,
+                    "--config-dir",
+                    str(self.config_dir),
+                    "--models-dir",
+                    str(self.options.models_dir),
+                    *(["--threads", str(self.options.threads)] if self.options.threads else []),
+                ],
+            )
+            for layer in config.layers
+            if layer.enabled
+        ]
+        children.append(
+            Child(
+                "orchestrator",
+                [
+                    *cli,
+                    "orchestrator",
+                    "--config-dir",
+                    str(self.config_dir),
+                    "--host",
+                    self.options.host,
+                    "--port",
+                    str(self.options.port),
+                    "--log-level",
+                    self.options.log_level,
+                ],
+            )
+        )
+        return children
+
+    def run(self) -> int:
+        config = self.prepare()
+        ports = [self.options.port] + [
+            urlsplit(layer.url).port or 0 for layer in config.layers if layer.enabled
+        ]
+        for layer in config.layers:
+            if layer.enabled and layer.engine == "llamacpp":
+                try:
+                    find_llama_server()
+                except ModelServerError as error:
+                    raise LocalError(str(error)) from error
+        busy = [p for p in ports if not _port_free("127.0.0.1", p)]
+        if busy:
+            raise LocalError(f"port(s) {busy} in use: stop what runs there or pass --port")
+        write_config(config, self.config_dir)
+        self.config = config
+        self.children = self.child_commands(config)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+        try:
+            for child in self.children:
+                child.start()
+            if not self._wait_ready():
+                return 1
+            self._announce(config)
+            self._supervise()
+        finally:
+            self.stop()
+        return 0
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        log.info("stopping", extra={"event": "local_stop", "signal": signal.Signals(signum).name})
+        self._stopping.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}"
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.options.ready_timeout
+        last_report = 0.0
+        checks: dict[str, object] = {}
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            while not self._stopping.is_set():
+                self._restart_dead()
+                failing = [c.name for c in self.children if c.restarts >= MAX_START_RESTARTS]
+                if failing:
+                    log.error(
+                        "a child keeps exiting before the router is ready: see its log above",
+                        extra={"event": "local_crash_loop", "children": failing},
+                    )
+                    return False
+                try:
+                    response = client.get(f"{self.url}/readyz")
+                    checks = response.json().get("checks", {})
+                    if response.status_code == httpx.codes.OK:
+                        return True
+                except (httpx.HTTPError, ValueError):
+                    checks = {"orchestrator": False}
+                now = time.monotonic()
+                if now > deadline:
+                    log.error(
+                        "not ready in time",
+                        extra={"event": "local_not_ready", "checks": checks},
+                    )
+                    return False
+                if now - last_report > 10:
+                    last_report = now
+                    log.info(
+                        "waiting for readiness", extra={"event": "local_wait", "checks": checks}
+                    )
+                self._stopping.wait(0.5)
+        return False
+
+    def _announce(self, config: RouterConfig) -> None:
+        routes = ", ".join(config.route_names)
+        sys.stdout.write(
+            f"router-mesh local: ready at {self.url} (mesh {config.mesh.name}, routes: {routes}, "
+            f"config {config.config_hash[:12]})\n"
+            f"  curl -s {self.url}/v1/route -H 'content-type: application/json' "
+            '-d \'{"message": "..."}\'\n'
+            f"  edit {' '.join(map(str, self.options.files))} to reload live; Ctrl-C stops\n"
+        )
+        sys.stdout.flush()
+
+    def _supervise(self) -> None:
+        seen = manifest_digest(self.options.files)
+        while not self._stopping.wait(self.options.watch_seconds):
+            self._restart_dead()
+            digest = manifest_digest(self.options.files)
+            if digest != seen:
+                seen = digest
+                self._reload()
+
+    def _reload(self) -> None:
+        try:
+            config = self.prepare()
+        except (LocalError, FetchError) as error:
+            log.error(
+                "the YAML no longer renders: the running config stays",
+                extra={"event": "local_render_error", "error": str(error)},
+            )
+            return
+        previous = self.config
+        write_config(config, self.config_dir)
+        self.config = config
+        log.info(
+            "config re-rendered",
+            extra={"event": "local_reload", "config_hash": config.config_hash},
+        )
+        if previous is None:
+            return
+        before = {layer.name: layer.model for layer in previous.layers}
+        for layer in config.layers:
+            if before.get(layer.name) != layer.model:
+                for child in self.children:
+                    if child.name == layer.name:
+                        log.info("model changed: restarting", extra={"layer": layer.name})
+                        child.stop()
+                        child.start()
+
+    def _restart_dead(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None or child.process.poll() is None or self._stopping.is_set():
+                continue
+            if child.next_start == 0.0:
+                delay = min(30.0, 2.0**child.restarts)
+                child.next_start = now + delay
+                log.warning(
+                    "child exited: restarting",
+                    extra={
+                        "event": "local_child_exit",
+                        "child": child.name,
+                        "code": child.process.returncode,
+                        "restart_in_s": delay,
+                    },
+                )
+            elif now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for child in reversed(self.children):
+            child.stop()
