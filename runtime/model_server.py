@@ -152,7 +152,6 @@ def vllm_command(
         "bfloat16",
         "--max-logprobs",
         "20",
-        "--disable-log-requests",
     ]
     env = {
         # DESIGN.md: vLLM's CPU build binds one core unless told otherwise.

@@ -6,9 +6,12 @@
 #   bash scripts/build-llama-server.sh [PREFIX]     # default PREFIX: .cache/llama-server
 #
 # Idempotent: skips the build when PREFIX/bin/llama-server exists and runs.
-# CPU flags: GGML_NATIVE=OFF, then each of AVX/AVX2/FMA/F16C/AVX512(+VNNI,+BF16)
-# switched on only when /proc/cpuinfo lists it. The native build would also enable
-# AMX, which dies with "Illegal instruction" on these VMs (DESIGN.md), so AMX stays off.
+# CPU flags (LLAMA_CPU_TARGET):
+#   detect (default): GGML_NATIVE=OFF, then each of AVX/AVX2/FMA/F16C/AVX512(+VNNI,+BF16)
+#     switched on only when /proc/cpuinfo lists it. The native build would also enable
+#     AMX, which dies with "Illegal instruction" on these VMs (DESIGN.md): AMX stays off.
+#   x86-64-v3: AVX2/FMA/F16C only, for an image that runs on any x86-64-v3 CPU
+#     (runtime/Dockerfile uses it; the builder's CPU says nothing about the nodes').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +36,12 @@ $PIP download --quiet --no-deps --no-binary :all: -d "$work" "llama-cpp-python==
 tar -xzf "$work"/llama_cpp_python-"$VERSION".tar.gz -C "$work"
 src="$work/llama_cpp_python-$VERSION/vendor/llama.cpp"
 
-has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
+TARGET=${LLAMA_CPU_TARGET:-detect}
+case "$TARGET" in
+  detect) has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; } ;;
+  x86-64-v3) has() { case "$1" in avx|avx2|fma|f16c) echo ON ;; *) echo OFF ;; esac; } ;;
+  *) echo "LLAMA_CPU_TARGET must be detect or x86-64-v3, not $TARGET" >&2; exit 2 ;;
+esac
 flags=(
   -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
   -DGGML_AVX="$(has avx)" -DGGML_AVX2="$(has avx2)" -DGGML_FMA="$(has fma)" -DGGML_F16C="$(has f16c)"

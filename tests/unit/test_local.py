@@ -1,0 +1,107 @@
+"""Local mode's pure parts: rendering the YAML, adapting the config to one machine
+(ports, cache, secrets), the packaged fallback for unreachable models, atomic config
+writes. The whole of `router-mesh local` runs in tests/e2e/test_local_mode.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from routermesh import local
+from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
+from routermesh.runtime.config import CONFIG_FILENAME, RouterConfig
+from routermesh.runtime.fetch import MARKER
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _options(tmp_path: Path, **kw: object) -> LocalOptions:
+    return LocalOptions(
+        files=[REPO / "samples/homelab"],
+        models_dir=tmp_path / "models",
+        state_dir=tmp_path / "state",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_localize_moves_servers_to_the_port_and_drops_what_secrets_held(tmp_path: Path) -> None:
+    options = _options(tmp_path, port=9000)
+    rendered = render(options)
+    assert rendered.cache.backend == "redis" and rendered.cache.redis_url_file
+    config = localize(rendered, options)
+    assert [layer.url for layer in config.layers] == [
+        "http://127.0.0.1:9001",
+        "http://127.0.0.1:9002",
+    ]
+    assert config.cache.backend == "memory"  # the Secret cannot be read locally
+    assert config.cache.ttl_seconds == rendered.cache.ttl_seconds
+    assert config.escalation.credentials_file is None
+    assert config.escalation.target == rendered.escalation.target
+    config.verify_digests()
+    with_redis = localize(rendered, _options(tmp_path, redis_url="redis://127.0.0.1:6379/0"))
+    assert (with_redis.cache.backend, with_redis.cache.redis_url) == (
+        "redis",
+        "redis://127.0.0.1:6379/0",
+    )
+
+
+def test_unreachable_models_fall_back_to_the_packaged_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = _options(tmp_path, offline=True)
+    made: list[str] = []
+
+    def fake_materialize(out: Path, names: list[str]) -> dict[str, Path]:
+        out.mkdir(parents=True, exist_ok=True)
+        made.extend(names)
+        return {name: (out / f"{name}.gguf") for name in names}
+
+    monkeypatch.setattr(local, "materialize", fake_materialize)
+    config = ensure_models(localize(render(options), options), options)
+    assert made == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert [layer.model.path for layer in config.layers] == [
+        "packaged/smollm2-135m.gguf",
+        "packaged/qwen2.5-coder-0.5b.gguf",
+    ]
+    assert config.layers[0].model.uri.startswith("file:///")
+    fallbacks = [r for r in caplog.records if r.getMessage() == "using a packaged model"]
+    assert [(r.layer, r.because) for r in fallbacks] == [  # type: ignore[attr-defined]
+        ("l1", "--offline"),
+        ("l2", "--offline"),
+    ]
+
+
+def test_a_model_already_fetched_is_used_as_is(tmp_path: Path) -> None:
+    options = _options(tmp_path, offline=True)
+    config = localize(render(options), options)
+    for layer in config.layers:
+        folder = options.models_dir / layer.model.path
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text(
+            json.dumps({"uri": layer.model.uri, "sha256": layer.model.sha256 or "x"})
+        )
+    assert ensure_models(config, options).layers == config.layers
+
+
+def test_render_refuses_ambiguous_or_missing_input(tmp_path: Path) -> None:
+    folder = tmp_path / "two"
+    shutil.copytree(REPO / "samples/homelab", folder)
+    second = (folder / "routermesh.yaml").read_text().replace("name: homelab", "name: other", 1)
+    (folder / "other.yaml").write_text(second)
+    with pytest.raises(LocalError, match="expected exactly one RouterMesh"):
+        render(LocalOptions(files=[folder]))
+    assert render(LocalOptions(files=[folder], mesh="other")).mesh.name == "other"
+    with pytest.raises(LocalError, match="no such file"):
+        render(LocalOptions(files=[tmp_path / "nope"]))
+
+
+def test_write_config_replaces_the_file_in_one_step(tmp_path: Path) -> None:
+    options = _options(tmp_path)
+    config = localize(render(options), options)
+    local.write_config(config, tmp_path / "config")
+    local.write_config(config, tmp_path / "config")
+    assert sorted(p.name for p in (tmp_path / "config").iterdir()) == [CONFIG_FILENAME]
+    assert RouterConfig.load(tmp_path / "config") == config
