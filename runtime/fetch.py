@@ -36,7 +36,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -152,6 +152,24 @@ def items_from_uris(uris: list[str], digests: list[str]) -> list[FetchItem]:
         FetchItem(uri=uri, sha256=(digests[i] if digests else None), path=model_dir_name(uri))
         for i, uri in enumerate(uris)
     ]
+
+
+def items_to_json(items: list[FetchItem]) -> str:
+    """The compact form the model-download Job receives (``--items-json``)."""
+    return json.dumps([asdict(item) for item in items], separators=(",", ":"), sort_keys=True)
+
+
+def items_from_json(text: str) -> list[FetchItem]:
+    try:
+        raw = json.loads(text)
+        return [FetchItem(**entry) for entry in raw]
+    except (ValueError, TypeError) as error:
+        raise FetchError(f"--items-json is not a list of fetch items: {error}") from error
+
+
+def items_digest(items: list[FetchItem]) -> str:
+    """Digest of a model set: a new set gets a new download Job."""
+    return hashlib.sha256(items_to_json(items).encode()).hexdigest()
 
 
 # --- digests and progress -----------------------------------------------------------------------

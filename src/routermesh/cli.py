@@ -252,6 +252,7 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
         FetchError,
         fetch_all,
         items_from_config,
+        items_from_json,
         items_from_uris,
         read_token,
     )
@@ -259,7 +260,9 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
 
     configure_logging("info")
     try:
-        if args.model:
+        if args.items_json:
+            items = items_from_json(args.items_json)
+        elif args.model:
             items = items_from_uris(args.model, args.sha256)
         else:
             items = items_from_config(RouterConfig.load(args.config_dir))
@@ -477,6 +480,9 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     fetch.add_argument(
         "--sha256", action="append", default=[], help="expected digest of each --model, in order"
+    )
+    fetch.add_argument(
+        "--items-json", help="the items to fetch as JSON (what the operator's download Job passes)"
     )
     fetch.add_argument(
         "--hf-token-file", help="file holding the hub token (a mounted Secret key); else HF_TOKEN"

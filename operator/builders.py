@@ -1,0 +1,515 @@
+"""Pure builders of a RouterMesh's children: plain dicts, no client, no clock.
+
+One function per child (ConfigMap, PVC, download Job, Deployment, Service, HPA) and
+:func:`desired_children` for the set. The handlers apply what these return with
+server-side apply and delete the mesh's children that are no longer in the set.
+
+What the set guarantees:
+
+- every child carries the ``app.kubernetes.io/*`` labels and ``routermesh.io/mesh``, and
+  an ownerReference to the RouterMesh (deletion cascades); nothing is copied from the
+  parent's labels or annotations, so GitOps tools never mistake a child for their own;
+- the config is a mounted directory (never ``subPath``), so a ConfigMap change reaches
+  running pods and the orchestrator reloads it: threshold, timeout, route and target
+  changes never touch the pod template;
+- the pod template changes only with the *active* model set (annotation
+  ``routermesh.io/models``) and the spec's pod settings, so a model change rolls the pods
+  only once its download Job has succeeded (the caller passes the active set);
+- pods run as a non-root numeric user with a read-only root filesystem, no privilege
+  escalation, all capabilities dropped, the RuntimeDefault seccomp profile and no
+  service-account token (the restricted Pod Security Standard);
+- ``spec.replicas`` is left out when the HPA owns the replica count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from routermesh.operator.api import Resources, RouterMesh, SecretKeyRef
+from routermesh.runtime import config as rc
+from routermesh.runtime.fetch import FetchItem, items_digest, items_from_config, items_to_json
+
+Manifest = dict[str, Any]
+
+MESH_LABEL = "routermesh.io/mesh"
+MODELS_ANNOTATION = "routermesh.io/models"
+CONFIG_HASH_ANNOTATION = "routermesh.io/config-hash"
+MANAGED_BY = "router-mesh-operator"
+RUNTIME_UID = 10001
+METRICS_PORT = 9090
+DOWNLOAD_BACKOFF_LIMIT = 4
+DOWNLOAD_TTL_SECONDS = 86400
+"""Finished download Jobs are kept a day for `kubectl logs`; the ConfigMap remembers the
+active model set after that."""
+
+_API_VERSION = "routermesh.io/v1alpha1"
+
+
+def names(mesh: RouterMesh) -> dict[str, str]:
+    base = mesh.metadata.name
+    return {
+        "config": f"{base}-config",
+        "models": f"{base}-models",
+        "deployment": base,
+        "service": base,
+        "hpa": base,
+    }
+
+
+def job_name(mesh: RouterMesh, models_hash: str) -> str:
+    return f"{mesh.metadata.name}-models-{models_hash[:8]}"
+
+
+def labels(mesh: RouterMesh, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "router-mesh",
+        "app.kubernetes.io/instance": mesh.metadata.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "router-mesh",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MESH_LABEL: mesh.metadata.name,
+    }
+
+
+def selector_labels(mesh: RouterMesh) -> dict[str, str]:
+    """The Deployment's selector: immutable, so only what never changes."""
+    return {
+        "app.kubernetes.io/name": "router-mesh",
+        "app.kubernetes.io/instance": mesh.metadata.name,
+        "app.kubernetes.io/component": "router",
+    }
+
+
+def owner_reference(mesh: RouterMesh) -> dict[str, Any]:
+    return {
+        "apiVersion": _API_VERSION,
+        "kind": "RouterMesh",
+        "name": mesh.metadata.name,
+        "uid": mesh.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(
+    mesh: RouterMesh, name: str, component: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": mesh.metadata.namespace,
+        "labels": labels(mesh, component),
+        "ownerReferences": [owner_reference(mesh)],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return metadata
+
+
+def model_items(config: rc.RouterConfig) -> list[FetchItem]:
+    """What the download Job fetches for ``config`` (its enabled layers and example sets)."""
+    return items_from_config(config)
+
+
+def models_hash(config: rc.RouterConfig) -> str:
+    return items_digest(model_items(config))
+
+
+# --- security ------------------------------------------------------------------------------------
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resources.requests:
+        out["requests"] = dict(resources.requests)
+    if resources.limits:
+        out["limits"] = dict(resources.limits)
+    return out
+
+
+def cpu_threads(resources: Resources) -> int:
+    """Threads for a model server: its CPU limit (else request), rounded up; at least 1."""
+    quantity = (resources.limits or {}).get("cpu") or (resources.requests or {}).get("cpu")
+    if not quantity:
+        return 1
+    text = str(quantity)
+    value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, math.ceil(value))
+
+
+# --- children ------------------------------------------------------------------------------------
+
+
+def build_configmap(mesh: RouterMesh, config: rc.RouterConfig) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            mesh,
+            names(mesh)["config"],
+            "config",
+            {CONFIG_HASH_ANNOTATION: config.config_hash},
+        ),
+        "data": {rc.CONFIG_FILENAME: config.to_json()},
+    }
+
+
+def build_pvc(mesh: RouterMesh) -> Manifest:
+    storage = mesh.spec.storage
+    spec: dict[str, Any] = {
+        "accessModes": list(storage.access_modes),
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(mesh, names(mesh)["models"], "models"),
+        "spec": spec,
+    }
+
+
+def _image(mesh: RouterMesh) -> dict[str, Any]:
+    return {"image": mesh.spec.images.runtime, "imagePullPolicy": mesh.spec.images.pull_policy}
+
+
+def _pod_common(mesh: RouterMesh) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+    }
+    images = mesh.spec.images
+    if images.pull_secrets:
+        spec["imagePullSecrets"] = [{"name": ref.name} for ref in images.pull_secrets]
+    scheduling = mesh.spec.scheduling
+    if scheduling.node_selector:
+        spec["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations
+        ]
+    if scheduling.affinity:
+        spec["affinity"] = scheduling.affinity
+    if scheduling.priority_class_name:
+        spec["priorityClassName"] = scheduling.priority_class_name
+    return spec
+
+
+def build_download_job(mesh: RouterMesh, config: rc.RouterConfig) -> Manifest:
+    """The Job filling the models volume for ``config``'s model set; its name carries the
+    set's hash, so a new set gets a new Job (a Job's pod template is immutable)."""
+    digest = models_hash(config)
+    container = {
+        "name": "fetch-models",
+        **_image(mesh),
+        "args": [
+            "fetch-models",
+            "--models-dir",
+            rc.MODELS_DIR,
+            "--items-json",
+            items_to_json(model_items(config)),
+        ],
+        "volumeMounts": [
+            {"name": "models", "mountPath": rc.MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+        "securityContext": container_security_context(),
+    }
+    pod_spec = {
+        **_pod_common(mesh),
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "models", "persistentVolumeClaim": {"claimName": names(mesh)["models"]}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(mesh, job_name(mesh, digest), "models", {MODELS_ANNOTATION: digest}),
+        "spec": {
+            # Each retry resumes: fetch-models keeps partial downloads on the volume.
+            "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels(mesh, "models")},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _secret_volume(use: str, ref: SecretKeyRef) -> tuple[dict[str, Any], dict[str, Any]]:
+    volume = {
+        "name": f"secret-{use}",
+        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": ref.key}]},
+    }
+    mount = {"name": f"secret-{use}", "mountPath": f"{rc.SECRETS_DIR}/{use}", "readOnly": True}
+    return volume, mount
+
+
+def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _orchestrator(mesh: RouterMesh, secret_mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": "orchestrator",
+        **_image(mesh),
+        "args": [
+            "orchestrator",
+            "--config-dir",
+            rc.CONFIG_DIR,
+            "--port",
+            str(rc.ORCHESTRATOR_PORT),
+            "--log-level",
+            mesh.spec.orchestrator.log_level,
+        ],
+        "ports": [{"name": "http", "containerPort": rc.ORCHESTRATOR_PORT, "protocol": "TCP"}],
+        "startupProbe": _http_probe("/healthz", "http", 2, 30),
+        "livenessProbe": _http_probe("/healthz", "http", 10, 3),
+        # /readyz: config loaded and every layer's model server answering and warm.
+        "readinessProbe": _http_probe("/readyz", "http", 5, 3),
+        "resources": _resources(mesh.spec.orchestrator.resources),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
+            {"name": "models", "mountPath": rc.MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+            *secret_mounts,
+        ],
+    }
+
+
+def _model_server(mesh: RouterMesh, layer: rc.LayerConfig, resources: Resources) -> dict[str, Any]:
+    port = rc.LAYER_PORTS[layer.name]
+    port_name = f"{layer.name}-http"
+    return {
+        "name": layer.name,
+        **_image(mesh),
+        "args": [
+            "serve-model",
+            "--layer",
+            layer.name,
+            "--config-dir",
+            rc.CONFIG_DIR,
+            "--models-dir",
+            rc.MODELS_DIR,
+            "--threads",
+            str(cpu_threads(resources)),
+            # The pod network: kubelet probes reach it there; the Service exposes only :8080.
+            "--host",
+            "0.0.0.0",  # noqa: S104
+        ],
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        # Loading a model takes seconds (llama.cpp) to minutes (vLLM compiles).
+        "startupProbe": _http_probe("/health", port_name, 5, 60),
+        "livenessProbe": _http_probe("/health", port_name, 10, 6),
+        "readinessProbe": _http_probe("/health", port_name, 5, 3),
+        "resources": _resources(resources),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
+            {"name": "models", "mountPath": rc.MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+        ],
+    }
+
+
+def build_deployment(mesh: RouterMesh, active: rc.RouterConfig) -> Manifest:
+    """The router pods, serving the *active* model set (whose download has succeeded)."""
+    spec = mesh.spec
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names(mesh)["config"]}},
+        {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": names(mesh)["models"], "readOnly": True},
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    secret_mounts = []
+    secrets = [
+        ("redis", spec.cache.redis.url_secret_ref if spec.cache.redis else None),
+        ("escalation", spec.escalation.credentials_secret_ref),
+    ]
+    for use, ref in secrets:
+        if ref is not None:
+            volume, mount = _secret_volume(use, ref)
+            volumes.append(volume)
+            secret_mounts.append(mount)
+    layer_resources = {"l1": spec.layers.l1.resources, "l2": spec.layers.l2.resources}
+    containers = [_orchestrator(mesh, secret_mounts)] + [
+        _model_server(mesh, layer, layer_resources[layer.name])
+        for layer in active.layers
+        if layer.enabled
+    ]
+    pod_labels = {**labels(mesh, "router"), **selector_labels(mesh)}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(mesh)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {MODELS_ANNOTATION: models_hash(active)},
+            },
+            "spec": {
+                **_pod_common(mesh),
+                "terminationGracePeriodSeconds": 30,
+                "containers": containers,
+                "volumes": volumes,
+            },
+        },
+    }
+    if not spec.scaling.autoscaling:
+        deployment_spec["replicas"] = spec.scaling.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(mesh, names(mesh)["deployment"], "router"),
+        "spec": deployment_spec,
+    }
+
+
+def build_service(mesh: RouterMesh) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(mesh, names(mesh)["service"], "router"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(mesh),
+            "ports": [
+                {"name": "http", "port": rc.ORCHESTRATOR_PORT, "targetPort": "http"},
+                # The orchestrator serves /metrics on its API port; a named Service port lets
+                # a ServiceMonitor select it.
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "http"},
+            ],
+        },
+    }
+
+
+def build_hpa(mesh: RouterMesh) -> Manifest:
+    scaling = mesh.spec.scaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(mesh, names(mesh)["hpa"], "router"),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": names(mesh)["deployment"],
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                },
+                {
+                    # Served to the HPA by prometheus-adapter (or KEDA) from the
+                    # orchestrator's sliding-window gauge.
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "router_latency_p95_seconds"},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": _seconds_quantity(scaling.target_p95_latency_ms),
+                        },
+                    },
+                },
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
+
+
+def _seconds_quantity(milliseconds: int) -> str:
+    """A duration in ms as a Kubernetes quantity in seconds (``100`` -> ``100m``)."""
+    return f"{milliseconds}m"
+
+
+def desired_children(
+    mesh: RouterMesh, config: rc.RouterConfig, active: rc.RouterConfig | None
+) -> list[Manifest]:
+    """Everything ``mesh`` should own now.
+
+    ``config`` is the freshly rendered config; ``active`` is the same config with the
+    model set whose download has succeeded (``config`` itself once its Job succeeded, or
+    ``None`` before any did: then no pods yet). The ConfigMap carries ``active`` so a model
+    server restarting mid-download still finds its model.
+    """
+    children = [build_pvc(mesh), build_download_job(mesh, config), build_service(mesh)]
+    if active is not None:
+        children += [build_configmap(mesh, active), build_deployment(mesh, active)]
+        if mesh.spec.scaling.autoscaling:
+            children.append(build_hpa(mesh))
+    return children
+
+
+def with_models_of(config: rc.RouterConfig, source: rc.RouterConfig) -> rc.RouterConfig:
+    """``config`` with each layer's model (and engine) taken from ``source``: every other
+    change applies now, a model change waits for its download."""
+    models = {layer.name: layer for layer in source.layers}
+    layers = tuple(
+        layer.model_copy(update={"model": models[layer.name].model})
+        if layer.name in models
+        else layer
+        for layer in config.layers
+    )
+    examples = source.examples_from
+    return config.model_copy(update={"layers": layers, "examples_from": examples}).sealed()
+
+
+def config_from_configmap(configmap: dict[str, Any] | None) -> rc.RouterConfig | None:
+    """The config an existing ConfigMap holds (``None`` when absent or unreadable)."""
+    if not configmap:
+        return None
+    text = (configmap.get("data") or {}).get(rc.CONFIG_FILENAME)
+    if not text:
+        return None
+    try:
+        return rc.RouterConfig.from_json(text)
+    except ValueError:
+        return None

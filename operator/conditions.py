@@ -1,0 +1,133 @@
+"""RouterMesh status conditions from what the operator observed: pure, no client, no clock.
+
+A chain of small checks, each returning a condition (cert-manager's policy-chain style);
+:func:`evaluate` joins them and keeps ``lastTransitionTime`` where a status did not
+change. Conventions (kstatus): ``Ready`` summarizes; ``Reconciling`` and ``Stalled`` are
+present only while True; reasons are CamelCase, messages are for humans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from routermesh.operator.api import Condition
+
+JobPhase = Literal["absent", "running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    available: bool
+    current: bool
+    """The Deployment controller has observed the latest spec and rolled it out."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    generation: int
+    problem: str | None = None
+    """An invalid spec or a config that cannot be rendered: the message names the field."""
+    problem_reason: str = "InvalidSpec"
+    job: JobPhase = "absent"
+    job_message: str = ""
+    models_active: bool = False
+    """The pods' model set is the spec's (its download succeeded)."""
+    deployment: DeploymentState | None = None
+    config_hash: str | None = None
+    pods_on_config: int = 0
+    pods_reporting: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    type: str
+    ok: bool
+    reason: str
+    message: str
+
+
+def _models(o: Observed) -> Verdict:
+    if o.models_active:
+        return Verdict("ModelsReady", True, "ModelsDownloaded", "the models are on the volume")
+    if o.job == "failed":
+        return Verdict("ModelsReady", False, "DownloadFailed", o.job_message or "download failed")
+    if o.job == "running":
+        return Verdict("ModelsReady", False, "Downloading", "the model-download Job is running")
+    return Verdict("ModelsReady", False, "DownloadPending", "the model-download Job is starting")
+
+
+def _available(o: Observed) -> Verdict:
+    d = o.deployment
+    if d is None:
+        return Verdict("Available", False, "NoDeployment", "router pods wait for the models")
+    if d.available and d.ready_replicas > 0:
+        return Verdict(
+            "Available", True, "MinimumReplicasAvailable", f"{d.ready_replicas} router pod(s) ready"
+        )
+    return Verdict(
+        "Available", False, "ReplicasUnavailable", f"{d.ready_replicas}/{d.replicas} pods ready"
+    )
+
+
+def _config(o: Observed) -> Verdict:
+    short = (o.config_hash or "")[:12]
+    if o.pods_reporting and o.pods_on_config == o.pods_reporting:
+        return Verdict(
+            "ConfigApplied", True, "ConfigLoaded", f"{o.pods_on_config} pod(s) run config {short}"
+        )
+    if not o.pods_reporting:
+        return Verdict("ConfigApplied", False, "NoPods", f"no router pod reports config {short}")
+    return Verdict(
+        "ConfigApplied",
+        False,
+        "ConfigPending",
+        f"{o.pods_on_config}/{o.pods_reporting} pods run config {short}",
+    )
+
+
+def verdicts(o: Observed) -> list[Verdict]:
+    """Every condition's verdict, Ready last."""
+    if o.problem is not None:
+        stalled = Verdict("Stalled", True, o.problem_reason, o.problem)
+        return [stalled, Verdict("Ready", False, o.problem_reason, o.problem)]
+    parts = [_models(o), _available(o), _config(o)]
+    out = list(parts)
+    if o.job == "failed" and not o.models_active:
+        out.append(Verdict("Stalled", True, "DownloadFailed", parts[0].message))
+    else:
+        progressing = not o.models_active or (o.deployment is not None and not o.deployment.current)
+        failing = next((p for p in parts if not p.ok), None)
+        if progressing or failing is not None:
+            why = failing or parts[0]
+            out.append(Verdict("Reconciling", True, why.reason, why.message))
+    failing = next((p for p in parts if not p.ok), None)
+    if failing is None:
+        out.append(Verdict("Ready", True, "Ready", parts[1].message))
+    else:
+        out.append(Verdict("Ready", False, failing.reason, failing.message))
+    return out
+
+
+def evaluate(o: Observed, previous: list[Condition] | None, now: str) -> list[Condition]:
+    """The conditions to write: one per verdict; ``Reconciling``/``Stalled`` only when True."""
+    before = {c.type: c for c in previous or []}
+    conditions = []
+    for v in verdicts(o):
+        status: Literal["True", "False"] = "True" if v.ok else "False"
+        old = before.get(v.type)
+        since = old.last_transition_time if old is not None and old.status == status else now
+        conditions.append(
+            Condition(
+                type=v.type,
+                status=status,
+                observed_generation=o.generation,
+                last_transition_time=since,
+                reason=v.reason,
+                message=v.message,
+            )
+        )
+    return conditions

@@ -1,0 +1,275 @@
+"""The operator's pure builders: every child validated against the upstream Kubernetes
+schemas (1.30 and the newest kubernetes-validate ships), labels and ownership, the
+restricted Pod Security Standard, and which children a spec change touches."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from routermesh.operator import api
+from routermesh.operator import builders as b
+from routermesh.operator.render import render_config
+from routermesh.runtime import config as rc
+from routermesh.runtime.fetch import items_from_json
+
+REPO = Path(__file__).resolve().parents[2]
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+
+def _mesh(patch: dict[str, Any] | None = None) -> api.RouterMesh:
+    raw = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
+    raw["metadata"].update(
+        namespace="tools",
+        uid="0b5e8a5c-7f1e-4f43-9a43-5d0f2c1e9a11",
+        labels={"argocd.argoproj.io/instance": "homelab-app", "team": "ops"},
+        annotations={"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+    )
+    for path, value in (patch or {}).items():
+        node = raw
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return api.parse(api.RouterMesh, raw)
+
+
+def _table() -> api.RouteTable:
+    raw = yaml.safe_load((REPO / "samples/homelab/routetable.yaml").read_text())
+    raw["metadata"]["namespace"] = "tools"
+    return api.parse(api.RouteTable, raw)
+
+
+def _children(mesh: api.RouterMesh) -> list[dict[str, Any]]:
+    config = render_config(mesh, [_table()])
+    return b.desired_children(mesh, config, config)
+
+
+def _by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["kind"]: c for c in children}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_child_validates_against_the_upstream_schemas(version: str) -> None:
+    fixed = b.build_deployment(_mesh({"spec.scaling.autoscaling": False}), _config())
+    children = [*_children(_mesh()), fixed]
+    assert {c["kind"] for c in children} == {
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Job",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+    }
+    for child in children:
+        kubernetes_validate.validate(child, version, strict=True)
+
+
+def _config(mesh: api.RouterMesh | None = None) -> rc.RouterConfig:
+    return render_config(mesh or _mesh(), [_table()])
+
+
+def test_children_are_labelled_owned_and_copy_nothing_from_the_parent() -> None:
+    mesh = _mesh()
+    for child in _children(mesh):
+        meta = child["metadata"]
+        assert meta["namespace"] == "tools"
+        assert meta["labels"]["routermesh.io/mesh"] == "homelab"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "router-mesh-operator"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "routermesh.io/v1alpha1",
+                "kind": "RouterMesh",
+                "name": "homelab",
+                "uid": mesh.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        text = json.dumps(child)
+        assert "argocd.argoproj.io" not in text and "last-applied" not in text
+        assert "team" not in meta["labels"]
+
+
+def _restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The Kubernetes restricted Pod Security Standard (v1.30), as the admission checks it."""
+    problems = []
+    pod_ctx = pod.get("securityContext", {})
+    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        problems.append("host namespaces")
+    allowed_volumes = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected"}
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= allowed_volumes:
+            problems.append(f"volume type {kinds}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        problems += _container_violations(container, pod_ctx)
+    return problems
+
+
+def _container_violations(container: dict[str, Any], pod_ctx: dict[str, Any]) -> list[str]:
+    problems = []
+    ctx = container.get("securityContext", {})
+    name = container["name"]
+    if ctx.get("privileged"):
+        problems.append(f"{name}: privileged")
+    if ctx.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{name}: allowPrivilegeEscalation")
+    if ctx.get("capabilities", {}).get("drop") != ["ALL"]:
+        problems.append(f"{name}: capabilities not dropped")
+    if set(ctx.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+        problems.append(f"{name}: capabilities added")
+    if not (ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot")):
+        problems.append(f"{name}: runAsNonRoot")
+    if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+        problems.append(f"{name}: runAsUser 0")
+    seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+    if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"{name}: seccomp")
+    if not ctx.get("readOnlyRootFilesystem"):
+        problems.append(f"{name}: writable root filesystem (our own rule)")
+    if container.get("ports") and any(p.get("hostPort") for p in container["ports"]):
+        problems.append(f"{name}: hostPort")
+    return problems
+
+
+def test_pods_meet_the_restricted_pod_security_standard() -> None:
+    kinds = _by_kind(_children(_mesh()))
+    for kind in ("Deployment", "Job"):
+        pod = kinds[kind]["spec"]["template"]["spec"]
+        assert _restricted_violations(pod) == [], kind
+        assert pod["automountServiceAccountToken"] is False
+    loose = copy.deepcopy(kinds["Deployment"]["spec"]["template"]["spec"])
+    loose["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    assert _restricted_violations(loose) == ["orchestrator: allowPrivilegeEscalation"]
+
+
+def test_the_deployment_runs_three_containers_on_the_mounted_config() -> None:
+    deployment = _by_kind(_children(_mesh()))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == ["orchestrator", "l1", "l2"]
+    ports = {n: c["ports"][0]["containerPort"] for n, c in containers.items()}
+    assert ports == {"orchestrator": 8080, "l1": 8081, "l2": 8082}
+    for container in containers.values():
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["config"]["mountPath"] == "/etc/router-mesh"
+        assert "subPath" not in mounts["config"]  # a subPath mount never sees updates
+        assert mounts["models"]["readOnly"] is True
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert probe in container, (container["name"], probe)
+    assert containers["l1"]["resources"]["limits"] == {"cpu": "2", "memory": "512Mi"}
+    assert containers["l2"]["resources"]["limits"] == {"cpu": "4", "memory": "2Gi"}
+    assert containers["orchestrator"]["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert containers["l2"]["args"][containers["l2"]["args"].index("--threads") + 1] == "4"
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {
+        "secret-redis": {"secretName": "router-redis", "items": [{"key": "url", "path": "url"}]},
+        "secret-escalation": {
+            "secretName": "cortex-credentials",
+            "items": [{"key": "token", "path": "token"}],
+        },
+    }
+    orchestrator_mounts = {m["mountPath"] for m in containers["orchestrator"]["volumeMounts"]}
+    config = _config()
+    assert config.cache.redis_url_file is not None
+    assert config.escalation.credentials_file is not None
+    assert str(Path(config.cache.redis_url_file).parent) in orchestrator_mounts
+    assert str(Path(config.escalation.credentials_file).parent) in orchestrator_mounts
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+
+
+def test_a_disabled_layer_has_no_container_and_fixed_replicas_without_hpa() -> None:
+    mesh = _mesh({"spec.layers.l2": {"enabled": False}, "spec.scaling.autoscaling": False})
+    kinds = _by_kind(_children(mesh))
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["orchestrator", "l1"]
+    assert kinds["Deployment"]["spec"]["replicas"] == 1
+    assert "HorizontalPodAutoscaler" not in kinds
+
+
+def test_the_hpa_scales_on_cpu_and_p95_latency() -> None:
+    hpa = _by_kind(_children(_mesh()))["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 5)
+    cpu, latency = hpa["metrics"]
+    assert cpu["resource"]["target"]["averageUtilization"] == 70
+    assert latency["pods"]["metric"]["name"] == "router_latency_p95_seconds"
+    assert latency["pods"]["target"]["averageValue"] == "100m"  # 0.1 s
+
+
+def test_the_download_job_fetches_the_config_models_and_is_named_by_them() -> None:
+    config = _config()
+    job = b.build_download_job(_mesh(), config)
+    assert job["metadata"]["name"] == f"homelab-models-{b.models_hash(config)[:8]}"
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    items = items_from_json(args[args.index("--items-json") + 1])
+    assert [i.uri for i in items] == [layer.model.uri for layer in config.layers]
+    assert [i.path for i in items] == [layer.model.path for layer in config.layers]
+    assert job["spec"]["backoffLimit"] == b.DOWNLOAD_BACKOFF_LIMIT
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "models", "mountPath": "/models"} in mounts  # writable for the Job
+
+
+def test_a_threshold_change_touches_only_the_configmap() -> None:
+    before = _by_kind(_children(_mesh()))
+    after = _by_kind(_children(_mesh({"spec.layers.l1": {"threshold": 0.6}})))
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == ["ConfigMap"]
+
+
+def test_a_model_change_waits_for_its_download() -> None:
+    old_mesh = _mesh()
+    old = _config(old_mesh)
+    new_mesh = _mesh(
+        {"spec.layers.l1": {"model": {"uri": "hf://org/other-135m/model.gguf"}, "threshold": 0.6}}
+    )
+    new = _config(new_mesh)
+    pending = b.with_models_of(new, old)  # the new Job has not succeeded yet
+    before = _by_kind(b.desired_children(old_mesh, old, old))
+    during = _by_kind(b.desired_children(new_mesh, new, pending))
+    assert during["Deployment"] == before["Deployment"]  # no rollout yet
+    assert during["Job"]["metadata"]["name"] != before["Job"]["metadata"]["name"]
+    config_during = rc.RouterConfig.from_json(during["ConfigMap"]["data"]["router.json"])
+    assert config_during.layers[0].model == old.layers[0].model  # servers find their model
+    assert config_during.layers[0].threshold == 0.6  # everything else applies now
+    done = _by_kind(b.desired_children(new_mesh, new, new))
+    template = done["Deployment"]["spec"]["template"]
+    assert template != before["Deployment"]["spec"]["template"]  # rolls once it succeeded
+    assert template["metadata"]["annotations"][b.MODELS_ANNOTATION] == b.models_hash(new)
+
+
+def test_before_any_download_there_are_no_pods() -> None:
+    mesh = _mesh()
+    kinds = {c["kind"] for c in b.desired_children(mesh, _config(mesh), None)}
+    assert kinds == {"PersistentVolumeClaim", "Job", "Service"}
+
+
+def test_config_round_trips_through_the_configmap() -> None:
+    config = _config()
+    configmap = b.build_configmap(_mesh(), config)
+    assert b.config_from_configmap(configmap) == config
+    assert configmap["metadata"]["annotations"][b.CONFIG_HASH_ANNOTATION] == config.config_hash
+    assert b.config_from_configmap({"data": {"router.json": "{broken"}}) is None
+    assert b.config_from_configmap(None) is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "requests", "threads"),
+    [
+        ({"cpu": "2"}, None, 2),
+        ({"cpu": "500m"}, None, 1),
+        (None, {"cpu": "2500m"}, 3),
+        (None, None, 1),
+    ],
+)
+def test_threads_follow_the_cpu_limit(
+    limits: dict[str, str] | None, requests: dict[str, str] | None, threads: int
+) -> None:
+    assert b.cpu_threads(api.Resources(limits=limits, requests=requests)) == threads
