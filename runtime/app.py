@@ -17,14 +17,68 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routermesh.runtime.cascade import Decision
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
-from routermesh.runtime.feedback import FeedbackRecord
+from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
 
 MAX_MESSAGE_CHARS = 32_768
 """Default cap on a message (the layers read at most 2,000 characters of it)."""
+
+MAX_BODY_BYTES = 256 * 1024
+"""Cap on a request body, checked before it is read (a message of 32,768 characters of
+4-byte UTF-8 is 128 KiB): a huge body is refused with 413, never buffered."""
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over ``max_bytes``, by Content-Length or counted."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            status_code=413,
+            content={"error": f"request body larger than {self.max_bytes} bytes"},
+        )
+        await response(scope, receive, send)
 
 
 class RouteRequest(BaseModel):
@@ -96,6 +150,7 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.router = router
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -141,7 +196,7 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         decision, _ = await route_response(state, parsed.message)
         headers = _decision_headers(decision)
         result = await forward(
-            router.client, state.config, decision.route, body, dict(request.headers)
+            router.dispatch_client, state.config, decision.route, body, dict(request.headers)
         )
         if isinstance(result, DispatchError):
             router.metrics.dispatch_errors.labels(route=decision.route).inc()
@@ -174,7 +229,7 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
                 ],
             )
         record = FeedbackRecord(
-            message=request.message,
+            message=request.message[:MAX_STORED_CHARS],
             expected_route=request.expected_route,
             decided_route=request.decided_route,
             config_hash=state.config.config_hash,

@@ -13,6 +13,7 @@ again after a short back-off; redis-py reconnects by itself once it is back.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import unicodedata
@@ -22,6 +23,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from routermesh.runtime.metrics import RouterMetrics
@@ -103,6 +106,19 @@ class MemoryCache:
         self._entries.clear()
 
 
+def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
+    """A Redis client that fails fast: no retries (redis-py retries connection errors with
+    back-off by default, seconds per call during an outage), short socket timeouts.
+    Raises ``ValueError`` for a malformed URL."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 class RedisCache:
     """Redis first, in-process fallback; a Redis outage never fails a request."""
 
@@ -118,12 +134,8 @@ class RedisCache:
         retry_after_seconds: float = 1.0,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            health_check_interval=30,
-        )
+        self._client = redis_client(url, timeout_seconds)
+        self._timeout = timeout_seconds
         self._metrics = metrics
         self.fallback = fallback or MemoryCache()
         self._retry_after = retry_after_seconds
@@ -142,8 +154,8 @@ class RedisCache:
     async def get(self, key: str) -> CachedDecision | None:
         if self.available:
             try:
-                raw = await self._client.get(key)
-            except (RedisError, OSError):
+                raw = await asyncio.wait_for(self._client.get(key), self._timeout * 2)
+            except (RedisError, OSError, TimeoutError):
                 self._failed("get")
             else:
                 if raw is None:
@@ -161,14 +173,17 @@ class RedisCache:
         if not self.available:
             return
         try:
-            await self._client.set(key, decision.model_dump_json(), ex=ttl_seconds)
-        except (RedisError, OSError):
+            await asyncio.wait_for(
+                self._client.set(key, decision.model_dump_json(), ex=ttl_seconds),
+                self._timeout * 2,
+            )
+        except (RedisError, OSError, TimeoutError):
             self._failed("set")
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            return bool(await asyncio.wait_for(self._client.ping(), self._timeout * 2))
+        except (RedisError, OSError, TimeoutError):
             self._failed("ping")
             return False
 

@@ -118,7 +118,7 @@ class Cascade:
                 last_reason = outcome.reason or Reason.LAYER_ERROR
                 if last_reason.is_error:
                     any_failure = True
-                    self._metrics.layer_errors.labels(layer=layer.name, reason=outcome.reason).inc()
+                    self._metrics.layer_errors.labels(layer=layer.name, reason=last_reason).inc()
                 continue
             if outcome.confidence < self.config.threshold_for(layer.name, outcome.route):
                 last_reason = Reason.LOW_CONFIDENCE

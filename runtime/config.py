@@ -282,7 +282,9 @@ def model_dir_name(uri: str) -> str:
     so two layers with the same file name from different sources never clash,
     and the fetch Job, the model servers and local mode agree on the path.
     """
-    tail = uri.rstrip("/").rsplit("/", 1)[-1] or "model"
+    # The readable part never takes a query or user info (presigned URLs carry secrets).
+    path = uri.split("?", 1)[0].split("#", 1)[0]
+    tail = path.rstrip("/").rsplit("/", 1)[-1] or "model"
     readable = _UNSAFE.sub("-", tail).strip("-.")[:80] or "model"
     return f"{readable}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
 

@@ -7,6 +7,7 @@ Either way nothing grows without bound.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -14,16 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from routermesh.runtime.cache import redis_client
 from routermesh.runtime.metrics import RouterMetrics
 
 FEEDBACK_KEY = "router-mesh:feedback:"
 MAX_FEEDBACK = 10_000
+MAX_STORED_CHARS = 2_000
+"""Stored message length: what the layers read; bounds the buffer at ~20 M characters."""
 
 
 class FeedbackRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    message: str
+    message: str = Field(max_length=MAX_STORED_CHARS)
     expected_route: str
     decided_route: str | None = None
     config_hash: str
@@ -59,9 +63,7 @@ class RedisFeedback:
         max_records: int = MAX_FEEDBACK,
         timeout_seconds: float = 0.2,
     ) -> None:
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
-        )
+        self._client: aioredis.Redis = redis_client(url, timeout_seconds)
         self.key = FEEDBACK_KEY + mesh
         self._max = max_records
         self._metrics = metrics
@@ -72,8 +74,8 @@ class RedisFeedback:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.lpush(self.key, record.model_dump_json())
                 pipe.ltrim(self.key, 0, self._max - 1)
-                await pipe.execute()
-        except (RedisError, OSError):
+                await asyncio.wait_for(pipe.execute(), 1.0)
+        except (RedisError, OSError, TimeoutError):
             self._metrics.cache_errors.labels(backend="redis", operation="feedback").inc()
             return await self.fallback.add(record)
         return self.backend

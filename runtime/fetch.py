@@ -27,6 +27,7 @@ logged every few seconds, so ``kubectl logs`` shows it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -238,6 +239,88 @@ def _disk_errors(what: str) -> Iterator[None]:
 # --- sources ------------------------------------------------------------------------------------
 
 
+def redact(uri: str) -> str:
+    """A URI fit for logs and markers: no user info, no query (presigned URLs carry
+    credentials there), no fragment."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?..." if parts.query else "")
+
+
+def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
+    """(first byte, total size) from ``Content-Range: bytes a-b/n`` (or ``bytes */n``)."""
+    value = response.headers.get("content-range", "")
+    match = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", value.strip())
+    if match is None:
+        return None, None
+    first = int(match[1]) if match[1] is not None else None
+    total = int(match[2]) if match[2] != "*" else None
+    return first, total
+
+
+def _attempt(url: str, shown: str, part: Path, validator_file: Path, client: httpx.Client) -> None:
+    """One GET, resuming from ``part``'s size; transport trouble raises TransportError."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if validator_file.exists():
+            headers["If-Range"] = validator_file.read_text()
+    with client.stream("GET", url, headers=headers) as response:
+        offset = _check_response(response, shown, part, offset)
+        validator = response.headers.get("etag") or response.headers.get("last-modified")
+        if validator and not offset:
+            validator_file.write_text(validator)
+        length = response.headers.get("content-length")
+        total = offset + int(length) if length and length.isdigit() else None
+        if total is not None and total == offset:
+            return  # nothing left to read (the 416 case)
+        progress = Progress(shown, total, done=offset)
+        if offset:
+            log.info(
+                "resuming download",
+                extra={"event": "fetch_resume", "model": shown, "offset": offset},
+            )
+        with _disk_errors(shown), part.open("ab" if offset else "wb") as handle:
+            # Raw bytes as they arrive: a chunk size would hold back a partial chunk that a
+            # cut connection loses.
+            for chunk in response.iter_raw():
+                handle.write(chunk)
+                progress.update(len(chunk))
+        if total is not None and part.stat().st_size < total:
+            raise httpx.TransportError("connection closed before the end")
+        progress.report("downloaded")
+        validator_file.unlink(missing_ok=True)
+
+
+def _check_response(response: httpx.Response, shown: str, part: Path, offset: int) -> int:
+    """The offset the response continues from; raises for errors and bad resumes."""
+    status = response.status_code
+    if status == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE and offset:
+        _, total = _content_range(response)
+        if total == offset:
+            response.headers["content-length"] = "0"
+            return offset  # the partial file already holds everything
+        part.unlink()  # larger than the file, or unknown: start over
+        raise httpx.TransportError("range not satisfiable; restarting")
+    if status in (404, 410):
+        raise FetchError(f"{shown}: not found (HTTP {status})")
+    if status >= 500 or status in (408, 429):
+        raise httpx.TransportError(f"HTTP {status}")
+    if status >= 400:
+        raise FetchError(f"{shown}: HTTP {status}")
+    if status == httpx.codes.PARTIAL_CONTENT:
+        first, _ = _content_range(response)
+        if first != offset:
+            part.unlink()
+            raise httpx.TransportError(f"server resumed at {first}, not {offset}")
+        return offset
+    return 0  # a whole file: the Range was ignored or the file changed
+
+
 def _download_http(
     url: str,
     part: Path,
@@ -246,45 +329,26 @@ def _download_http(
     attempts: int,
     backoff: float,
 ) -> None:
-    """Download ``url`` into ``part``, resuming from its current size."""
+    """Download ``url`` into ``part``, resuming from its current size.
+
+    A resume is only trusted for the same file: the validator (ETag, else Last-Modified)
+    of the first response is kept beside the partial file and sent as ``If-Range``, so a
+    changed file comes back whole (200) and the download starts over; a 206 must start
+    at the offset asked for. Bytes are read raw (``Accept-Encoding: identity``), so
+    offsets count the file's own bytes.
+    """
+    validator_file = part.with_name(part.name + ".validator")
+    shown = redact(url)
     for attempt in range(1, attempts + 1):
-        offset = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            with client.stream("GET", url, headers=headers) as response:
-                if response.status_code == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE and offset:
-                    return  # the partial file already holds everything
-                if response.status_code in (404, 410):
-                    raise FetchError(f"{url}: not found (HTTP {response.status_code})")
-                if response.status_code >= 500 or response.status_code in (408, 429):
-                    raise httpx.TransportError(f"HTTP {response.status_code}")
-                if response.status_code >= 400:
-                    raise FetchError(f"{url}: HTTP {response.status_code}")
-                if response.status_code != httpx.codes.PARTIAL_CONTENT:
-                    offset = 0  # the server ignored the Range: start over
-                length = response.headers.get("content-length")
-                total = offset + int(length) if length and length.isdigit() else None
-                progress = Progress(url, total, done=offset)
-                if offset:
-                    log.info(
-                        "resuming download",
-                        extra={"event": "fetch_resume", "model": url, "offset": offset},
-                    )
-                with _disk_errors(url), part.open("ab" if offset else "wb") as handle:
-                    # No chunk size: httpx would hold back a partial chunk lost on a cut.
-                    for chunk in response.iter_bytes():
-                        handle.write(chunk)
-                        progress.update(len(chunk))
-                if total is not None and part.stat().st_size < total:
-                    raise httpx.TransportError("connection closed before the end")
-                progress.report("downloaded")
-                return
+            _attempt(url, shown, part, validator_file, client)
+            return
         except httpx.TransportError as error:
             if attempt == attempts:
+                kept = part.stat().st_size if part.exists() else 0
                 raise FetchError(
-                    f"{url}: download failed after {attempts} attempts ({error}); "
-                    f"{part.stat().st_size if part.exists() else 0} bytes are kept in {part} "
-                    "and the next run resumes from there",
+                    f"{shown}: download failed after {attempts} attempts ({error}); "
+                    f"{kept} bytes are kept in {part} and the next run resumes from there",
                     resumable=True,
                 ) from error
             delay = backoff * 2 ** (attempt - 1)
@@ -292,7 +356,7 @@ def _download_http(
                 "download interrupted, retrying",
                 extra={
                     "event": "fetch_retry",
-                    "model": url,
+                    "model": shown,
                     "attempt": attempt,
                     "error": str(error),
                     "retry_in_s": delay,
@@ -325,6 +389,18 @@ def _fetch_file_source(source: Source, staging: Path) -> None:
                 _copy_file(path, staging / relative)
     else:
         _copy_file(local, staging / local.name)
+
+
+def _lift(staging: Path, folder: str) -> None:
+    """A snapshot keeps the repo's layout: move ``folder``'s content to the top."""
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    top = folder.split("/", 1)[0]
+    moved = staging / f".lift-{top}"
+    (staging / top).replace(moved)
+    inner = moved / folder.split("/", 1)[1] if "/" in folder else moved
+    for entry in list(inner.iterdir()):
+        entry.replace(staging / entry.name)
+    shutil.rmtree(moved)
 
 
 def _fetch_hf(source: Source, staging: Path, token: str | None) -> None:
@@ -371,6 +447,8 @@ def _fetch_hf(source: Source, staging: Path, token: str | None) -> None:
                 local_dir=staging,
                 allow_patterns=[f"{folder}/*"] if folder else None,
             )
+            if folder:
+                _lift(staging, folder)
     except hf_errors.LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass
         raise FetchError(
             f"{source.uri}: the hub could not be reached ({type(error).__name__})"
@@ -408,7 +486,8 @@ def _marker_path(item: FetchItem, final: Path) -> Path:
 def is_present(item: FetchItem, models_dir: Path) -> bool:
     final = models_dir / item.path
     marker = read_marker(_marker_path(item, final))
-    if marker is None or not final.exists() or marker.get("uri") != item.uri:
+    uri_digest = hashlib.sha256(item.uri.encode()).hexdigest()
+    if marker is None or not final.exists() or marker.get("uri_sha256") != uri_digest:
         return False
     return item.sha256 is None or marker.get("sha256") == item.sha256
 
@@ -452,14 +531,25 @@ def _stage(
 
 def _install(item: FetchItem, staging: Path, final: Path, digest: str) -> None:
     """Move the verified content to its final name with its marker."""
-    marker = json.dumps({"uri": item.uri, "sha256": digest, "fetched_at": time.time()})
+    marker = json.dumps(
+        {
+            "uri_sha256": hashlib.sha256(item.uri.encode()).hexdigest(),
+            "source": redact(item.uri),
+            "sha256": digest,
+            "fetched_at": time.time(),
+        }
+    )
     with _disk_errors(item.uri):
         if item.kind == "model":
             (staging / MARKER).write_text(marker)
-            if final.exists():
-                shutil.rmtree(final)  # a stale or unmarked copy
             final.parent.mkdir(parents=True, exist_ok=True)
+            old = None
+            if final.exists():  # a stale or unmarked copy: move it aside, never leave a gap
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                final.replace(old)
             staging.replace(final)  # model and marker appear together
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             final.parent.mkdir(parents=True, exist_ok=True)
             next(p for p in staging.iterdir() if p.is_file()).replace(final)
@@ -471,7 +561,7 @@ def _prepare_staging(staging: Path, keep: str | None) -> None:
     """An empty staging folder, but for a partial download to resume (``keep``)."""
     staging.mkdir(parents=True, exist_ok=True)
     for path in staging.iterdir():
-        if path.name == keep:
+        if keep and path.name in (keep, keep + ".validator"):
             continue
         if path.is_dir():
             shutil.rmtree(path)
@@ -492,10 +582,43 @@ def fetch_one(
     """Fetch one model or examples set; returns its final path. Raises :class:`FetchError`."""
     final = models_dir / item.path
     if is_present(item, models_dir):
-        log.info("already present", extra={"event": "fetch_skip", "model": item.uri})
+        log.info("already present", extra={"event": "fetch_skip", "model": redact(item.uri)})
         return final
     source = parse_uri(item.uri, base_dir)
-    staging = models_dir / PARTIAL_DIR / item.path.replace("/", "_")
+    # One staging folder per item path (a digest: "a/b" and "a_b" never share one), and
+    # a lock: two download Jobs of overlapping model sets may run at once.
+    key = hashlib.sha256(item.path.encode()).hexdigest()[:16]
+    staging = models_dir / PARTIAL_DIR / key
+    with _disk_errors(item.uri):
+        (models_dir / PARTIAL_DIR).mkdir(parents=True, exist_ok=True)
+        lock = (models_dir / PARTIAL_DIR / f"{key}.lock").open("w")
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_present(item, models_dir):  # the other Job finished it meanwhile
+            return final
+        return _fetch_locked(
+            item,
+            source=source,
+            staging=staging,
+            final=final,
+            client=client,
+            hf_token=hf_token,
+            attempts=attempts,
+            backoff=backoff,
+        )
+
+
+def _fetch_locked(
+    item: FetchItem,
+    *,
+    source: Source,
+    staging: Path,
+    final: Path,
+    client: httpx.Client | None,
+    hf_token: str | None,
+    attempts: int,
+    backoff: float,
+) -> Path:
     with _disk_errors(item.uri):
         _prepare_staging(staging, keep=source.name + ".part" if source.scheme == "http" else None)
     started = time.monotonic()
@@ -519,7 +642,7 @@ def fetch_one(
         "model ready",
         extra={
             "event": "fetch_done",
-            "model": item.uri,
+            "model": redact(item.uri),
             "path": str(final),
             "sha256": digest,
             "seconds": round(time.monotonic() - started, 1),

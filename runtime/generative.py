@@ -119,22 +119,32 @@ class GenerativeLayer:
         self._timeout = layer.timeout_ms / 1000
         self._warm = False
         self._warming = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
         return self._layer.name
 
     async def ready(self) -> bool:
-        """The model server answers ``GET /health`` (llama.cpp and vLLM both serve it) and
-        this layer's prompt prefix is in its cache (warmed once)."""
+        """The model server answers ``GET /health`` (llama.cpp and vLLM both serve it).
+
+        Never waits for the warm-up: a config change reaches every replica at once, and
+        readiness that waited on it would empty the Service. A healthy server whose
+        prefix is not warm yet gets its warm-up started in the background.
+        """
         try:
             response = await self._client.get(f"{self._layer.url}/health", timeout=1.0)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             return False
-        if response.status_code != httpx.codes.OK:
-            return False
-        if not self._warm:
-            await self.warm()
+        healthy = response.status_code == httpx.codes.OK
+        if healthy and not self._warm and not self._warming.locked():
+            task = asyncio.create_task(self.warm())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return healthy
+
+    @property
+    def warmed(self) -> bool:
         return self._warm
 
     async def warm(self) -> None:

@@ -78,6 +78,19 @@ def read_config(directory: Path) -> tuple[RouterConfig, str]:
     return config, digest
 
 
+def _cache_settings(config: RouterConfig) -> tuple[CacheConfig, str]:
+    """What decides whether the cache must be rebuilt: its settings and, for a Redis URL
+    from a Secret file, the file's current content (a rotated Secret reconnects)."""
+    settings = config.cache.model_copy(update={"ttl_seconds": 0})
+    source = ""
+    if config.cache.redis_url_file:
+        try:
+            source = hashlib.sha256(Path(config.cache.redis_url_file).read_bytes()).hexdigest()
+        except OSError:
+            source = "unreadable"
+    return settings, source
+
+
 def read_secret_file(path: str) -> str:
     """A mounted Secret key's value, stripped; raises :class:`ConfigError` naming the file."""
     try:
@@ -100,11 +113,18 @@ class Router:
         self.config_dir = Path(config_dir)
         self.metrics = metrics or RouterMetrics()
         self._poll = poll_seconds
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self.client = client or httpx.AsyncClient(limits=limits, trust_env=False)
+        # Separate pools: slow dispatches to targets must never starve the layers' calls.
+        self.client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=32),
+            trust_env=False,
+        )
+        self.dispatch_client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            trust_env=False,
+        )
         self._state: RouterState | None = None
         self._cache: DecisionCache | None = None
-        self._cache_settings: CacheConfig | None = None
+        self._cache_settings: tuple[CacheConfig, str] | None = None
         self.feedback: MemoryFeedback | RedisFeedback = MemoryFeedback()
         self._seen_digest: str | None = None
         self._last_error: str | None = None
@@ -130,12 +150,15 @@ class Router:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for task in list(self._closing):
+        pending = list(self._closing)
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._cache is not None:
             await self._cache.close()
         await self.feedback.close()
         await self.client.aclose()
+        await self.dispatch_client.aclose()
 
     async def __aenter__(self) -> Router:
         await self.start()
@@ -149,26 +172,38 @@ class Router:
         try:
             config, digest = read_config(self.config_dir)
         except ConfigError as error:
-            self._reject(str(error), digest=None)
+            self._reject(str(error))
             return False
         if digest == self._seen_digest:
             return False
-        self._seen_digest = digest
         current = self._state
         if current is not None and current.config.config_hash == config.config_hash:
+            self._seen_digest = digest
             self._last_error = None  # the running config is back in place
             return False
         try:
             self._swap(config)
         except ConfigError as error:
-            self._reject(str(error), digest=digest)
+            # Not remembered as seen: a Secret mounted later makes the same file valid.
+            self._reject(str(error))
             return False
+        except Exception as error:  # a config must never take the router down
+            log.exception("config swap failed", extra={"event": "config_swap_error"})
+            self._reject(f"config could not be applied: {type(error).__name__}")
+            return False
+        self._seen_digest = digest
         return True
 
     def _swap(self, config: RouterConfig) -> None:
-        cache = self._cache_for(config)
+        """Build the new cache, feedback store and layers, then commit them in one step."""
+        cache, feedback = self._cache_for(config)
         cascade = Cascade(config, build_layers(config, self.client), cache, self.metrics)
         previous = self._state
+        if cache is not self._cache and self._cache is not None:
+            self._close_later(self._cache, self.feedback)
+        if cache is not self._cache:
+            self._cache, self.feedback = cache, feedback
+            self._cache_settings = _cache_settings(config)
         self._state = RouterState(config=config, cascade=cascade)
         for layer in cascade.layers:
             self._background(layer.warm())
@@ -186,7 +221,7 @@ class Router:
             },
         )
 
-    def _reject(self, error: str, digest: str | None) -> None:
+    def _reject(self, error: str) -> None:
         # Report a given failure once: the watcher polls every second.
         if error == self._last_error:
             return
@@ -197,30 +232,26 @@ class Router:
             "config rejected, keeping the running one",
             extra={"event": "config_rejected", "reason": error, "config_hash": running},
         )
-        # A missing file forgets the last digest, so the same config coming back is seen.
-        self._seen_digest = digest
+        # Forget the last digest: the same file is read again (and reported once) until it
+        # is fixed, and the running config coming back clears the error.
+        self._seen_digest = None
 
-    def _cache_for(self, config: RouterConfig) -> DecisionCache:
-        """Reuse the cache unless its backend settings changed (TTL is applied per write)."""
-        settings = config.cache.model_copy(update={"ttl_seconds": 0})
-        if self._cache is not None and settings == self._cache_settings:
-            return self._cache
-        cache: DecisionCache
-        if config.cache.backend == "redis":
-            url = config.cache.redis_url or read_secret_file(config.cache.redis_url_file or "")
-            fallback = MemoryCache(config.cache.max_entries)
-            cache = RedisCache(url, self.metrics, fallback=fallback)
-            feedback: MemoryFeedback | RedisFeedback = RedisFeedback(
-                url, config.mesh.name, self.metrics
-            )
-        else:
-            cache = MemoryCache(config.cache.max_entries)
-            feedback = MemoryFeedback()
-        old_cache, old_feedback = self._cache, self.feedback
-        self._cache, self._cache_settings, self.feedback = cache, settings, feedback
-        if old_cache is not None:
-            self._close_later(old_cache, old_feedback)
-        return cache
+    def _cache_for(
+        self, config: RouterConfig
+    ) -> tuple[DecisionCache, MemoryFeedback | RedisFeedback]:
+        """The running cache and feedback store when their settings are unchanged (TTL is
+        applied per write), else new ones; nothing is replaced here."""
+        if self._cache is not None and _cache_settings(config) == self._cache_settings:
+            return self._cache, self.feedback
+        if config.cache.backend != "redis":
+            return MemoryCache(config.cache.max_entries), MemoryFeedback()
+        url = config.cache.redis_url or read_secret_file(config.cache.redis_url_file or "")
+        try:
+            cache = RedisCache(url, self.metrics, fallback=MemoryCache(config.cache.max_entries))
+            feedback = RedisFeedback(url, config.mesh.name, self.metrics)
+        except ValueError as error:
+            raise ConfigError(f"the Redis URL is not valid: {type(error).__name__}") from error
+        return cache, feedback
 
     def _close_later(self, cache: DecisionCache, feedback: MemoryFeedback | RedisFeedback) -> None:
         async def close() -> None:

@@ -5,6 +5,7 @@ MCP-like target) on threads, over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import shutil
 import socket
@@ -210,6 +211,10 @@ class FileServer(ThreadedServer):
         self.requests: list[dict[str, str]] = []
         super().__init__(Starlette(routes=[Route("/{name:path}", self._serve)]))
 
+    @staticmethod
+    def etag(data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
     async def _serve(self, request: Request) -> Response:
         self.requests.append(dict(request.headers))
         name = request.path_params["name"]
@@ -218,8 +223,10 @@ class FileServer(ThreadedServer):
         data = self.files[name]
         start = 0
         status = 200
-        headers = {"content-length": str(len(data)), "accept-ranges": "bytes"}
-        if "range" in request.headers:
+        etag = self.etag(data)
+        headers = {"content-length": str(len(data)), "accept-ranges": "bytes", "etag": etag}
+        if_range = request.headers.get("if-range")
+        if "range" in request.headers and if_range in (None, etag):
             start = int(request.headers["range"].removeprefix("bytes=").split("-")[0])
             status = 206
             headers = {
@@ -228,6 +235,7 @@ class FileServer(ThreadedServer):
             }
         cut = self.cut_after
         self.cut_after = None
+        headers["etag"] = etag
 
         async def body() -> AsyncIterator[bytes]:
             position = start

@@ -178,8 +178,11 @@ def _packaged(layer: str, options: LocalOptions, problem: str) -> ModelRef:
 def localize(config: RouterConfig, options: LocalOptions) -> RouterConfig:
     """The rendered config adapted to one machine (ports, cache, secrets), sealed again."""
     ports = {"l1": options.port + 1, "l2": options.port + 2}
+    unknown = [layer.name for layer in config.layers if layer.name not in ports]
+    if unknown:
+        raise LocalError(f"local mode runs layers l1 and l2; the config also has {unknown}")
     layers = tuple(
-        layer.model_copy(update={"url": f"http://127.0.0.1:{ports.get(layer.name, 0)}"})
+        layer.model_copy(update={"url": f"http://127.0.0.1:{ports[layer.name]}"})
         for layer in config.layers
     )
     cache = config.cache
@@ -238,6 +241,8 @@ class Child:
             self.argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Own process group: stop() signals the server's helpers too (vLLM forks).
+            start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch state in between
         )
         self.started_at = time.monotonic()
@@ -247,17 +252,22 @@ class Child:
         if stream is None:
             return
         for line in iter(stream.readline, b""):
-            sys.stderr.write(f"[{self.name}] {line.decode(errors='replace')}")
-            sys.stderr.flush()
+            # Keep draining even when our stderr is gone, or the child blocks on a full pipe.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"[{self.name}] {line.decode(errors='replace')}")
+                sys.stderr.flush()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        group = self.process.pid  # its own session: the group id is its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self.process.wait()
 
 
@@ -409,7 +419,7 @@ class LocalPod:
     def _reload(self) -> None:
         try:
             config = self.prepare()
-        except (LocalError, FetchError) as error:
+        except Exception as error:  # a bad edit must never stop the local pod
             log.error(
                 "the YAML no longer renders: the running config stays",
                 extra={"event": "local_render_error", "error": str(error)},
@@ -424,9 +434,9 @@ class LocalPod:
         )
         if previous is None:
             return
-        before = {layer.name: layer.model for layer in previous.layers}
+        before = {layer.name: (layer.model, layer.engine) for layer in previous.layers}
         for layer in config.layers:
-            if before.get(layer.name) != layer.model:
+            if before.get(layer.name) != (layer.model, layer.engine):
                 for child in self.children:
                     if child.name == layer.name:
                         log.info("model changed: restarting", extra={"layer": layer.name})

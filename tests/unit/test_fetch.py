@@ -41,6 +41,11 @@ def server() -> Iterator[FileServer]:
     s.stop()
 
 
+def _leftovers(partial: Path) -> list[Path]:
+    """What a fetch left in ``.partial/`` besides its lock files."""
+    return [p for p in partial.iterdir() if p.suffix != ".lock"]
+
+
 def _item(uri: str, sha: str | None = DIGEST) -> FetchItem:
     return FetchItem(uri=uri, sha256=sha, path=model_dir_name(uri))
 
@@ -52,8 +57,9 @@ def test_https_download_lands_atomically_with_its_marker(
     final = fetch_one(item, tmp_path)
     assert (final / "tiny.gguf").read_bytes() == DATA
     marker = json.loads((final / MARKER).read_text())
-    assert (marker["uri"], marker["sha256"]) == (item.uri, DIGEST)
-    assert list((tmp_path / fetch.PARTIAL_DIR).iterdir()) == []
+    assert (marker["source"], marker["sha256"]) == (item.uri, DIGEST)
+    assert marker["uri_sha256"] == hashlib.sha256(item.uri.encode()).hexdigest()
+    assert _leftovers(tmp_path / fetch.PARTIAL_DIR) == []
 
 
 def test_an_interrupted_transfer_resumes_with_a_range_request(tmp_path: Path) -> None:
@@ -88,12 +94,41 @@ def test_a_failed_run_keeps_the_partial_file_and_the_next_run_resumes(tmp_path: 
     assert server.requests[1]["range"] == f"bytes={kept}-"
 
 
+def test_a_file_changed_between_runs_is_downloaded_again_whole(tmp_path: Path) -> None:
+    server = FileServer({"tiny.gguf": DATA}, cut_after=400_000)
+    server.start()
+    try:
+        item = _item(f"{server.url}/tiny.gguf", sha=None)
+        with pytest.raises(FetchError):
+            fetch_one(item, tmp_path, attempts=1)
+        changed = DATA[::-1]
+        server.files["tiny.gguf"] = changed  # new content, new ETag: If-Range fails
+        final = fetch_one(item, tmp_path, attempts=1)
+    finally:
+        server.stop()
+    assert server.requests[1]["if-range"] == server.etag(DATA)
+    assert (final / "tiny.gguf").read_bytes() == changed  # not old bytes + new tail
+
+
+def test_credentials_in_uris_never_reach_logs_or_markers(
+    server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    uri = f"http://user:hunter2@127.0.0.1:{port}/models/tiny.gguf?X-Amz-Signature=s3cr3t"
+    with caplog.at_level("INFO", logger="routermesh.fetch"):
+        final = fetch_one(_item(uri), tmp_path)
+    text = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
+    text += (final / MARKER).read_text()
+    assert "hunter2" not in text and "s3cr3t" not in text
+    assert fetch.redact(uri) == f"http://127.0.0.1:{port}/models/tiny.gguf?..."
+
+
 def test_a_checksum_mismatch_installs_nothing(server: FileServer, tmp_path: Path) -> None:
     item = _item(f"{server.url}/models/tiny.gguf", sha="0" * 64)
     with pytest.raises(FetchError, match="sha256 mismatch"):
         fetch_one(item, tmp_path)
     assert not (tmp_path / item.path).exists()
-    assert list((tmp_path / fetch.PARTIAL_DIR).iterdir()) == []
+    assert _leftovers(tmp_path / fetch.PARTIAL_DIR) == []
 
 
 def test_not_found_is_a_clear_error_and_exit_code(
@@ -155,7 +190,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(FetchError, match="no space left on the models volume"):
         fetch_one(item, tmp_path / "models")
     assert not (tmp_path / "models" / item.path).exists()
-    assert list((tmp_path / "models" / fetch.PARTIAL_DIR).iterdir()) == []
+    assert _leftovers(tmp_path / "models" / fetch.PARTIAL_DIR) == []
 
 
 @pytest.mark.parametrize(
@@ -231,8 +266,9 @@ def test_hf_folder_download_and_errors(tmp_path: Path, monkeypatch: pytest.Monke
         return str(kwargs["local_dir"])
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    fetch_one(_item("hf://org/repo/onnx", sha=None), tmp_path)
+    final = fetch_one(_item("hf://org/repo/onnx", sha=None), tmp_path)
     assert calls[0]["allow_patterns"] == ["onnx/*"] and calls[0]["revision"] is None
+    assert sorted(p.name for p in final.iterdir()) == [MARKER, "model.onnx"]  # lifted
 
     def not_found(**_: Any) -> str:
         request = httpx.Request("GET", "https://huggingface.co/api/models/org/gone")

@@ -4,6 +4,7 @@ writes. The whole of `router-mesh local` runs in tests/e2e/test_local_mode.py.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -81,7 +82,12 @@ def test_a_model_already_fetched_is_used_as_is(tmp_path: Path) -> None:
         folder = options.models_dir / layer.model.path
         folder.mkdir(parents=True)
         (folder / MARKER).write_text(
-            json.dumps({"uri": layer.model.uri, "sha256": layer.model.sha256 or "x"})
+            json.dumps(
+                {
+                    "uri_sha256": hashlib.sha256(layer.model.uri.encode()).hexdigest(),
+                    "sha256": layer.model.sha256 or "x",
+                }
+            )
         )
     assert ensure_models(config, options).layers == config.layers
 
