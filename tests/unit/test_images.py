@@ -11,10 +11,11 @@ from routermesh.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "runtime/Dockerfile"
+OPERATOR_DOCKERFILE = REPO / "operator/Dockerfile"
 
 
-def _instructions() -> list[tuple[str, str]]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    text = dockerfile.read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines()]
     return [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
@@ -23,8 +24,8 @@ def _instructions() -> list[tuple[str, str]]:
     ]
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    instructions = _instructions()
+def _final_stage(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    instructions = _instructions(dockerfile)
     last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
     return instructions[last_from:]
 
@@ -68,3 +69,15 @@ def test_no_weights_or_local_state_enter_the_build_context() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".cache", ".venv", ".git"} <= ignored
     assert not any(op == "COPY" and ".gguf" in arg for op, arg in _instructions())
+
+
+def test_the_operator_image_runs_the_operator_command_as_non_root() -> None:
+    final = dict(_final_stage(OPERATOR_DOCKERFILE))
+    assert final["ENTRYPOINT"] == '["router-mesh", "operator"]'
+    assert "operator" in _commands()
+    uid = final["USER"].split(":")[0]
+    assert uid.isdigit() and int(uid) >= 10000
+    for op, arg in _instructions(OPERATOR_DOCKERFILE):
+        if op == "COPY" and not arg.startswith("--from"):
+            for source in arg.split()[:-1]:
+                assert (REPO / source).exists(), source

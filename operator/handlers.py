@@ -1,0 +1,146 @@
+"""The kopf handlers: a few lines each around :func:`reconcile.reconcile_mesh`.
+
+Import this module to register them (``router-mesh operator`` does). All framework
+settings live in :func:`configure`, each with the reason for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+from prometheus_client import Counter, Gauge, Histogram
+
+from routermesh.operator.kube import Kube, connection_from_kubeconfig
+from routermesh.operator.reconcile import Result, reconcile_mesh
+
+GROUP, VERSION = "routermesh.io", "v1alpha1"
+RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
+
+RECONCILES = Counter(
+    "router_mesh_operator_reconciles_total", "RouterMesh reconciles by result.", ["result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "router_mesh_operator_reconcile_seconds", "Duration of one RouterMesh reconcile."
+)
+MESHES = Gauge("router_mesh_operator_meshes", "RouterMeshes by their Ready condition.", ["ready"])
+
+log = logging.getLogger("routermesh.operator")
+_READY: dict[str, str] = {}
+_LOCKS: dict[str, asyncio.Lock] = {}
+"""namespace/name -> the Ready status of its last reconcile (for MESHES)."""
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Handler progress and the last-handled state go to annotations with our prefix, not
+    # to status: status belongs to the conditions users read (kstatus).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="routermesh.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="routermesh.io", key="last-handled-configuration"
+    )
+    # One finalizer name of ours, should a deletion handler ever need one; today deletion
+    # relies on ownerReferences only, so no finalizer blocks `kubectl delete`.
+    settings.persistence.finalizer = "routermesh.io/operator"
+    # Events only for warnings and what the handlers post themselves: no event per handler.
+    settings.posting.level = logging.WARNING
+    # Reconnect watches regularly: a silently dropped connection heals within minutes.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Retries of a failing reconcile back off instead of hammering the API server.
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
+    if "kube" not in memo:
+        memo["kube"] = Kube(connection_from_kubeconfig())
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    kube = memo.get("kube")
+    if isinstance(kube, Kube):
+        await kube.close()
+
+
+# kopf passes indices as extra keyword arguments, which its callback protocols (and so
+# mypy) do not describe: hence the ignores on the registrations below.
+
+
+@kopf.index(GROUP, VERSION, "routetables")
+def routetables(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {namespace or "default": dict(body)}
+
+
+@kopf.index(GROUP, VERSION, "routermeshes")
+def routermeshes(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
+    return {namespace or "default": name}
+
+
+async def _reconcile(kube: Kube, body: dict[str, Any], tables: kopf.Index[str, Any]) -> Result:
+    namespace = (body.get("metadata") or {}).get("namespace") or "default"
+    key = f"{namespace}/{(body.get('metadata') or {}).get('name')}"
+    started = time.perf_counter()
+    try:
+        # kopf runs a resource's timer beside its change handlers: one reconcile at a time.
+        async with _LOCKS.setdefault(key, asyncio.Lock()):
+            result = await reconcile_mesh(kube, body, list(tables.get(namespace, [])))
+    except Exception:
+        RECONCILES.labels(result="error").inc()
+        raise
+    finally:
+        RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    ready = next(
+        (c["status"] for c in result.status.get("conditions", []) if c["type"] == "Ready"),
+        "Unknown",
+    )
+    RECONCILES.labels(result="ready" if ready == "True" else "not_ready").inc()
+    meta = body.get("metadata") or {}
+    _READY[f"{namespace}/{meta.get('name')}"] = ready
+    for state in ("True", "False", "Unknown"):
+        MESHES.labels(ready=state).set(sum(1 for v in _READY.values() if v == state))
+    return result
+
+
+def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
+    for kind, reason, message in result.events:
+        kopf.event(body, type=kind, reason=reason, message=message[:1024])  # type: ignore[arg-type]
+
+
+@kopf.on.resume(GROUP, VERSION, "routermeshes")
+@kopf.on.create(GROUP, VERSION, "routermeshes")
+@kopf.on.update(GROUP, VERSION, "routermeshes")
+@kopf.timer(  # type: ignore[arg-type]
+    GROUP, VERSION, "routermeshes", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS
+)
+async def mesh_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, routetables: kopf.Index[str, Any], **_: Any
+) -> None:
+    result = await _reconcile(memo["kube"], dict(body), routetables)
+    patch.status.update(result.status)
+    _post(body, result)
+
+
+@kopf.on.create(GROUP, VERSION, "routetables")
+@kopf.on.update(GROUP, VERSION, "routetables")
+@kopf.on.delete(GROUP, VERSION, "routetables", optional=True)  # type: ignore[arg-type]
+async def table_changed(
+    namespace: str | None,
+    memo: kopf.Memo,
+    routermeshes: kopf.Index[str, str],
+    routetables: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    """Re-render every mesh of the namespace (the index: no list calls per event)."""
+    kube: Kube = memo["kube"]
+    namespace = namespace or "default"
+    for mesh_name in sorted(set(routermeshes.get(namespace, []))):
+        body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
+        if body is None:
+            continue
+        result = await _reconcile(kube, body, routetables)
+        await kube.patch_status(
+            f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name, result.status
+        )
+        _post(body, result)
