@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from routermesh.operator import api
-from routermesh.operator.render import render_config
+from routermesh.local import LocalOptions, render
 from routermesh.runtime.config import CONFIG_FILENAME, ModelRef, RouterConfig
 from routermesh.runtime.generative import GenerativeLayer
 
@@ -40,14 +38,7 @@ RESULTS = REPO / "bench/results"
 
 def homelab(layer: str, model: Path, port: int, engine: str) -> RouterConfig:
     """The seed sample with ``layer`` served by ``engine`` from ``model`` on ``port``."""
-    mesh = api.parse(
-        api.RouterMesh, yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
-    )
-    table = api.parse(
-        api.RouteTable, yaml.safe_load((REPO / "samples/homelab/routetable.yaml").read_text())
-    )
-    mesh.metadata.namespace = table.metadata.namespace = "default"
-    config = render_config(mesh, [table])
+    config = render(LocalOptions(files=[REPO / "samples/homelab"]))
     layers = tuple(
         item.model_copy(
             update={

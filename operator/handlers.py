@@ -16,7 +16,12 @@ import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
-from routermesh.operator.reconcile import Result, reconcile_mesh
+from routermesh.operator.reconcile import (
+    ConfigProbe,
+    Result,
+    probe_config_hashes,
+    reconcile_mesh,
+)
 
 GROUP, VERSION = "routermesh.io", "v1alpha1"
 RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
@@ -43,8 +48,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="routermesh.io", key="last-handled-configuration"
     )
-    # One finalizer name of ours, should a deletion handler ever need one; today deletion
-    # relies on ownerReferences only, so no finalizer blocks `kubectl delete`.
+    # kopf keeps this finalizer on a RouterMesh while its resync timer runs and releases it
+    # at once on deletion (no deletion handler: children go through ownerReferences).
+    # With the operator down, a deleted RouterMesh waits for it to come back.
     settings.persistence.finalizer = "routermesh.io/operator"
     # Events only for warnings and what the handlers post themselves: no event per handler.
     settings.posting.level = logging.WARNING
@@ -78,14 +84,16 @@ def routermeshes(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
     return {namespace or "default": name}
 
 
-async def _reconcile(kube: Kube, body: dict[str, Any], tables: kopf.Index[str, Any]) -> Result:
+async def _reconcile(
+    kube: Kube, body: dict[str, Any], tables: kopf.Index[str, Any], probe: ConfigProbe
+) -> Result:
     namespace = (body.get("metadata") or {}).get("namespace") or "default"
     key = f"{namespace}/{(body.get('metadata') or {}).get('name')}"
     started = time.perf_counter()
     try:
         # kopf runs a resource's timer beside its change handlers: one reconcile at a time.
         async with _LOCKS.setdefault(key, asyncio.Lock()):
-            result = await reconcile_mesh(kube, body, list(tables.get(namespace, [])))
+            result = await reconcile_mesh(kube, body, list(tables.get(namespace, [])), probe=probe)
     except Exception:
         RECONCILES.labels(result="error").inc()
         raise
@@ -103,6 +111,12 @@ async def _reconcile(kube: Kube, body: dict[str, Any], tables: kopf.Index[str, A
     return result
 
 
+def _probe(memo: kopf.Memo) -> ConfigProbe:
+    """How pods are asked for their config hash (a test may put its own in the memo)."""
+    probe = memo.get("probe")
+    return probe if callable(probe) else probe_config_hashes
+
+
 def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
     for kind, reason, message in result.events:
         kopf.event(body, type=kind, reason=reason, message=message[:1024])  # type: ignore[arg-type]
@@ -117,7 +131,7 @@ def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
 async def mesh_changed(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, routetables: kopf.Index[str, Any], **_: Any
 ) -> None:
-    result = await _reconcile(memo["kube"], dict(body), routetables)
+    result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
     patch.status.update(result.status)
     _post(body, result)
 
@@ -139,7 +153,7 @@ async def table_changed(
         body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
         if body is None:
             continue
-        result = await _reconcile(kube, body, routetables)
+        result = await _reconcile(kube, body, routetables, _probe(memo))
         await kube.patch_status(
             f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name, result.status
         )

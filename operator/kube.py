@@ -136,13 +136,7 @@ class Kube:
         meta = manifest["metadata"]
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         path = object_path(api_version, kind, meta["namespace"], meta["name"])
-        applied = await self._request(
-            "PATCH",
-            path,
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            json=manifest,
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
+        applied = await self._server_side_apply(path, manifest)
         if applied is not None:
             return applied
         try:
@@ -153,14 +147,19 @@ class Kube:
             if error.status != httpx.codes.CONFLICT:
                 raise
             # Created meanwhile by a concurrent writer: apply onto it.
-            created = await self._request(
-                "PATCH",
-                path,
-                params={"fieldManager": FIELD_MANAGER, "force": "true"},
-                json=manifest,
-                headers={"Content-Type": "application/apply-patch+yaml"},
-            )
+            created = await self._server_side_apply(path, manifest)
         return created or {}
+
+    async def _server_side_apply(
+        self, path: str, manifest: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        return await self._request(
+            "PATCH",
+            path,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            json=manifest,
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         await self._request(

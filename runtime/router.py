@@ -129,6 +129,7 @@ class Router:
         self._seen_digest: str | None = None
         self._last_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._warmed_once: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
 
     @property
@@ -275,13 +276,21 @@ class Router:
                 log.exception("config watcher error", extra={"event": "config_watch_error"})
 
     async def readiness(self) -> dict[str, bool]:
-        """``config`` and one entry per enabled layer: True when it can answer."""
+        """``config`` and one entry per enabled layer: True when it can answer.
+
+        A layer counts once its model server is healthy and, the first time since this
+        process started, its prompt prefix is warm: a new pod stays out of the Service
+        until it answers fast. After a reload the new prefix warms in the background
+        without taking the pod out again (every replica reloads at once).
+        """
         state = self._state
         if state is None:
             return {"config": False}
         layers = state.cascade.layers
-        answers = await asyncio.gather(*(layer.ready() for layer in layers))
-        return {
-            "config": True,
-            **{layer.name: ok for layer, ok in zip(layers, answers, strict=True)},
-        }
+        answers = await asyncio.gather(*(layer.ready() for layer in layers), return_exceptions=True)
+        checks = {}
+        for layer, ok in zip(layers, answers, strict=True):
+            if getattr(layer, "warmed", True):
+                self._warmed_once.add(layer.name)
+            checks[layer.name] = ok is True and layer.name in self._warmed_once
+        return {"config": True, **checks}

@@ -25,10 +25,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from routermesh.local import LocalOptions, render
+from routermesh.runtime.config import RouterConfig
 from routermesh.runtime.generative import SUFFIX
+from routermesh.runtime.model_server import ModelServerError, find_llama_server
 
+REPO = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+
+def homelab_rendered() -> RouterConfig:
+    """The seed sample (samples/homelab) rendered as the operator and local mode render it."""
+    return render(LocalOptions(files=[REPO / "samples/homelab"]))
+
+
+def llama_server() -> str | None:
+    """The built llama-server, or None (the tests that need it skip, saying so)."""
+    try:
+        return find_llama_server()
+    except ModelServerError:
+        return None
 
 
 def free_port() -> int:

@@ -16,22 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from routermesh.runtime.model_server import ModelServerError, find_llama_server
-from tests.support import free_port, wait_until
+from tests.support import free_port, llama_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _llama_server() -> str | None:
-    try:
-        return find_llama_server()
-    except ModelServerError:
-        return None
-
-
-LLAMA_SERVER = _llama_server()
+LLAMA_SERVER = llama_server()
 
 
 def _three_free_ports() -> int:

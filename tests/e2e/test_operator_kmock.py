@@ -83,12 +83,17 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
     settings.networking.error_backoffs = [0.1]
     stop, ready = asyncio.Event(), asyncio.Event()
     kube = Kube(Connection(server=str(cluster.url), insecure=True))
+
+    async def probe(pods: list[dict[str, Any]]) -> list[str | None]:
+        # No pod network here: each pod "reports" the hash in its test annotation.
+        return [(p["metadata"].get("annotations") or {}).get("test/config-hash") for p in pods]
+
     task = asyncio.create_task(
         kopf.operator(
             settings=settings,
             standalone=True,
             namespaces=[NS],
-            memo=kopf.Memo(kube=kube),
+            memo=kopf.Memo(kube=kube, probe=probe),
             stop_flag=stop,
             ready_flag=ready,
         )
@@ -302,3 +307,66 @@ async def test_an_invalid_spec_stalls_with_the_field_and_an_event(operator: Any)
     )
     assert "spec.layers.l1.threshold" in events[0]["message"]
     assert _objects(operator, "jobs") == {} and _objects(operator, "deployments") == {}
+
+
+async def test_ready_once_pods_are_available_and_run_the_current_config(operator: Any) -> None:
+    await _deployed(operator)
+    await operator.patch(
+        f"/apis/apps/v1/namespaces/{NS}/deployments/homelab/status",
+        json={
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "readyReplicas": 1,
+                "updatedReplicas": 1,
+                "conditions": [{"type": "Available", "status": "True"}],
+            }
+        },
+    )
+    config_hash = await _until(lambda: _status(operator).get("configHash"))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "homelab-abc12",
+            "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/name": "router-mesh",
+                "app.kubernetes.io/instance": "homelab",
+                "app.kubernetes.io/component": "router",
+            },
+            "annotations": {"test/config-hash": "an-old-hash"},
+        },
+        "spec": {"containers": []},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    await operator.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
+    await _until(lambda: _condition(operator, "ConfigApplied") == ("False", "ConfigPending"))
+    assert _condition(operator, "Ready") == ("False", "ConfigPending")
+    await operator.patch(
+        f"/api/v1/namespaces/{NS}/pods/homelab-abc12",
+        json={"metadata": {"annotations": {"test/config-hash": config_hash}}},
+    )
+    await _until(lambda: _condition(operator, "Ready") == ("True", "Ready"))
+    assert _condition(operator, "ConfigApplied") == ("True", "ConfigLoaded")
+    assert _condition(operator, "Reconciling") is None  # present only while true
+    assert _status(operator)["readyReplicas"] == 1
+
+
+async def test_deletion_is_left_to_owner_references(operator: Any) -> None:
+    await _deployed(operator)
+    mesh = _objects(operator, "routermeshes")["homelab"]
+    # kopf's own finalizer (it stops the resync timer), under our name; it is released at
+    # once on deletion: no deletion handler runs, ownerReferences do the rest.
+    assert mesh["metadata"].get("finalizers") == ["routermesh.io/operator"]
+    uid = mesh["metadata"]["uid"]
+    for plural in ("configmaps", "deployments", "services", "jobs", "persistentvolumeclaims"):
+        for child in _objects(operator, plural).values():
+            owners = child["metadata"]["ownerReferences"]
+            assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [
+                ("RouterMesh", uid, True)
+            ]
+    response = await operator.delete(f"{GROUP}/routermeshes/homelab")
+    assert response.status == 200
+    await _until(lambda: "homelab" not in _objects(operator, "routermeshes"))
+    # The API server's garbage collector (absent from the emulator) deletes the children.

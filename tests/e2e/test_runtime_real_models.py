@@ -18,14 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from routermesh.operator import api
-from routermesh.operator.render import render_config
 from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
-from routermesh.runtime.model_server import ModelServerError, find_llama_server
 from routermesh.runtime.packaged import PACKAGED, materialize
-from tests.support import RedisProcess, free_port, needs_redis
+from tests.support import RedisProcess, free_port, homelab_rendered, llama_server, needs_redis
 
 pytestmark = [pytest.mark.e2e, needs_redis]
 
@@ -34,14 +30,7 @@ PACKAGED_DIR = REPO / ".cache/models/packaged"
 CLI = [sys.executable, "-m", "routermesh.cli"]
 
 
-def _llama_server() -> str | None:
-    try:
-        return find_llama_server()
-    except ModelServerError:
-        return None
-
-
-LLAMA_SERVER = _llama_server()
+LLAMA_SERVER = llama_server()
 needs_llama_server = pytest.mark.skipif(
     LLAMA_SERVER is None,
     reason="llama-server is not built: run `bash scripts/build-llama-server.sh` "
@@ -52,14 +41,7 @@ needs_llama_server = pytest.mark.skipif(
 def local_config(models: dict[str, Path], ports: dict[str, int], redis_url: str) -> RouterConfig:
     """The seed sample with its layers on the packaged files (``file://`` URIs, as local
     mode writes them) and the model servers on free ports."""
-    mesh = api.parse(
-        api.RouterMesh, yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
-    )
-    table = api.parse(
-        api.RouteTable, yaml.safe_load((REPO / "samples/homelab/routetable.yaml").read_text())
-    )
-    mesh.metadata.namespace = table.metadata.namespace = "default"
-    config = render_config(mesh, [table])
+    config = homelab_rendered()
     files = {"l1": models["smollm2-135m"], "l2": models["qwen2.5-coder-0.5b"]}
     shas = {"l1": PACKAGED["smollm2-135m"].sha256, "l2": PACKAGED["qwen2.5-coder-0.5b"].sha256}
     layers = tuple(

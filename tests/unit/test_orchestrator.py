@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from routermesh.operator import api
-from routermesh.operator.render import render_config
 from routermesh.runtime.app import create_app
 from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, RouterConfig
 from routermesh.runtime.generative import WARM_MESSAGE
@@ -32,6 +29,7 @@ from tests.support import (
     FakeModelServer,
     FakeTarget,
     RedisProcess,
+    homelab_rendered,
     needs_redis,
     wait_until,
 )
@@ -50,14 +48,7 @@ def homelab_config(
     l1_threshold: float = 0.85,
 ) -> RouterConfig:
     """The seed sample rendered, pointed at the fakes (timeouts shortened for the tests)."""
-    mesh = api.parse(
-        api.RouterMesh, yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
-    )
-    table = api.parse(
-        api.RouteTable, yaml.safe_load((REPO / "samples/homelab/routetable.yaml").read_text())
-    )
-    mesh.metadata.namespace = table.metadata.namespace = "default"
-    config = render_config(mesh, [table])
+    config = homelab_rendered()
     routes = tuple(
         r.model_copy(
             update={
@@ -449,3 +440,31 @@ def test_redis_cache_outage_keeps_routing_and_recovers(
         assert redis_server.client().llen("router-mesh:feedback:homelab") == 1
     finally:
         stack.close()
+
+
+def test_a_starting_pod_is_ready_only_after_its_first_warm_up(tmp_path: Path) -> None:
+    l1, l2, target = FakeModelServer(), FakeModelServer(), FakeTarget()
+    for server in (l1, l2, target):
+        server.start()
+    l2.script[WARM_MESSAGE] = Behaviour(status=500)  # L2 answers health, but not warm-up
+    directory = tmp_path / "config"
+    publish(directory, homelab_config(l1, l2, target))
+    try:
+        with TestClient(create_app(Router(directory, poll_seconds=0.05))) as client:
+            assert wait_until(lambda: WARM_MESSAGE in l1.seen)
+            not_ready = client.get("/readyz")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["checks"] == {"config": True, "l1": True, "l2": False}
+            del l2.script[WARM_MESSAGE]  # the next probe's background warm-up succeeds
+            assert wait_until(lambda: client.get("/readyz").status_code == 200)
+            # A reload whose new prefix cannot warm keeps the pod in the Service.
+            l1.script[WARM_MESSAGE] = Behaviour(status=500)
+            l2.script[WARM_MESSAGE] = Behaviour(status=500)
+            publish(directory, homelab_config(l1, l2, target, l1_threshold=0.7))
+            assert wait_until(
+                lambda: client.get("/v1/config").json()["layers"][0]["threshold"] == 0.7
+            )
+            assert client.get("/readyz").status_code == 200
+    finally:
+        for server in (l1, l2, target):
+            server.stop()
