@@ -15,6 +15,9 @@ from routermesh.operator.api import Condition
 
 JobPhase = Literal["absent", "running", "succeeded", "failed"]
 
+FAILURES = frozenset({"ProgressDeadlineExceeded", "DownloadFailed"})
+"""Reasons that mean the controller cannot make progress by itself."""
+
 
 @dataclass(frozen=True)
 class DeploymentState:
@@ -24,6 +27,9 @@ class DeploymentState:
     available: bool
     current: bool
     """The Deployment controller has observed the latest spec and rolled it out."""
+    stuck: bool = False
+    """The rollout exceeded its progress deadline (Progressing False): a failure, not work
+    in progress."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,13 @@ def _available(o: Observed) -> Verdict:
     d = o.deployment
     if d is None:
         return Verdict("Available", False, "NoDeployment", "router pods wait for the models")
+    if d.stuck:
+        return Verdict(
+            "Available",
+            False,
+            "ProgressDeadlineExceeded",
+            f"the router pods do not become ready ({d.ready_replicas}/{d.replicas})",
+        )
     if d.available and d.ready_replicas > 0:
         return Verdict(
             "Available", True, "MinimumReplicasAvailable", f"{d.ready_replicas} router pod(s) ready"
@@ -101,7 +114,9 @@ def verdicts(o: Observed) -> list[Verdict]:
     else:
         progressing = not o.models_active or (o.deployment is not None and not o.deployment.current)
         failing = next((p for p in parts if not p.ok), None)
-        if progressing or failing is not None:
+        if failing is not None and failing.reason in FAILURES:
+            pass  # a failure, not progress: Ready False without Reconciling (Degraded)
+        elif progressing or failing is not None:
             why = failing or parts[0]
             out.append(Verdict("Reconciling", True, why.reason, why.message))
     failing = next((p for p in parts if not p.ok), None)

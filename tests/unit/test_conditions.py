@@ -106,6 +106,19 @@ def test_conditions_through_the_lifecycle(
     assert _summary(observed) == expected
 
 
+def test_a_stuck_rollout_is_a_failure_not_progress() -> None:
+    stuck = DeploymentState(
+        replicas=2, ready_replicas=0, updated_replicas=2, available=False, current=True, stuck=True
+    )
+    observed = Observed(generation=6, models_active=True, deployment=stuck)
+    assert _summary(observed) == {
+        "ModelsReady": ("True", "ModelsDownloaded"),
+        "Available": ("False", "ProgressDeadlineExceeded"),
+        "ConfigApplied": ("False", "NoPods"),
+        "Ready": ("False", "ProgressDeadlineExceeded"),
+    }
+
+
 def test_transition_times_change_only_with_the_status() -> None:
     previous = [
         Condition(type="Ready", status="True", last_transition_time=EARLIER, reason="Ready"),
