@@ -478,14 +478,23 @@ def desired_children(
     ``config`` is the freshly rendered config; ``active`` is the same config with the
     model set whose download has succeeded (``config`` itself once its Job succeeded, or
     ``None`` before any did: then no pods yet). The ConfigMap carries ``active`` so a model
-    server restarting mid-download still finds its model.
+    server restarting mid-download still finds its model. The download Job is desired only
+    while ``config``'s model set is not active: once it is, a Job removed by its TTL is
+    not created again.
     """
-    children = [build_pvc(mesh), build_download_job(mesh, config), build_service(mesh)]
+    children = [build_pvc(mesh), build_service(mesh)]
+    if active is None or models_hash(active) != models_hash(config):
+        children.append(build_download_job(mesh, config))
     if active is not None:
         children += [build_configmap(mesh, active), build_deployment(mesh, active)]
         if mesh.spec.scaling.autoscaling:
             children.append(build_hpa(mesh))
     return children
+
+
+CREATE_ONLY = frozenset({"Job", "PersistentVolumeClaim"})
+"""Kinds applied only when missing: a Job's pod template is immutable, and a PVC's class,
+access modes and size (but growth) cannot change; a new model set gets a new Job name."""
 
 
 def with_models_of(config: rc.RouterConfig, source: rc.RouterConfig) -> rc.RouterConfig:

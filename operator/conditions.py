@@ -116,14 +116,21 @@ def verdicts(o: Observed) -> list[Verdict]:
         failing = next((p for p in parts if not p.ok), None)
         if failing is not None and failing.reason in FAILURES:
             pass  # a failure, not progress: Ready False without Reconciling (Degraded)
-        elif progressing or failing is not None:
-            why = failing or parts[0]
-            out.append(Verdict("Reconciling", True, why.reason, why.message))
+        elif failing is not None:
+            out.append(Verdict("Reconciling", True, failing.reason, failing.message))
+        elif progressing:
+            out.append(
+                Verdict("Reconciling", True, "RollingOut", "the router pods are rolling out")
+            )
     failing = next((p for p in parts if not p.ok), None)
-    if failing is None:
-        out.append(Verdict("Ready", True, "Ready", parts[1].message))
-    else:
+    rolling = o.deployment is not None and not o.deployment.current
+    if failing is not None:
         out.append(Verdict("Ready", False, failing.reason, failing.message))
+    elif rolling:
+        message = "the router pods are rolling out"
+        out.append(Verdict("Ready", False, "RollingOut", message))
+    else:
+        out.append(Verdict("Ready", True, "Ready", parts[1].message))
     return out
 
 

@@ -79,13 +79,11 @@ def routermeshes(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
 async def _reconcile(
     kube: Kube, body: dict[str, Any], tables: kopf.Index[str, Any], probe: ConfigProbe
 ) -> Result:
+    """One reconcile; the caller holds the mesh's lock (see :func:`_lock`)."""
     namespace = (body.get("metadata") or {}).get("namespace") or "default"
-    key = f"{namespace}/{(body.get('metadata') or {}).get('name')}"
     started = time.perf_counter()
     try:
-        # kopf runs a resource's timer beside its change handlers: one reconcile at a time.
-        async with _LOCKS.setdefault(key, asyncio.Lock()):
-            result = await reconcile_mesh(kube, body, list(tables.get(namespace, [])), probe=probe)
+        result = await reconcile_mesh(kube, body, list(tables.get(namespace, [])), probe=probe)
     except Exception:
         RECONCILES.labels(result="error").inc()
         raise
@@ -96,11 +94,25 @@ async def _reconcile(
         "Unknown",
     )
     RECONCILES.labels(result="ready" if ready == "True" else "not_ready").inc()
+    _READY[_key(body)] = ready
+    _count_ready()
+    return result
+
+
+def _key(body: dict[str, Any] | kopf.Body) -> str:
     meta = body.get("metadata") or {}
-    _READY[f"{namespace}/{meta.get('name')}"] = ready
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def _lock(key: str) -> asyncio.Lock:
+    """kopf runs a resource's timer beside its change handlers, and RouteTable changes
+    reconcile meshes too: one reconcile (read, apply, status write) per mesh at a time."""
+    return _LOCKS.setdefault(key, asyncio.Lock())
+
+
+def _count_ready() -> None:
     for state in ("True", "False", "Unknown"):
         MESHES.labels(ready=state).set(sum(1 for v in _READY.values() if v == state))
-    return result
 
 
 def _probe(memo: kopf.Memo) -> ConfigProbe:
@@ -123,9 +135,19 @@ def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
 async def mesh_changed(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, routetables: kopf.Index[str, Any], **_: Any
 ) -> None:
-    result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
+    async with _lock(_key(body)):
+        result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
     patch.status.update(result.status)
     _post(body, result)
+
+
+@kopf.on.delete(GROUP, VERSION, "routermeshes", optional=True)
+async def mesh_deleted(body: kopf.Body, **_: Any) -> None:
+    """Forget the mesh's lock and Ready state (its children go by ownerReferences)."""
+    key = _key(body)
+    _LOCKS.pop(key, None)
+    _READY.pop(key, None)
+    _count_ready()
 
 
 @kopf.on.create(GROUP, VERSION, "routetables")
@@ -142,11 +164,12 @@ async def table_changed(
     kube: Kube = memo["kube"]
     namespace = namespace or "default"
     for mesh_name in sorted(set(routermeshes.get(namespace, []))):
-        body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
-        if body is None:
-            continue
-        result = await _reconcile(kube, body, routetables, _probe(memo))
-        await kube.patch_status(
-            f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name, result.status
-        )
+        async with _lock(f"{namespace}/{mesh_name}"):
+            body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
+            if body is None:
+                continue
+            result = await _reconcile(kube, body, routetables, _probe(memo))
+            await kube.patch_status(
+                f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name, result.status
+            )
         _post(body, result)

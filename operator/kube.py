@@ -9,13 +9,20 @@ server that answers an apply of a missing object with 404 (an emulator) gets a c
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
+import time
+from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 FIELD_MANAGER = "router-mesh-operator"
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
+TOKEN_REFRESH_SECONDS = 60.0
 
 # (apiVersion, kind) -> plural; every kind the operator writes or reads is namespaced.
 PLURALS: dict[tuple[str, str], str] = {
@@ -23,7 +30,6 @@ PLURALS: dict[tuple[str, str], str] = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
-    ("v1", "Event"): "events",
     ("batch/v1", "Job"): "jobs",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
@@ -56,6 +62,7 @@ class Connection:
     cert_file: str | None = None
     key_file: str | None = None
     insecure: bool = False
+    token_file: str | None = None
 
 
 def connection_from_kubeconfig() -> Connection:
@@ -63,14 +70,19 @@ def connection_from_kubeconfig() -> Connection:
     from kubernetes import client, config  # noqa: PLC0415 - only outside tests
 
     configuration = client.Configuration()
+    token_file = None
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        token_file = IN_CLUSTER_TOKEN  # projected tokens rotate: re-read the file
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    token = (configuration.api_key or {}).get("authorization", "")
+    api_key = configuration.api_key or {}
+    raw = api_key.get("BearerToken") or api_key.get("authorization") or ""
+    token = re.sub(r"^bearer\s+", "", str(raw), flags=re.IGNORECASE)
     return Connection(
         server=configuration.host,
-        token=token.removeprefix("Bearer ") or None,
+        token=token or None,
+        token_file=token_file,
         ca_file=configuration.ssl_ca_cert,
         cert_file=configuration.cert_file,
         key_file=configuration.key_file,
@@ -78,18 +90,40 @@ def connection_from_kubeconfig() -> Connection:
     )
 
 
+class _BearerAuth(httpx.Auth):
+    """The bearer token, re-read from its file at most once a minute (rotation)."""
+
+    def __init__(self, token: str | None, token_file: str | None) -> None:
+        self._token = token
+        self._file = token_file
+        self._read_at = 0.0
+
+    def _current(self) -> str | None:
+        if self._file and time.monotonic() - self._read_at > TOKEN_REFRESH_SECONDS:
+            with contextlib.suppress(OSError):
+                self._token = Path(self._file).read_text().strip() or self._token
+            self._read_at = time.monotonic()
+        return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._current()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 class Kube:
     def __init__(self, connection: Connection) -> None:
-        verify: ssl.SSLContext | bool = not connection.insecure
-        if connection.ca_file and not connection.insecure:
-            verify = ssl.create_default_context(cafile=connection.ca_file)
-        if connection.cert_file and connection.key_file and isinstance(verify, ssl.SSLContext):
-            verify.load_cert_chain(connection.cert_file, connection.key_file)
-        headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
+        context = ssl.create_default_context(cafile=connection.ca_file or None)
+        if connection.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if connection.cert_file and connection.key_file:  # client-certificate auth
+            context.load_cert_chain(connection.cert_file, connection.key_file)
         self._http = httpx.AsyncClient(
             base_url=connection.server,
-            headers=headers,
-            verify=verify,
+            auth=_BearerAuth(connection.token, connection.token_file),
+            verify=context,
             timeout=httpx.Timeout(30.0),
             trust_env=False,
         )
@@ -177,7 +211,3 @@ class Kube:
             json={"status": status},
             headers={"Content-Type": "application/merge-patch+json"},
         )
-
-    async def event(self, event: dict[str, Any]) -> None:
-        namespace = event["metadata"]["namespace"]
-        await self._request("POST", collection_path("v1", "Event", namespace), json=event)

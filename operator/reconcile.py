@@ -178,7 +178,7 @@ async def reconcile_mesh(
             _problem_status(body, "RenderFailed", str(error), now),
             [("Warning", "RenderFailed", str(error))],
         )
-    namespace, name = mesh.metadata.namespace or "default", mesh.metadata.name
+    namespace = mesh.metadata.namespace or "default"
     names = b.names(mesh)
     digest = b.models_hash(config)
     job = await kube.get("batch/v1", "Job", namespace, b.job_name(mesh, digest))
@@ -203,8 +203,16 @@ async def reconcile_mesh(
         active = None
     desired = b.desired_children(mesh, config, active)
     for manifest in desired:
+        if manifest["kind"] in b.CREATE_ONLY:
+            meta = manifest["metadata"]
+            found = await kube.get(
+                manifest["apiVersion"], manifest["kind"], namespace, meta["name"]
+            )
+            if found is not None:
+                continue
         await kube.apply(manifest)
-    await prune(kube, mesh, desired)
+    # The current set's Job stays (for its logs) until its TTL, even once active.
+    await prune(kube, mesh, desired, keep={("Job", b.job_name(mesh, digest))})
 
     deployment = await kube.get("apps/v1", "Deployment", namespace, names["deployment"])
     pods = [
@@ -236,7 +244,8 @@ async def reconcile_mesh(
         replicas=state.replicas if state else 0,
         ready_replicas=state.ready_replicas if state else 0,
         routes=len(config.routes),
-        config_hash=config.config_hash,
+        # The config the pods are to run (the model set pending a download excluded).
+        config_hash=(active or config).config_hash,
         endpoint=f"http://{names['service']}.{namespace}.svc:{rc.ORCHESTRATOR_PORT}",
     )
     events = []
@@ -247,14 +256,19 @@ async def reconcile_mesh(
     if previous_ready is None or previous_ready.status != ready.status:
         kind = "Normal" if ready.status == "True" else "Warning"
         events.append((kind, ready.reason, ready.message))
-    _ = name
     return Result(status.model_dump(by_alias=True, exclude_none=True, mode="json"), events)
 
 
-async def prune(kube: Kube, mesh: api.RouterMesh, desired: list[dict[str, Any]]) -> list[str]:
-    """Delete this mesh's children of :data:`PRUNED_KINDS` that are not in ``desired``."""
+async def prune(
+    kube: Kube,
+    mesh: api.RouterMesh,
+    desired: list[dict[str, Any]],
+    keep: set[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Delete this mesh's children of :data:`PRUNED_KINDS` that are not in ``desired``
+    (nor in ``keep``: (kind, name) pairs left alone)."""
     namespace = mesh.metadata.namespace or "default"
-    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired} | (keep or set())
     deleted = []
     for api_version, kind in PRUNED_KINDS:
         for item in await kube.list(

@@ -106,6 +106,16 @@ def test_conditions_through_the_lifecycle(
     assert _summary(observed) == expected
 
 
+def test_a_rollout_in_progress_is_not_ready_yet() -> None:
+    observed = Observed(
+        generation=7, models_active=True, deployment=ROLLING, pods_on_config=2, pods_reporting=2
+    )
+    summary = _summary(observed)
+    assert summary["Ready"] == ("False", "RollingOut")
+    assert summary["Reconciling"] == ("True", "RollingOut")
+    assert summary["Available"] == ("True", "MinimumReplicasAvailable")
+
+
 def test_a_stuck_rollout_is_a_failure_not_progress() -> None:
     stuck = DeploymentState(
         replicas=2, ready_replicas=0, updated_replicas=2, available=False, current=True, stuck=True
