@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,28 @@ from routermesh.runtime.model_server import ModelServerError, find_llama_server
 REPO = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+
+KUBECTL = shutil.which("kubectl")
+
+
+def needs_cluster(what: str) -> list[pytest.MarkDecorator]:
+    """Marks for tests that need a real cluster: they skip, saying so, without one."""
+    return [
+        pytest.mark.e2e,
+        pytest.mark.skipif(
+            not os.environ.get("KUBECONFIG"),
+            reason=f"no cluster: KUBECONFIG is not set ({what} against a real cluster skipped)",
+        ),
+        pytest.mark.skipif(KUBECTL is None, reason="no cluster checks: kubectl is not installed"),
+    ]
+
+
+def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert KUBECTL is not None
+    return subprocess.run(
+        [KUBECTL, *args], input=stdin, capture_output=True, text=True, check=False, timeout=120
+    )
 
 
 def homelab_rendered() -> RouterConfig:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,24 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import kubectl, needs_cluster
+
 REPO = Path(__file__).resolve().parents[2]
-KUBECTL = shutil.which("kubectl")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not os.environ.get("KUBECONFIG"),
-        reason="no cluster: KUBECONFIG is not set (CRD checks against a real API server skipped)",
-    ),
-    pytest.mark.skipif(KUBECTL is None, reason="no cluster checks: kubectl is not installed"),
-]
-
-
-def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    return subprocess.run(
-        [KUBECTL, *args], input=stdin, capture_output=True, text=True, check=False, timeout=120
-    )
+pytestmark = needs_cluster("CRD checks")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,25 +21,10 @@ import yaml
 from routermesh.operator import handlers  # noqa: F401 - registers the handlers
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
 from tests.operator_login import TARGET
+from tests.support import kubectl, needs_cluster
 
 REPO = Path(__file__).resolve().parents[2]
-KUBECTL = shutil.which("kubectl")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not os.environ.get("KUBECONFIG"),
-        reason="no cluster: KUBECONFIG is not set (operator checks against a real cluster skipped)",
-    ),
-    pytest.mark.skipif(KUBECTL is None, reason="no cluster checks: kubectl is not installed"),
-]
-
-
-def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    return subprocess.run(
-        [KUBECTL, *args], input=stdin, capture_output=True, text=True, check=False, timeout=120
-    )
+pytestmark = needs_cluster("operator checks")
 
 
 @pytest.fixture
