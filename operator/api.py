@@ -196,6 +196,7 @@ class Target(ApiModel):
 class RouteThresholds(ApiModel):
     """Per-route confidence thresholds; unset layers use the mesh's threshold."""
 
+    l0: Probability | None = Field(default=None, description="L0 threshold for this route.")
     l1: Probability | None = Field(default=None, description="L1 threshold for this route.")
     l2: Probability | None = Field(default=None, description="L2 threshold for this route.")
 
@@ -382,6 +383,7 @@ DEFAULT_L1_MODEL = ModelSource(
 DEFAULT_L2_MODEL = ModelSource(
     uri="hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf"
 )
+DEFAULT_L0_MODEL = ModelSource(uri="hf://Xenova/all-MiniLM-L6-v2")
 _ENGINE_DOC = (
     "Inference engine of the layer's model server: llamacpp (llama.cpp, GGUF files) or vllm "
     "(vLLM CPU build, Hugging Face folders). Default: llamacpp, the engine that fits the "
@@ -422,6 +424,28 @@ class Layer(ApiModel):
     engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
 
 
+class L0Layer(ApiModel):
+    """L0: the semantic layer. The message's nearest RouteTable examples (inline and
+    examplesFrom) in a sentence-embedding space vote for their routes; the confidence is
+    calibrated on the examples themselves. Runs inside the orchestrator (no model server):
+    give the orchestrator the memory of the encoder and the examples' vectors."""
+
+    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
+    engine: Literal["onnx"] = Field(
+        default="onnx", description="onnx: onnxruntime on CPU. Default: onnx."
+    )
+    model: ModelSource = Field(
+        default=DEFAULT_L0_MODEL,
+        description=(
+            "Sentence encoder: a folder with tokenizer.json and model.onnx (or onnx/model.onnx, "
+            "onnx/model_quantized.onnx). Default: all-MiniLM-L6-v2."
+        ),
+    )
+    threshold: Probability = _threshold(0.8)
+    timeout_ms: int = _timeout(100)
+    k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote. Default: 10.")
+
+
 class L1Layer(Layer):
     """L1: a tiny local model. Routes when its confidence reaches the threshold."""
 
@@ -443,6 +467,7 @@ class L2Layer(Layer):
 class Layers(ApiModel):
     """The local layers of the cascade, asked in order."""
 
+    l0: L0Layer = Field(default_factory=L0Layer, description="The semantic layer.")
     l1: L1Layer = Field(default_factory=L1Layer, description="The tiny model layer.")
     l2: L2Layer = Field(default_factory=L2Layer, description="The small model layer.")
 
@@ -720,6 +745,11 @@ class RouterMeshStatus(ApiModel):
     routes: int | None = Field(default=None, description="Routes in the rendered config.")
     config_hash: str | None = Field(default=None, description="Hash of the rendered config.")
     endpoint: str | None = Field(default=None, description="In-cluster URL of the router.")
+    learned_examples: int | None = Field(
+        default=None,
+        description="Reported misroutes (/v1/feedback) the router's L0 layer now uses as "
+        "examples (the most any ready pod reports).",
+    )
 
 
 class RouteTableStatus(ApiModel):

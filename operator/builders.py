@@ -297,6 +297,14 @@ def _orchestrator(mesh: RouterMesh, secret_mounts: list[dict[str, Any]]) -> dict
             mesh.spec.orchestrator.log_level,
         ],
         "ports": [{"name": "http", "containerPort": rc.ORCHESTRATOR_PORT, "protocol": "TCP"}],
+        # L0's encoder runs in this container: as many threads as its CPU allows, not the
+        # node's core count (which would only be throttled).
+        "env": [
+            {
+                "name": "ROUTER_MESH_L0_THREADS",
+                "value": str(cpu_threads(mesh.spec.orchestrator.resources)),
+            }
+        ],
         "startupProbe": _http_probe("/healthz", "http", 2, 30),
         "livenessProbe": _http_probe("/healthz", "http", 10, 3),
         # /readyz: config loaded and every layer's model server answering and warm.
@@ -372,7 +380,7 @@ def build_deployment(mesh: RouterMesh, active: rc.RouterConfig) -> Manifest:
     containers = [_orchestrator(mesh, secret_mounts)] + [
         _model_server(mesh, layer, layer_resources[layer.name])
         for layer in active.layers
-        if layer.enabled
+        if layer.enabled and layer.kind == "generative"  # L0 runs in the orchestrator
     ]
     pod_labels = {**labels(mesh, "router"), **selector_labels(mesh)}
     deployment_spec: dict[str, Any] = {

@@ -259,6 +259,12 @@ def router_mesh_crd() -> dict[str, Any]:
             _condition_column("Models", "status", "ModelsReady", priority=1),
             _condition_column("Config", "status", "ConfigApplied", priority=1),
             {"name": "Hash", "type": "string", "jsonPath": ".status.configHash", "priority": 1},
+            {
+                "name": "Learned",
+                "type": "integer",
+                "jsonPath": ".status.learnedExamples",
+                "priority": 1,
+            },
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
             _condition_column("Message", "message", priority=1),
         ],

@@ -34,7 +34,17 @@ PRUNED_KINDS = (
 """Children deleted when no longer desired. The models PVC is never pruned: it lives as
 long as the RouterMesh (ownerReference), so a spec edit never throws the models away."""
 
-ConfigProbe = Callable[[list[dict[str, Any]]], Awaitable[list[str | None]]]
+
+@dataclass(frozen=True)
+class PodReport:
+    """What a ready router pod says on ``/readyz``."""
+
+    config_hash: str
+    learned: int = 0
+    """Reported misroutes its layers learned (the feedback loop)."""
+
+
+ConfigProbe = Callable[[list[dict[str, Any]]], Awaitable[list[PodReport | None]]]
 
 
 @dataclass
@@ -44,19 +54,22 @@ class Result:
     """(type, reason, message) to post on the RouterMesh."""
 
 
-async def probe_config_hashes(pods: list[dict[str, Any]]) -> list[str | None]:
-    """The config hash each ready router pod reports on ``/readyz`` (None: no answer)."""
+async def probe_config_hashes(pods: list[dict[str, Any]]) -> list[PodReport | None]:
+    """What each ready router pod reports on ``/readyz`` (None: no usable answer)."""
 
-    async def one(client: httpx.AsyncClient, pod: dict[str, Any]) -> str | None:
+    async def one(client: httpx.AsyncClient, pod: dict[str, Any]) -> PodReport | None:
         ip = (pod.get("status") or {}).get("podIP")
         if not ip:
             return None
         try:
             response = await client.get(f"http://{ip}:{rc.ORCHESTRATOR_PORT}/readyz")
-            value = response.json().get("config_hash")
-        except (httpx.HTTPError, ValueError, AttributeError):
+            body = response.json()
+            value = body.get("config_hash")
+            learned = body.get("learned") or {}
+            total = sum(v for v in learned.values() if isinstance(v, int))
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
             return None
-        return value if isinstance(value, str) else None
+        return PodReport(config_hash=value, learned=total) if isinstance(value, str) else None
 
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         return list(await asyncio.gather(*(one(client, pod) for pod in pods)))
@@ -223,8 +236,8 @@ async def reconcile_mesh(
             for c in (pod.get("status") or {}).get("conditions") or []
         )
     ]
-    hashes = await probe(pods) if pods else []
-    reported = [h for h in hashes if h is not None]
+    reports = [r for r in (await probe(pods) if pods else []) if r is not None]
+    reported = [r.config_hash for r in reports]
     generation = mesh.metadata.generation or 0
     observed = Observed(
         generation=generation,
@@ -247,6 +260,7 @@ async def reconcile_mesh(
         # The config the pods are to run (the model set pending a download excluded).
         config_hash=(active or config).config_hash,
         endpoint=f"http://{names['service']}.{namespace}.svc:{rc.ORCHESTRATOR_PORT}",
+        learned_examples=max((r.learned for r in reports), default=None),
     )
     events = []
     if phase == "failed" and not models_active:

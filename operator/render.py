@@ -123,7 +123,21 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
     spec = mesh.spec
     namespace = mesh.metadata.namespace or ""
     escalation = spec.escalation
-    layers = []
+    l0 = spec.layers.l0
+    layers = [
+        rc.LayerConfig(
+            name="l0",
+            kind="embedding",
+            enabled=l0.enabled,
+            engine=l0.engine,
+            model=rc.ModelRef(
+                uri=l0.model.uri, sha256=l0.model.sha256, path=rc.model_dir_name(l0.model.uri)
+            ),
+            threshold=l0.threshold,
+            timeout_ms=l0.timeout_ms,
+            k=l0.k,
+        )
+    ]
     for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):
         layers.append(
             rc.LayerConfig(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routermesh.runtime.cascade import Decision
+from routermesh.runtime.decision import Learning
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
 from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
@@ -85,6 +86,24 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    explain: bool = Field(
+        default=False,
+        description="Answer with each layer's verdict (`trace`); runs the layers even when "
+        "the cache knows the message, and leaves the cache as it is.",
+    )
+    all_layers: bool = Field(
+        default=False,
+        description="With `explain`: ask every enabled layer, also those after the deciding "
+        "one (calibration and benchmarks). The decision does not change.",
+    )
+
+
+class LayerTrace(BaseModel):
+    layer: str
+    route: str | None = Field(description="The layer's top route (null when it abstained).")
+    confidence: float
+    reason: str | None = Field(description="Why it abstained (null when it answered).")
+    ms: float
 
 
 class RouteResponse(BaseModel):
@@ -97,6 +116,9 @@ class RouteResponse(BaseModel):
     cache_hit: bool
     escalation_reason: str | None = Field(
         description="Why the request goes to the escalation route (null when routed)."
+    )
+    trace: list[LayerTrace] | None = Field(
+        default=None, description="Each asked layer's verdict, in order (only with `explain`)."
     )
 
 
@@ -162,8 +184,24 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
             return _error(503, "no valid router config loaded", detail=router.last_error)
         return state
 
-    async def route_response(state: RouterState, message: str) -> tuple[Decision, RouteResponse]:
-        decision = await state.cascade.decide(message)
+    async def route_response(
+        state: RouterState, message: str, *, explain: bool = False, all_layers: bool = False
+    ) -> tuple[Decision, RouteResponse]:
+        decision = await state.cascade.decide(message, explain=explain, all_layers=all_layers)
+        trace = (
+            [
+                LayerTrace(
+                    layer=o.layer,
+                    route=o.route,
+                    confidence=round(o.confidence, 6),
+                    reason=o.reason,
+                    ms=round(o.seconds * 1000, 3),
+                )
+                for o in decision.trace
+            ]
+            if explain
+            else None
+        )
         return decision, RouteResponse(
             route=decision.route,
             target=target_for(state.config, decision.route),
@@ -173,6 +211,7 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
             config_hash=decision.config_hash,
             cache_hit=decision.cache_hit,
             escalation_reason=decision.escalation_reason,
+            trace=trace,
         )
 
     @app.post("/v1/route", response_model=RouteResponse)
@@ -180,7 +219,9 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         state = current()
         if isinstance(state, JSONResponse):
             return state
-        _, answer = await route_response(state, request.message)
+        _, answer = await route_response(
+            state, request.message, explain=request.explain, all_layers=request.all_layers
+        )
         return answer
 
     @app.post("/v1/dispatch", response_model=None)
@@ -264,6 +305,11 @@ def _add_operations(
                 "checks": checks,
                 "config_hash": state.config.config_hash if state else None,
                 "config_error": router.last_error,
+                "learned": {
+                    layer.name: len(layer.learned)
+                    for layer in (state.cascade.layers if state else ())
+                    if isinstance(layer, Learning)
+                },
             },
         )
 
@@ -284,6 +330,7 @@ def public_config(state: RouterState) -> dict[str, Any]:
     (no Redis URL, no credential file content)."""
     config = state.config
     layers = [layer for layer in config.layers if layer.enabled]
+    running = {layer.name: layer for layer in state.cascade.layers}
     return {
         "config_hash": config.config_hash,
         "route_table_version": config.route_table_version,
@@ -316,6 +363,11 @@ def public_config(state: RouterState) -> dict[str, Any]:
                 "model": layer.model.path,
                 "threshold": layer.threshold,
                 "timeout_ms": layer.timeout_ms,
+                **(
+                    {"index": getattr(running[layer.name], "stats", None)}
+                    if layer.kind == "embedding" and layer.name in running
+                    else {}
+                ),
             }
             for layer in config.layers
         ],

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
 from routermesh.runtime.config import RouterConfig
-from routermesh.runtime.decision import Classifier, Reason, Verdict
+from routermesh.runtime.decision import Classifier, Learning, Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
 
 log = logging.getLogger("routermesh.decisions")
@@ -85,11 +85,28 @@ class Cascade:
         self._metrics = metrics
         self._timeouts = {layer.name: layer.timeout_ms / 1000 for layer in config.layers}
         self._labels = frozenset(config.route_names)
+        self._learners = [layer for layer in layers if isinstance(layer, Learning)]
 
-    async def decide(self, message: str) -> Decision:
+    @property
+    def version(self) -> str:
+        """What decisions depend on: the route table, and what layers learned from feedback
+        since (so a decision cached before a layer learned is not served after)."""
+        learned = ",".join(layer.learned_version for layer in self._learners)
+        return self.config.route_table_version + (f"+{learned}" if learned.strip(",") else "")
+
+    async def decide(
+        self, message: str, *, explain: bool = False, all_layers: bool = False
+    ) -> Decision:
+        """Route ``message``.
+
+        ``explain`` runs the layers even when the cache knows the answer and leaves the
+        cache untouched, so the trace shows what each layer says now. ``all_layers`` (with
+        ``explain``) also asks the layers after the deciding one, for calibration and
+        benchmarks; the decision is the same as without it.
+        """
         started = time.perf_counter()
-        key = cache_key(message, self.config.route_table_version)
-        cached = await self._cache.get(key)
+        key = cache_key(message, self.version)
+        cached = None if explain else await self._cache.get(key)
         if cached is not None and cached.route in self._labels:
             self._metrics.cache_hits.inc()
             return self._count(
@@ -106,12 +123,13 @@ class Cascade:
                     cache_hit=True,
                 ),
             )
-        self._metrics.cache_misses.inc()
+        if not explain:
+            self._metrics.cache_misses.inc()
 
         trace: list[LayerOutcome] = []
         last_reason = Reason.NO_LAYER
         any_failure = False
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             outcome = await self._ask(layer, message)
             trace.append(outcome)
             if outcome.route is None or outcome.reason is not None:
@@ -133,7 +151,12 @@ class Cascade:
                 else None,
                 trace=tuple(trace),
             )
-            await self._remember(key, decision)
+            if explain:
+                if all_layers:
+                    rest = [await self._ask(later, message) for later in self.layers[index + 1 :]]
+                    decision = replace(decision, trace=(*trace, *rest))
+            else:
+                await self._remember(key, decision)
             return self._count(message, started, decision)
 
         best = max((o.confidence for o in trace if o.reason is None), default=0.0)
@@ -145,7 +168,7 @@ class Cascade:
             escalation_reason=last_reason,
             trace=tuple(trace),
         )
-        if not any_failure and trace:
+        if not any_failure and trace and not explain:
             await self._remember(key, decision)
         return self._count(message, started, decision)
 

@@ -46,7 +46,8 @@ SECRETS_DIR = "/var/run/secrets/router-mesh"
 """Where Secret keys the runtime needs are mounted, one sub-directory per use."""
 
 LAYER_PORTS: dict[str, int] = {"l1": 8081, "l2": 8082}
-"""Model server port of each generative layer, on the pod's loopback."""
+"""Model server port of each generative layer, on the pod's loopback (L0 runs in the
+orchestrator and has none)."""
 
 ORCHESTRATOR_PORT = 8080
 
@@ -106,19 +107,35 @@ class ModelRef(ContractModel):
 class LayerConfig(ContractModel):
     """One classification layer of the cascade.
 
-    ``kind`` makes layers pluggable: today ``generative`` (an OpenAI-compatible
-    completions server scored by label log-probabilities); later kinds add
-    classifiers over the RouteTable's examples beside it.
+    ``kind`` makes layers pluggable: ``generative`` (an OpenAI-compatible completions
+    server scored by label log-probabilities, engine ``llamacpp`` or ``vllm``) and
+    ``embedding`` (nearest RouteTable examples in a sentence-embedding space, run in
+    the orchestrator by ``onnx``; no model server, so no ``url``).
     """
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")]
-    kind: Literal["generative"] = "generative"
+    kind: Literal["generative", "embedding"] = "generative"
     enabled: bool = True
-    engine: Literal["llamacpp", "vllm"]
+    engine: Literal["llamacpp", "vllm", "onnx"]
     model: ModelRef
-    url: str = Field(description="Base URL of the layer's model server (OpenAI-compatible).")
+    url: str = Field(
+        default="",
+        description="Base URL of the layer's model server (OpenAI-compatible); generative only.",
+    )
     threshold: Probability
     timeout_ms: int = Field(ge=1)
+    k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote (embedding).")
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> LayerConfig:
+        if self.kind == "embedding" and self.engine != "onnx":
+            raise ValueError(f"layer {self.name}: an embedding layer runs on engine 'onnx'")
+        if self.kind == "generative":
+            if self.engine == "onnx":
+                raise ValueError(f"layer {self.name}: a generative layer needs llamacpp or vllm")
+            if not self.url:
+                raise ValueError(f"layer {self.name}: a generative layer needs its server url")
+        return self
 
 
 class CacheConfig(ContractModel):
@@ -260,7 +277,8 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
         ],
         "layers": [
             layer.model_dump(
-                mode="json", include={"name", "kind", "enabled", "engine", "model", "threshold"}
+                mode="json",
+                include={"name", "kind", "enabled", "engine", "model", "threshold", "k"},
             )
             for layer in config.layers
         ],

@@ -93,3 +93,24 @@ class Classifier(Protocol):
         """Prepare for traffic after a config load (fill a model server's prompt cache);
         never raises."""
         ...
+
+
+@runtime_checkable
+class Preparable(Protocol):
+    async def prepare(self) -> None:
+        """Heavy set-up before the layer serves; never raises (a failure makes it abstain)."""
+        ...
+
+
+@runtime_checkable
+class Learning(Protocol):
+    """A layer that turns reported misroutes into examples (the feedback loop)."""
+
+    learned: tuple[tuple[str, str], ...]
+
+    @property
+    def learned_version(self) -> str: ...
+
+    async def learn(self) -> bool:
+        """Rebuild with the newest feedback if it changed; True when it did. Never raises."""
+        ...

@@ -45,6 +45,10 @@ class MemoryFeedback:
         self.records.append(record)
         return self.backend
 
+    async def recent(self, limit: int) -> list[FeedbackRecord]:
+        """The newest ``limit`` records, newest first."""
+        return list(reversed(self.records))[:limit]
+
     async def close(self) -> None:
         return None
 
@@ -79,6 +83,22 @@ class RedisFeedback:
             self._metrics.cache_errors.labels(backend="redis", operation="feedback").inc()
             return await self.fallback.add(record)
         return self.backend
+
+    async def recent(self, limit: int) -> list[FeedbackRecord]:
+        """The newest ``limit`` records of every replica, newest first (this replica's
+        buffer while Redis fails); records that do not parse are skipped."""
+        try:
+            raw = await asyncio.wait_for(self._client.lrange(self.key, 0, limit - 1), 1.0)
+        except (RedisError, OSError, TimeoutError):
+            self._metrics.cache_errors.labels(backend="redis", operation="feedback_read").inc()
+            return await self.fallback.recent(limit)
+        records = []
+        for item in raw:
+            try:
+                records.append(FeedbackRecord.model_validate_json(item))
+            except ValueError:
+                continue
+        return records
 
     async def close(self) -> None:
         await self._client.aclose()

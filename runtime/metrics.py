@@ -119,6 +119,18 @@ class RouterMetrics:
             ["expected_route"],
             registry=r,
         )
+        self.learned_examples = Gauge(
+            "router_learned_examples",
+            "Reported misroutes a layer uses as examples (the feedback loop), by layer.",
+            ["layer"],
+            registry=r,
+        )
+        self.learning_refreshes = Counter(
+            "router_learning_refreshes_total",
+            "Times a layer rebuilt itself with new feedback examples, by layer.",
+            ["layer"],
+            registry=r,
+        )
         self.dispatch_errors = Counter(
             "router_dispatch_errors_total",
             "Dispatches whose target could not be reached (answered 502), by route.",

@@ -180,6 +180,11 @@ def server_command(
     if layer is None:
         names = ", ".join(item.name for item in config.layers)
         raise ModelServerError(f"no layer {layer_name!r} in the config (layers: {names})")
+    if layer.kind != "generative":
+        raise ModelServerError(
+            f"layer {layer_name} is a {layer.kind} layer: it runs in the orchestrator, "
+            "not in a model server"
+        )
     model = resolve_model(layer, models_dir)
     port = port or layer_port(layer)
     threads = threads or max(1, len(os.sched_getaffinity(0)))

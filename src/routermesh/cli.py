@@ -194,6 +194,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
 
     serve(
         args.config_dir,
+        models_dir=args.models_dir,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -257,6 +258,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         threads=args.threads,
         ready_timeout=args.ready_timeout,
+        disable=tuple(args.disable),
         log_level=args.log_level,
     )
     try:
@@ -471,6 +473,13 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     local.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for /readyz"
     )
+    local.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="run this layer disabled whatever the YAML says (l0, l1, l2; repeatable)",
+    )
     local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     local.set_defaults(func=cmd_local)
 
@@ -484,6 +493,11 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--config-dir",
         default=CONFIG_DIR,
         help="folder holding router.json, watched for changes (default: %(default)s)",
+    )
+    orchestrator.add_argument(
+        "--models-dir",
+        default=MODELS_DIR,
+        help="models folder, read by in-process layers (L0) (default: %(default)s)",
     )
     orchestrator.add_argument("--host", default="0.0.0.0", help="bind address")  # noqa: S104
     orchestrator.add_argument("--port", type=int, default=ORCHESTRATOR_PORT)
@@ -560,6 +574,10 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--dry-run", action="store_true", help="print the server command as JSON and exit"
     )
     serve_model.set_defaults(func=cmd_serve_model)
+
+    from routermesh.bench.commands import add_bench_commands  # noqa: PLC0415 - light module
+
+    add_bench_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,15 +41,26 @@ import httpx
 
 from routermesh import manifests
 from routermesh.operator.render import RenderError, render_config
-from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
+from routermesh.runtime.config import (
+    CONFIG_FILENAME,
+    CacheConfig,
+    ExamplesSource,
+    ModelRef,
+    RouterConfig,
+)
 from routermesh.runtime.fetch import FetchError, FetchItem, fetch_one, is_present
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
 from routermesh.runtime.packaged import PACKAGED, PackagedModelError, materialize
 
 log = logging.getLogger("routermesh.local")
 
-PACKAGED_FOR_LAYER = {"l1": "smollm2-135m", "l2": "qwen2.5-coder-0.5b"}
-"""The offline stand-in of each seed layer when its source cannot be reached."""
+PACKAGED_FOR_LAYER = {
+    "l0": ("minilm-l6-onnx-int8", "minilm-l6-tokenizer"),
+    "l1": ("smollm2-135m",),
+    "l2": ("qwen2.5-coder-0.5b",),
+}
+"""The offline stand-in of each seed layer when its source cannot be reached (the files
+of a model made of several share one folder)."""
 
 _PR_SET_PDEATHSIG = 1
 MAX_START_RESTARTS = 3
@@ -74,6 +85,8 @@ class LocalOptions:
     ready_timeout: float = 900.0
     watch_seconds: float = 1.0
     log_level: str = "info"
+    disable: tuple[str, ...] = ()
+    """Layers to run disabled whatever the YAML says (benchmarks, trying a cascade out)."""
 
 
 def manifest_digest(files: list[Path]) -> str:
@@ -147,30 +160,50 @@ def ensure_models(config: RouterConfig, options: LocalOptions) -> RouterConfig:
                 layers.append(layer)
                 continue
         layers.append(layer.model_copy(update={"model": _packaged(layer.name, options, problem)}))
+    for source in config.examples_from:
+        _ensure_examples(source, options)
     return config.model_copy(update={"layers": tuple(layers)})
 
 
+def _ensure_examples(source: ExamplesSource, options: LocalOptions) -> None:
+    """Fetch a RouteTable's ``examplesFrom`` set where the orchestrator reads it, like the
+    download Job; unlike a model there is no stand-in, so a failure is an error."""
+    item = FetchItem(uri=source.uri, sha256=source.sha256, path=source.path, kind="examples")
+    if is_present(item, options.models_dir):
+        return
+    first = options.files[0]
+    try:
+        fetch_one(item, options.models_dir, base_dir=first if first.is_dir() else first.parent)
+    except FetchError as error:
+        raise LocalError(f"examplesFrom of {source.source or 'a RouteTable'}: {error}") from error
+
+
 def _packaged(layer: str, options: LocalOptions, problem: str) -> ModelRef:
-    name = PACKAGED_FOR_LAYER.get(layer)
-    if name is None:
+    names = PACKAGED_FOR_LAYER.get(layer)
+    if names is None:
         raise LocalError(f"layer {layer}: model unavailable ({problem}) and no packaged stand-in")
-    model = PACKAGED[name]
+    models = [PACKAGED[name] for name in names]
     log.warning(
         "using a packaged model",
         extra={
             "event": "packaged_model",
             "layer": layer,
             "because": problem,
-            "model": model.description,
+            "model": ", ".join(m.description for m in models),
         },
     )
     try:
-        path = materialize(options.models_dir / "packaged", [name])[name]
+        files = materialize(options.models_dir / "packaged", list(names))
     except PackagedModelError as error:
         raise LocalError(f"layer {layer}: {error}") from error
+    if len(models) == 1 and not models[0].folder:
+        path, sha256 = files[names[0]], models[0].sha256
+    else:
+        # A folder model: its files are verified one by one above.
+        path, sha256 = files[names[0]].parent, None
     return ModelRef(
         uri=path.resolve().as_uri(),
-        sha256=model.sha256,
+        sha256=sha256,
         path=str(path.relative_to(options.models_dir)),
     )
 
@@ -178,11 +211,14 @@ def _packaged(layer: str, options: LocalOptions, problem: str) -> ModelRef:
 def localize(config: RouterConfig, options: LocalOptions) -> RouterConfig:
     """The rendered config adapted to one machine (ports, cache, secrets), sealed again."""
     ports = {"l1": options.port + 1, "l2": options.port + 2}
-    unknown = [layer.name for layer in config.layers if layer.name not in ports]
+    servers = [layer for layer in config.layers if layer.kind == "generative"]
+    unknown = [layer.name for layer in servers if layer.name not in ports]
     if unknown:
-        raise LocalError(f"local mode runs layers l1 and l2; the config also has {unknown}")
+        raise LocalError(f"local mode serves models for l1 and l2; the config also has {unknown}")
     layers = tuple(
         layer.model_copy(update={"url": f"http://127.0.0.1:{ports[layer.name]}"})
+        if layer.kind == "generative"
+        else layer
         for layer in config.layers
     )
     cache = config.cache
@@ -280,7 +316,21 @@ class LocalPod:
         self.config: RouterConfig | None = None
 
     def prepare(self) -> RouterConfig:
-        config = ensure_models(localize(render(self.options), self.options), self.options)
+        rendered = render(self.options)
+        unknown = set(self.options.disable) - {layer.name for layer in rendered.layers}
+        if unknown:
+            raise LocalError(f"cannot disable unknown layer(s): {', '.join(sorted(unknown))}")
+        rendered = rendered.model_copy(
+            update={
+                "layers": tuple(
+                    layer.model_copy(update={"enabled": False})
+                    if layer.name in self.options.disable
+                    else layer
+                    for layer in rendered.layers
+                )
+            }
+        )
+        config = ensure_models(localize(rendered, self.options), self.options)
         return config.sealed()
 
     def child_commands(self, config: RouterConfig) -> list[Child]:
@@ -301,7 +351,7 @@ class LocalPod:
                 ],
             )
             for layer in config.layers
-            if layer.enabled
+            if layer.enabled and layer.kind == "generative"
         ]
         children.append(
             Child(
@@ -311,6 +361,8 @@ class LocalPod:
                     "orchestrator",
                     "--config-dir",
                     str(self.config_dir),
+                    "--models-dir",
+                    str(self.options.models_dir),
                     "--host",
                     self.options.host,
                     "--port",
@@ -322,10 +374,17 @@ class LocalPod:
         )
         return children
 
-    def run(self) -> int:
+    def start(self) -> RouterConfig:
+        """Render, write the config and start the children; returns once ``/readyz`` is OK.
+
+        Raises :class:`LocalError` when something is missing or the router never gets
+        ready (the children are stopped again then). :meth:`stop` stops them.
+        """
         config = self.prepare()
         ports = [self.options.port] + [
-            urlsplit(layer.url).port or 0 for layer in config.layers if layer.enabled
+            urlsplit(layer.url).port or 0
+            for layer in config.layers
+            if layer.enabled and layer.kind == "generative"
         ]
         for layer in config.layers:
             if layer.enabled and layer.engine == "llamacpp":
@@ -339,13 +398,24 @@ class LocalPod:
         write_config(config, self.config_dir)
         self.config = config
         self.children = self.child_commands(config)
+        for child in self.children:
+            child.start()
+        if not self._wait_ready():
+            self.stop()
+            raise LocalError("the router did not get ready: see the log above")
+        return config
+
+    def run(self) -> int:
+        """``router-mesh local``: start, then supervise until SIGINT or SIGTERM."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
         try:
-            for child in self.children:
-                child.start()
-            if not self._wait_ready():
-                return 1
+            try:
+                config = self.start()
+            except LocalError:
+                if self._stopping.is_set():
+                    return 0
+                raise
             self._announce(config)
             self._supervise()
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, llama_server, wait_until
+from tests.support import consecutive_free_ports, free_port, llama_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,25 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 LLAMA_SERVER = llama_server()
-
-
-def _three_free_ports() -> int:
-    for _ in range(50):
-        port = free_port()
-        if port < 65000 and all(_free(port + i) for i in (1, 2)):
-            return port
-    raise RuntimeError("no three consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _children(pid: int) -> set[int]:
@@ -73,7 +54,7 @@ def _alive(pid: int) -> bool:
 def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> None:
     samples = tmp_path / "homelab"
     shutil.copytree(REPO / "samples/homelab", samples)
-    port = _three_free_ports()
+    port = consecutive_free_ports(3)
     env = {
         **os.environ,
         "ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER),
@@ -120,14 +101,21 @@ def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> Non
             for message in ("take a snapshot of vm 104", "why is the grafana panel empty"):
                 answer = client.post("/v1/route", json={"message": message}).json()
                 assert answer["route"] in labels
-                assert answer["layer"] in {"l1", "l2", "escalated"}
+                assert answer["layer"] in {"l0", "l1", "l2", "escalated"}
+            explained = client.post(
+                "/v1/route",
+                json={"message": "take a snapshot of vm 104", "explain": True, "all_layers": True},
+            ).json()
+            # L0 (the packaged MiniLM encoder in the orchestrator) first, then both servers.
+            assert [t["layer"] for t in explained["trace"]] == ["l0", "l1", "l2"]
+            assert explained["trace"][0]["route"] == "proxmox"
 
             before = client.get("/v1/config").json()
             servers = _children(local.pid)
             yaml_path = samples / "routermesh.yaml"
             yaml_path.write_text(yaml_path.read_text().replace("threshold: 0.85", "threshold: 0.3"))
             assert wait_until(
-                lambda: client.get("/v1/config").json()["layers"][0]["threshold"] == 0.3,
+                lambda: client.get("/v1/config").json()["layers"][1]["threshold"] == 0.3,
                 timeout=60,
             )
             after = client.get("/v1/config").json()

@@ -19,6 +19,7 @@ import yaml
 
 from routermesh.operator import handlers
 from routermesh.operator.kube import Connection, Kube
+from routermesh.operator.reconcile import PodReport
 from tests.kmock_faithful import VERBS, FaithfulEmulator
 from tests.operator_login import TARGET
 
@@ -76,9 +77,16 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
     stop, ready = asyncio.Event(), asyncio.Event()
     kube = Kube(Connection(server=str(cluster.url), insecure=True))
 
-    async def probe(pods: list[dict[str, Any]]) -> list[str | None]:
-        # No pod network here: each pod "reports" the hash in its test annotation.
-        return [(p["metadata"].get("annotations") or {}).get("test/config-hash") for p in pods]
+    async def probe(pods: list[dict[str, Any]]) -> list[PodReport | None]:
+        # No pod network here: each pod "reports" its hash and learned examples in test
+        # annotations.
+        reports: list[PodReport | None] = []
+        for pod in pods:
+            notes = pod["metadata"].get("annotations") or {}
+            value = notes.get("test/config-hash")
+            learned = int(notes.get("test/learned", "0"))
+            reports.append(PodReport(value, learned) if value else None)
+        return reports
 
     task = asyncio.create_task(
         kopf.operator(
@@ -337,9 +345,10 @@ async def test_ready_once_pods_are_available_and_run_the_current_config(operator
     assert _condition(operator, "Ready") == ("False", "ConfigPending")
     await operator.patch(
         f"/api/v1/namespaces/{NS}/pods/homelab-abc12",
-        json={"metadata": {"annotations": {"test/config-hash": config_hash}}},
+        json={"metadata": {"annotations": {"test/config-hash": config_hash, "test/learned": "3"}}},
     )
     await _until(lambda: _condition(operator, "Ready") == ("True", "Ready"))
+    await _until(lambda: _status(operator).get("learnedExamples") == 3)
     assert _condition(operator, "ConfigApplied") == ("True", "ConfigLoaded")
     assert _condition(operator, "Reconciling") is None  # present only while true
     assert _status(operator)["readyReplicas"] == 1

@@ -58,6 +58,9 @@ def local_config(models: dict[str, Path], ports: dict[str, int], redis_url: str)
             }
         )
         for layer in config.layers
+        # The generative layers only: L0 runs in the orchestrator and has its own tests
+        # (tests/unit/test_embedding.py; the whole cascade in tests/e2e/test_local_mode.py).
+        if layer.kind == "generative"
     )
     escalation = config.escalation.model_copy(update={"credentials_file": None})
     return config.model_copy(

@@ -18,6 +18,7 @@ from routermesh.operator import builders as b
 from routermesh.operator.render import render_config
 from routermesh.runtime import config as rc
 from routermesh.runtime.fetch import items_from_json
+from tests.support import layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -238,8 +239,9 @@ def test_a_model_change_waits_for_its_download() -> None:
     assert "Job" not in before  # an active model set needs no download
     assert during["Job"]["metadata"]["name"] == b.job_name(new_mesh, b.models_hash(new))
     config_during = rc.RouterConfig.from_json(during["ConfigMap"]["data"]["router.json"])
-    assert config_during.layers[0].model == old.layers[0].model  # servers find their model
-    assert config_during.layers[0].threshold == 0.6  # everything else applies now
+    during_l1, old_l1 = layer_of(config_during, "l1"), layer_of(old, "l1")
+    assert during_l1.model == old_l1.model  # servers find their model
+    assert during_l1.threshold == 0.6  # everything else applies now
     done = _by_kind(b.desired_children(new_mesh, new, new))
     template = done["Deployment"]["spec"]["template"]
     assert template != before["Deployment"]["spec"]["template"]  # rolls once it succeeded

@@ -59,11 +59,17 @@ def test_rendered_content() -> None:
     unifi = config.routes[0]
     assert unifi.target == "http://unifi-mcp.mcp.svc:8000/mcp"
     assert unifi.source == "ops/homelab" and len(unifi.examples) == 10
-    assert [layer.name for layer in config.layers] == ["l1", "l2"]
+    assert [(layer.name, layer.kind) for layer in config.layers] == [
+        ("l0", "embedding"),
+        ("l1", "generative"),
+        ("l2", "generative"),
+    ]
     assert [layer.url for layer in config.layers] == [
+        "",
         "http://127.0.0.1:8081",
         "http://127.0.0.1:8082",
     ]
+    assert config.threshold_for("l0", "unifi") == 0.8
     assert config.threshold_for("l1", "unifi") == 0.85
     assert config.threshold_for("l2", "unifi") == 0.75
     assert config.escalation.target == "http://cortex.agents.svc:8080/v1/escalate"

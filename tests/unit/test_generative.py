@@ -22,6 +22,7 @@ from routermesh.runtime.generative import (
     parse_top_logprobs,
     sanitize_message,
 )
+from tests.support import layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def _config() -> RouterConfig:
 
 
 CONFIG = _config()
-L1 = CONFIG.layers[0]
+L1 = layer_of(CONFIG, "l1")
 
 
 def completion(top: dict[str, float]) -> dict[str, object]:

@@ -15,6 +15,7 @@ from routermesh import local
 from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
 from routermesh.runtime.config import CONFIG_FILENAME, RouterConfig
 from routermesh.runtime.fetch import MARKER
+from tests.support import layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,9 +34,10 @@ def test_localize_moves_servers_to_the_port_and_drops_what_secrets_held(tmp_path
     rendered = render(options)
     assert rendered.cache.backend == "redis" and rendered.cache.redis_url_file
     config = localize(rendered, options)
-    assert [layer.url for layer in config.layers] == [
-        "http://127.0.0.1:9001",
-        "http://127.0.0.1:9002",
+    assert [(layer.name, layer.url) for layer in config.layers] == [
+        ("l0", ""),  # runs in the orchestrator: no server, no port
+        ("l1", "http://127.0.0.1:9001"),
+        ("l2", "http://127.0.0.1:9002"),
     ]
     assert config.cache.backend == "memory"  # the Secret cannot be read locally
     assert config.cache.ttl_seconds == rendered.cache.ttl_seconds
@@ -58,18 +60,29 @@ def test_unreachable_models_fall_back_to_the_packaged_ones(
     def fake_materialize(out: Path, names: list[str]) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         made.extend(names)
-        return {name: (out / f"{name}.gguf") for name in names}
+        return {
+            name: out / (f"minilm/{name}" if name.startswith("minilm") else f"{name}.gguf")
+            for name in names
+        }
 
     monkeypatch.setattr(local, "materialize", fake_materialize)
     config = ensure_models(localize(render(options), options), options)
-    assert made == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert made == [
+        "minilm-l6-onnx-int8",
+        "minilm-l6-tokenizer",
+        "smollm2-135m",
+        "qwen2.5-coder-0.5b",
+    ]
     assert [layer.model.path for layer in config.layers] == [
+        "packaged/minilm",  # the encoder is a folder: model.onnx and tokenizer.json
         "packaged/smollm2-135m.gguf",
         "packaged/qwen2.5-coder-0.5b.gguf",
     ]
-    assert config.layers[0].model.uri.startswith("file:///")
+    assert all(layer.model.uri.startswith("file:///") for layer in config.layers)
+    assert layer_of(config, "l0").model.sha256 is None  # its files were checked one by one
     fallbacks = [r for r in caplog.records if r.getMessage() == "using a packaged model"]
     assert [(r.layer, r.because) for r in fallbacks] == [  # type: ignore[attr-defined]
+        ("l0", "--offline"),
         ("l1", "--offline"),
         ("l2", "--offline"),
     ]
@@ -111,3 +124,28 @@ def test_write_config_replaces_the_file_in_one_step(tmp_path: Path) -> None:
     local.write_config(config, tmp_path / "config")
     assert sorted(p.name for p in (tmp_path / "config").iterdir()) == [CONFIG_FILENAME]
     assert RouterConfig.load(tmp_path / "config") == config
+
+
+def test_examples_from_files_are_fetched_where_the_orchestrator_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = tmp_path / "homelab"
+    shutil.copytree(REPO / "samples/homelab", samples)
+    (samples / "extra.jsonl").write_text('{"text": "reboot the ap", "route": "unifi"}\n')
+    table = samples / "routetable.yaml"
+    table.write_text(
+        table.read_text().replace(
+            "spec:\n", "spec:\n  examplesFrom:\n    uri: file:extra.jsonl\n", 1
+        )
+    )
+    options = LocalOptions(
+        files=[samples], models_dir=tmp_path / "models", state_dir=tmp_path / "state", offline=True
+    )
+    monkeypatch.setattr(local, "materialize", lambda out, names: {n: out / "x" / n for n in names})
+    config = ensure_models(localize(render(options), options), options)
+    (source,) = config.examples_from
+    assert (options.models_dir / source.path).read_text().startswith('{"text": "reboot the ap"')
+    (samples / "missing.jsonl").unlink(missing_ok=True)
+    table.write_text(table.read_text().replace("file:extra.jsonl", "file:missing.jsonl"))
+    with pytest.raises(LocalError, match="examplesFrom"):
+        ensure_models(localize(render(options), options), options)

@@ -24,6 +24,7 @@ from routermesh.runtime.model_server import (
     resolve_model,
     server_command,
 )
+from tests.support import layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,7 @@ def test_vllm_command_needs_a_hugging_face_folder(tmp_path: Path) -> None:
 
 
 def test_missing_or_ambiguous_models_are_refused_with_the_reason(tmp_path: Path) -> None:
-    layer = _config().layers[0]
+    layer = layer_of(_config(), "l1")
     with pytest.raises(ModelServerError, match="not on the models volume"):
         resolve_model(layer, tmp_path)
     (tmp_path / "smol").mkdir()
@@ -98,7 +99,7 @@ def test_missing_or_ambiguous_models_are_refused_with_the_reason(tmp_path: Path)
 
 
 def test_layer_port_falls_back_to_the_layer_default() -> None:
-    layer = _config().layers[0].model_copy(update={"url": "http://127.0.0.1"})
+    layer = layer_of(_config(), "l1").model_copy(update={"url": "http://127.0.0.1"})
     assert layer_port(layer) == 8081
 
 

@@ -30,6 +30,7 @@ from tests.support import (
     FakeTarget,
     RedisProcess,
     homelab_rendered,
+    layer_of,
     needs_redis,
     wait_until,
 )
@@ -58,11 +59,12 @@ def homelab_config(
         )
         for r in config.routes
     )
+    # The generative layers only: these tests script their model servers (L0 has its own).
     layers = (
-        config.layers[0].model_copy(
+        layer_of(config, "l1").model_copy(
             update={"url": l1.url, "timeout_ms": 2000, "threshold": l1_threshold}
         ),
-        config.layers[1].model_copy(update={"url": l2.url, "timeout_ms": 2000}),
+        layer_of(config, "l2").model_copy(update={"url": l2.url, "timeout_ms": 2000}),
     )
     escalation = config.escalation.model_copy(
         update={"target": f"{target.url}/mcp", "credentials_file": None}
@@ -172,6 +174,46 @@ def test_unsure_everywhere_escalates_and_the_escalation_is_cached(stack: Stack) 
     assert stack.l1.seen == ["plan my weekend"]  # the cache answered the second time
     assert stack.metric("router_escalations_total", reason="low_confidence") == 1
     assert stack.metric("router_cache_hits_total") == 1
+
+
+def test_explain_traces_every_asked_layer_and_leaves_the_cache_alone(stack: Stack) -> None:
+    stack.l1.answer("start vm 104", SURE)
+    stack.l2.answer("start vm 104", {" proxmox": 0.7, " unifi": 0.3})
+    assert stack.route("start vm 104")["layer"] == "l1"  # now cached
+    hits = stack.metric("router_cache_hits_total")
+    misses = stack.metric("router_cache_misses_total")
+
+    body = stack.client.post("/v1/route", json={"message": "start vm 104", "explain": True}).json()
+    assert (body["route"], body["layer"], body["cache_hit"]) == ("proxmox", "l1", False)
+    assert [t["layer"] for t in body["trace"]] == ["l1"]
+    assert body["trace"][0]["route"] == "proxmox"
+    assert body["trace"][0]["confidence"] == pytest.approx(0.95)
+    assert body["trace"][0]["reason"] is None and body["trace"][0]["ms"] > 0
+
+    every = stack.client.post(
+        "/v1/route", json={"message": "start vm 104", "explain": True, "all_layers": True}
+    ).json()
+    assert (every["route"], every["layer"]) == ("proxmox", "l1")  # the decision is the same
+    assert [(t["layer"], t["route"]) for t in every["trace"]] == [
+        ("l1", "proxmox"),
+        ("l2", "proxmox"),
+    ]
+    assert every["trace"][1]["confidence"] == pytest.approx(0.7)
+    assert stack.metric("router_cache_hits_total") == hits
+    assert stack.metric("router_cache_misses_total") == misses
+    assert stack.route("start vm 104")["layer"] == "cache"
+    assert stack.route("plain")["trace"] is None
+
+
+def test_explain_does_not_cache_an_escalation(stack: Stack) -> None:
+    stack.l1.answer("plan my weekend", UNSURE)
+    stack.l2.answer("plan my weekend", UNSURE)
+    explained = stack.client.post(
+        "/v1/route", json={"message": "plan my weekend", "explain": True}
+    ).json()
+    assert explained["layer"] == "escalated"
+    assert [t["reason"] for t in explained["trace"]] == [None, None]
+    assert stack.route("plan my weekend")["cache_hit"] is False
 
 
 def test_per_route_threshold_override_applies(stack: Stack) -> None:

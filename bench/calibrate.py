@@ -1,0 +1,196 @@
+"""Threshold calibration: the seed's "adaptive thresholds", fitted reproducibly.
+
+Given records where every layer was asked (``explain`` + ``all_layers``), it
+replays the cascade offline and picks, layer by layer in cascade order, the
+lowest threshold whose decisions reach the layer's target accuracy over the rows
+that reach that layer (so each threshold maximizes the layer's coverage at its
+target). Optionally a route whose own decisions miss the target at the layer's
+threshold gets a higher per-route threshold (only with enough samples).
+
+Targets default to the seed's figures, L1 95 % and L2 92 %, and 98 % for L0, the
+layer that decides most traffic (other layers 95 %).
+The result is written as a RouterMesh merge patch (``kubectl patch routermesh
+NAME --type merge --patch-file routermesh-patch.yaml``), the per-route
+overrides for the RouteTable, and ``calibration.json`` with the expected
+coverage and accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from routermesh.bench.records import Record, layer_names
+
+DEFAULT_TARGETS = {"l0": 0.98, "l1": 0.95, "l2": 0.92}
+DEFAULT_TARGET = 0.95
+MIN_SAMPLES = 20
+"""Fewest decisions a threshold (or a per-route override) may be fitted on."""
+NEVER = 1.0
+"""The threshold of a layer that cannot reach its target: it routes only at certainty."""
+
+
+@dataclass
+class LayerFit:
+    layer: str
+    target: float
+    threshold: float
+    reached: bool
+    rows: int
+    """Rows that reach the layer (not decided by an earlier one)."""
+    decided: int
+    correct: int
+    per_route: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.decided if self.decided else None
+
+
+def _lowest_threshold(
+    pairs: Sequence[tuple[float, bool]], target: float, min_samples: int
+) -> float | None:
+    """Lowest confidence t where the pairs with confidence >= t are >= target accurate."""
+    ordered = sorted(pairs, key=lambda p: -p[0])
+    best: float | None = None
+    correct = 0
+    for count, (confidence, ok) in enumerate(ordered, start=1):
+        correct += int(ok)
+        at_boundary = count == len(ordered) or ordered[count][0] < confidence
+        if at_boundary and count >= min_samples and correct / count >= target:
+            best = confidence
+    return best
+
+
+def _floor(threshold: float) -> float:
+    """Six decimals (as the API reports confidences), never above the fitted value, so the
+    written threshold routes every row the fit counted."""
+    return math.floor(threshold * 1e6) / 1e6
+
+
+def _verdict_pairs(rows: Sequence[Record], layer: str) -> list[tuple[Record, str, float]]:
+    pairs = []
+    for record in rows:
+        verdict = record.verdict(layer)
+        if verdict is not None and verdict.route is not None:
+            pairs.append((record, verdict.route, verdict.confidence))
+    return pairs
+
+
+def fit(
+    records: Sequence[Record],
+    targets: dict[str, float] | None = None,
+    *,
+    per_route: bool = True,
+    min_samples: int = MIN_SAMPLES,
+) -> list[LayerFit]:
+    """Thresholds for each layer (cascade order) maximizing coverage at its target."""
+    targets = {**DEFAULT_TARGETS, **(targets or {})}
+    remaining = list(records)
+    fits = []
+    for layer in layer_names(records):
+        target = targets.get(layer, DEFAULT_TARGET)
+        answered = _verdict_pairs(remaining, layer)
+        found = _lowest_threshold(
+            [(conf, route == r.gold) for r, route, conf in answered], target, min_samples
+        )
+        threshold = NEVER if found is None else _floor(found)
+        overrides: dict[str, float] = {}
+        if per_route and found is not None:
+            for route in sorted({route for _, route, _ in answered}):
+                mine = [
+                    (conf, route == r.gold)
+                    for r, chosen, conf in answered
+                    if chosen == route and conf >= threshold
+                ]
+                if len(mine) < min_samples or sum(ok for _, ok in mine) / len(mine) >= target:
+                    continue
+                own = _lowest_threshold(mine, target, min_samples)
+                overrides[route] = NEVER if own is None else _floor(own)
+        decided = [
+            (r, route) for r, route, conf in answered if conf >= overrides.get(route, threshold)
+        ]
+        decided_ids = {id(r) for r, _ in decided}
+        fits.append(
+            LayerFit(
+                layer=layer,
+                target=target,
+                threshold=threshold,
+                reached=found is not None,
+                rows=len(remaining),
+                decided=len(decided),
+                correct=sum(route == r.gold for r, route in decided),
+                per_route=overrides,
+            )
+        )
+        remaining = [r for r in remaining if id(r) not in decided_ids]
+    return fits
+
+
+def bounded(fits: Sequence[LayerFit], current: dict[str, float], step: float) -> list[LayerFit]:
+    """``fits`` moved at most ``step`` away from the ``current`` thresholds (a guarded
+    update: one calibration never swings a layer far; run it again to go further)."""
+    out = []
+    for layer_fit in fits:
+        now = current.get(layer_fit.layer)
+        if now is None:
+            out.append(layer_fit)
+            continue
+
+        def clamp(value: float, now: float = now) -> float:
+            return min(max(value, now - step), now + step, 1.0)
+
+        out.append(
+            replace(
+                layer_fit,
+                threshold=clamp(layer_fit.threshold),
+                per_route={k: clamp(v) for k, v in layer_fit.per_route.items()},
+            )
+        )
+    return out
+
+
+def expected(
+    records: Sequence[Record], fits: Sequence[LayerFit], escalation_route: str
+) -> dict[str, Any]:
+    """The cascade's routed accuracy, coverage and OOS escalation under ``fits``."""
+    in_scope = sum(r.in_scope for r in records)
+    out_of_scope = len(records) - in_scope
+    routed = correct = routed_in_scope = oos_escalated = 0
+    for record in records:
+        decision = escalation_route
+        for layer_fit in fits:
+            verdict = record.verdict(layer_fit.layer)
+            if verdict is None or verdict.route is None:
+                continue
+            if verdict.confidence >= layer_fit.per_route.get(verdict.route, layer_fit.threshold):
+                decision = verdict.route
+                break
+        if decision != escalation_route:
+            routed += 1
+            correct += decision == record.gold
+            routed_in_scope += record.in_scope
+        elif not record.in_scope:
+            oos_escalated += 1
+    return {
+        "routed_accuracy": round(correct / routed, 6) if routed else None,
+        "coverage": round(routed_in_scope / in_scope, 6) if in_scope else None,
+        "oos_escalated": round(oos_escalated / out_of_scope, 6) if out_of_scope else None,
+        "n": len(records),
+    }
+
+
+def mesh_patch(fits: Sequence[LayerFit]) -> dict[str, Any]:
+    """The RouterMesh merge patch that sets the fitted layer thresholds."""
+    return {"spec": {"layers": {f.layer: {"threshold": f.threshold} for f in fits}}}
+
+
+def route_thresholds(fits: Sequence[LayerFit]) -> dict[str, dict[str, float]]:
+    """Per-route overrides, as RouteTable ``spec.routes[].thresholds`` by route name."""
+    routes: dict[str, dict[str, float]] = {}
+    for layer_fit in fits:
+        for route, threshold in layer_fit.per_route.items():
+            routes.setdefault(route, {})[layer_fit.layer] = threshold
+    return dict(sorted(routes.items()))

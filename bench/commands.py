@@ -1,0 +1,253 @@
+"""``router-mesh bench``: the benchmark commands' arguments (heavy imports stay lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _targets(pairs: list[str]) -> dict[str, float]:
+    targets = {}
+    for pair in pairs:
+        layer, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not sep or not layer or not 0.0 < number <= 1.0:
+            raise argparse.ArgumentTypeError(f"--target expects LAYER=ACCURACY (0-1], got {pair!r}")
+        targets[layer] = number
+    return targets
+
+
+def _run_options(args: argparse.Namespace) -> object:
+    from routermesh.bench.quality import RunOptions  # noqa: PLC0415
+
+    return RunOptions(
+        train=Path(args.train),
+        eval=Path(args.eval),
+        out=Path(args.out),
+        limit=args.limit,
+        seed=args.seed,
+        examples_per_route=args.examples_per_route,
+        concurrency=args.concurrency,
+        port=args.port,
+        models_dir=Path(args.models_dir),
+        thresholds=Path(args.thresholds) if args.thresholds else None,
+        disable=tuple(args.disable),
+        all_layers=not args.no_all_layers,
+    )
+
+
+def _check_inputs(args: argparse.Namespace) -> str | None:
+    for name in ("train", "eval", "records", "thresholds"):
+        value = getattr(args, name, None)
+        if value and not Path(value).is_file():
+            return f"--{name}: no such file: {value}"
+    if args.limit is not None and args.limit < 1:
+        return "--limit must be at least 1"
+    return None
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from routermesh.bench.quality import run_quality  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    problem = _check_inputs(args)
+    if problem:
+        sys.stderr.write(f"bench quality: {problem}\n")
+        return EXIT_USAGE
+    configure_logging(args.log_level)
+    try:
+        summary = run_quality(
+            _run_options(args),  # type: ignore[arg-type]
+            reuse=Path(args.records) if args.records else None,
+        )
+    except Exception as error:
+        sys.stderr.write(f"bench quality: {error}\n")
+        return EXIT_INVALID
+    sys.stdout.write(
+        f"n={summary['n']} routed_accuracy={summary['routed_accuracy']} "
+        f"coverage={summary['coverage']} oos_escalated={summary['oos_escalated']} "
+        f"ece={summary['ece']} -> {Path(args.out) / 'quality.json'}\n"
+    )
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from routermesh.bench.quality import run_calibrate  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    problem = _check_inputs(args)
+    if problem:
+        sys.stderr.write(f"bench calibrate: {problem}\n")
+        return EXIT_USAGE
+    configure_logging(args.log_level)
+    try:
+        result = run_calibrate(
+            _run_options(args),  # type: ignore[arg-type]
+            {k: v for item in args.target for k, v in item.items()},
+            per_route=not args.no_per_route,
+            min_samples=args.min_samples,
+            reuse=Path(args.records) if args.records else None,
+            max_step=args.max_step,
+        )
+    except Exception as error:
+        sys.stderr.write(f"bench calibrate: {error}\n")
+        return EXIT_INVALID
+    for layer, fit in result["layers"].items():
+        reached = "" if fit["reached"] else " (target not reached: routes only at certainty)"
+        sys.stdout.write(
+            f"{layer}: threshold {fit['threshold']} for {fit['target']:.0%} accuracy{reached}\n"
+        )
+    sys.stdout.write(
+        f"expected: {result['expected']} (before: {result['before']}) -> "
+        f"{Path(args.out) / 'routermesh-patch.yaml'}\n"
+    )
+    return EXIT_OK
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from routermesh.bench.perf import PerfOptions, run_perf  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    try:
+        perf = run_perf(
+            PerfOptions(
+                files=[Path(f) for f in (args.filename or ["samples/homelab"])],
+                messages=Path(args.messages),
+                out=Path(args.out),
+                requests=args.requests,
+                cached_requests=args.cached_requests,
+                port=args.port,
+                models_dir=Path(args.models_dir),
+                seed=args.seed,
+                disable=tuple(args.disable),
+            )
+        )
+    except Exception as error:
+        sys.stderr.write(f"bench perf: {error}\n")
+        return EXIT_INVALID
+    sys.stdout.write(f"latency by layer: {perf['latency_by_layer']} -> {args.out}/perf.json\n")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from routermesh.bench.report import write_report  # noqa: PLC0415
+
+    try:
+        path = write_report(Path(args.results), Path(args.output))
+    except (OSError, ValueError, KeyError) as error:
+        sys.stderr.write(f"bench report: {error}\n")
+        return EXIT_INVALID
+    sys.stdout.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="run the cascade without this layer (l0, l1, l2; repeatable)",
+    )
+    p.add_argument(
+        "--port", type=int, default=port, help="orchestrator port (default: %(default)s)"
+    )
+    p.add_argument("--models-dir", default=".cache/models", help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, help='labelled JSONL ("text", "route") for the table')
+    p.add_argument("--eval", required=True, help="labelled JSONL to route (any path)")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--limit", type=int, help="route a seeded random sample of this many rows")
+    p.add_argument(
+        "--examples-per-route",
+        type=int,
+        default=5,
+        help="inline examples per route in the RouteTable (default: %(default)s)",
+    )
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight (default: 1)")
+    p.add_argument("--thresholds", help="a calibration.json whose thresholds the mesh takes")
+    p.add_argument("--records", help="reuse this records.jsonl instead of running the router")
+    p.add_argument(
+        "--no-all-layers",
+        action="store_true",
+        help="ask later layers only for what earlier ones leave (as in production; faster, "
+        "but their metrics and calibration cover only those rows)",
+    )
+    _common(p, 18080)
+
+
+def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="benchmarks of the real stack (results to files)")
+    bench_sub = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    quality = bench_sub.add_parser(
+        "quality", help="routing quality of the real cascade on a labelled eval JSONL"
+    )
+    _quality_args(quality)
+    quality.set_defaults(func=cmd_quality)
+
+    fit = bench_sub.add_parser(
+        "calibrate",
+        help="fit per-layer thresholds for target accuracies on a labelled validation JSONL",
+    )
+    _quality_args(fit)
+    fit.add_argument(
+        "--target",
+        type=lambda v: _targets([v]),
+        action="append",
+        default=[],
+        metavar="LAYER=ACC",
+        help="target accuracy of a layer (default: l0=0.98, l1=0.95, l2=0.92; repeatable)",
+    )
+    fit.add_argument("--min-samples", type=int, default=20, help="default: %(default)s")
+    fit.add_argument("--no-per-route", action="store_true", help="fit layer thresholds only")
+    fit.add_argument(
+        "--max-step",
+        type=float,
+        help="move each threshold at most this far from the one the run used (a guarded "
+        "update; default: unbounded)",
+    )
+    fit.set_defaults(func=cmd_calibrate)
+
+    perf = bench_sub.add_parser(
+        "perf", help="latency, throughput, memory and start time of the real local stack"
+    )
+    perf.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=None,
+        help="RouterMesh/RouteTable YAML (default: samples/homelab)",
+    )
+    perf.add_argument(
+        "--messages",
+        default="bench/data/homelab-messages.jsonl",
+        help="held-out labelled messages (default: %(default)s)",
+    )
+    perf.add_argument("--out", default="bench/results/perf", help="default: %(default)s")
+    perf.add_argument(
+        "--requests", type=int, default=64, help="uncached decisions per measurement (default: 64)"
+    )
+    perf.add_argument(
+        "--cached-requests", type=int, default=400, help="cache hits per measurement (default: 400)"
+    )
+    _common(perf, 18090)
+    perf.set_defaults(func=cmd_perf)
+
+    report = bench_sub.add_parser("report", help="write docs/benchmarks.md from the results")
+    report.add_argument("--results", default="bench/results", help="default: %(default)s")
+    report.add_argument("--output", default="docs/benchmarks.md", help="default: %(default)s")
+    report.set_defaults(func=cmd_report)

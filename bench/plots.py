@@ -1,0 +1,90 @@
+"""PNG plots of benchmark results (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def quality_plots(summary: dict[str, Any], out: Path, title: str) -> list[Path]:
+    """Reliability diagram and accuracy-vs-coverage curve of each layer."""
+    layers = summary["layers"]
+    if not layers:
+        return []
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, layer in layers.items():
+        bins = [b for b in layer["reliability"]["bins"] if b["n"]]
+        left.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            label=f"{name} (ECE {layer['reliability']['ece']:.3f})"
+            if layer["reliability"]["ece"] is not None
+            else name,
+        )
+        curve = [p for p in layer["accuracy_vs_coverage"] if p["n"]]
+        right.plot(
+            [p["coverage"] for p in curve],
+            [p["accuracy"] for p in curve],
+            marker=".",
+            label=name,
+        )
+    left.set(xlabel="confidence", ylabel="accuracy", title="reliability", xlim=(0, 1), ylim=(0, 1))
+    right.set(
+        xlabel="coverage (share of rows at or above the threshold)",
+        ylabel="accuracy",
+        title="accuracy vs coverage",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = out / "quality.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
+
+
+def perf_plots(perf: dict[str, Any], out: Path) -> list[Path]:
+    """Decision latency by deciding layer against the seed's budgets, and throughput."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = perf["latency_by_layer"]
+    names = list(rows)
+    xs = range(len(names))
+    left.bar([x - 0.2 for x in xs], [rows[n]["p50"] or 0 for n in names], 0.4, label="p50")
+    left.bar([x + 0.2 for x in xs], [rows[n]["p95"] or 0 for n in names], 0.4, label="p95")
+    for x, name in zip(xs, names, strict=True):
+        budget = perf["seed"].get(name)
+        if budget:
+            left.hlines(budget, x - 0.45, x + 0.45, colors="red", linestyles="--")
+    left.set_xticks(list(xs), names)
+    left.set(ylabel="ms", title="decision latency by deciding layer (red: seed budget)")
+    left.set_yscale("log")
+    left.legend(fontsize=8)
+    for kind, points in perf["throughput"].items():
+        right.plot(
+            [p["concurrency"] for p in points],
+            [p["per_second"] for p in points],
+            marker="o",
+            label=kind,
+        )
+    right.set(xlabel="concurrency", ylabel="decisions per second", title="throughput")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = out / "perf.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
