@@ -4,8 +4,8 @@ Given records where every layer was asked (``explain`` + ``all_layers``), it
 replays the cascade offline and picks, layer by layer in cascade order, the
 lowest threshold whose decisions reach the layer's target accuracy over the rows
 that reach that layer (so each threshold maximizes the layer's coverage at its
-target). Optionally a route whose own decisions miss the target at the layer's
-threshold gets a higher per-route threshold (only with enough samples).
+target). Optionally (``--per-route``) a route whose own decisions miss the target at
+the layer's threshold gets a higher per-route threshold (only with enough samples).
 
 Targets default to the seed's figures, L1 95 % and L2 92 %, and 98 % for L0, the
 layer that decides most traffic (other layers 95 %).
@@ -18,11 +18,14 @@ coverage and accuracy.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from routermesh.bench.metrics import reliability
 from routermesh.bench.records import Record, layer_names
+from routermesh.runtime.embedding import fit_platt
 
 DEFAULT_TARGETS = {"l0": 0.98, "l1": 0.95, "l2": 0.92}
 DEFAULT_TARGET = 0.95
@@ -83,7 +86,7 @@ def fit(
     records: Sequence[Record],
     targets: dict[str, float] | None = None,
     *,
-    per_route: bool = True,
+    per_route: bool = False,
     min_samples: int = MIN_SAMPLES,
 ) -> list[LayerFit]:
     """Thresholds for each layer (cascade order) maximizing coverage at its target."""
@@ -182,9 +185,17 @@ def expected(
     }
 
 
-def mesh_patch(fits: Sequence[LayerFit]) -> dict[str, Any]:
-    """The RouterMesh merge patch that sets the fitted layer thresholds."""
-    return {"spec": {"layers": {f.layer: {"threshold": f.threshold} for f in fits}}}
+def mesh_patch(
+    fits: Sequence[LayerFit], calibrations: dict[str, tuple[float, float]] | None = None
+) -> dict[str, Any]:
+    """The RouterMesh merge patch that sets the fitted thresholds (and calibrations)."""
+    layers: dict[str, Any] = {f.layer: {"threshold": f.threshold} for f in fits}
+    for layer, (slope, intercept) in (calibrations or {}).items():
+        layers.setdefault(layer, {})["calibration"] = {
+            "slope": round(slope, 6),
+            "intercept": round(intercept, 6),
+        }
+    return {"spec": {"layers": layers}}
 
 
 def route_thresholds(fits: Sequence[LayerFit]) -> dict[str, dict[str, float]]:
@@ -194,3 +205,103 @@ def route_thresholds(fits: Sequence[LayerFit]) -> dict[str, dict[str, float]]:
         for route, threshold in layer_fit.per_route.items():
             routes.setdefault(route, {})[layer_fit.layer] = threshold
     return dict(sorted(routes.items()))
+
+
+# --- confidence calibration (Platt scaling) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlattFit:
+    layer: str
+    slope: float
+    intercept: float
+    ece_before: float | None
+    """Expected calibration error on the held-out half, as the layer reports confidence."""
+    ece_after: float | None
+    """The same rows with the calibration fitted on the other half."""
+    adopted: bool
+    """Only when it lowers the held-out error (calibrate where it pays)."""
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-max(min(z, 40.0), -40.0)))
+
+
+def _pairs(records: Sequence[Record], layer: str) -> list[tuple[float, bool]]:
+    return [
+        (v.confidence, v.route == r.gold)
+        for r in records
+        if (v := r.verdict(layer)) is not None and v.route is not None
+    ]
+
+
+def _platt(pairs: Sequence[tuple[float, bool]]) -> tuple[float, float]:
+    slope, intercept = fit_platt([[_logit(c)] for c, _ in pairs], [ok for _, ok in pairs])
+    return slope, intercept
+
+
+def _scaled(
+    pairs: Sequence[tuple[float, bool]], params: tuple[float, float]
+) -> list[tuple[float, bool]]:
+    slope, intercept = params
+    return [(_sigmoid(slope * _logit(c) + intercept), ok) for c, ok in pairs]
+
+
+def fit_calibration(
+    records: Sequence[Record], min_samples: int = MIN_SAMPLES, seed: int = 0
+) -> list[PlattFit]:
+    """Platt scaling per layer, fitted on a seeded half and judged on the other; adopted
+    (and refitted on all rows) only where it lowers the held-out calibration error."""
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)  # noqa: S311 - a split
+    half = len(shuffled) // 2
+    fit_half, check_half = shuffled[:half], shuffled[half:]
+    fits = []
+    for layer in layer_names(records):
+        train, check = _pairs(fit_half, layer), _pairs(check_half, layer)
+        if len(train) < min_samples or len(check) < min_samples:
+            fits.append(PlattFit(layer, 1.0, 0.0, None, None, adopted=False))
+            continue
+        before = reliability(check)["ece"]
+        after = reliability(_scaled(check, _platt(train)))["ece"]
+        adopted = before is not None and after is not None and after < before
+        slope, intercept = _platt(_pairs(records, layer)) if adopted else (1.0, 0.0)
+        fits.append(PlattFit(layer, slope, intercept, before, after, adopted))
+    return fits
+
+
+def calibrated_records(records: Sequence[Record], fits: Sequence[PlattFit]) -> list[Record]:
+    """``records`` with the adopted calibrations applied to each layer's confidence."""
+    adopted = {f.layer: (f.slope, f.intercept) for f in fits if f.adopted}
+    if not adopted:
+        return list(records)
+    out = []
+    for record in records:
+        trace = tuple(
+            v.model_copy(
+                update={
+                    "confidence": _sigmoid(
+                        adopted[v.layer][0] * _logit(v.confidence) + adopted[v.layer][1]
+                    )
+                }
+            )
+            if v.layer in adopted and v.route is not None
+            else v
+            for v in record.trace
+        )
+        out.append(record.model_copy(update={"trace": trace}))
+    return out
+
+
+def compose(current: tuple[float, float] | None, new: tuple[float, float]) -> tuple[float, float]:
+    """The single calibration equal to ``current`` followed by ``new`` (records hold
+    confidences the run already calibrated)."""
+    if current is None:
+        return new
+    (a1, b1), (a2, b2) = current, new
+    return a2 * a1, a2 * b1 + b2

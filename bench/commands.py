@@ -92,10 +92,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result = run_calibrate(
             _run_options(args),  # type: ignore[arg-type]
             {k: v for item in args.target for k, v in item.items()},
-            per_route=not args.no_per_route,
+            per_route=args.per_route,
             min_samples=args.min_samples,
             reuse=Path(args.records) if args.records else None,
             max_step=args.max_step,
+            confidence=not args.no_confidence_calibration,
         )
     except Exception as error:
         sys.stderr.write(f"bench calibrate: {error}\n")
@@ -213,7 +214,18 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="target accuracy of a layer (default: l0=0.98, l1=0.95, l2=0.92; repeatable)",
     )
     fit.add_argument("--min-samples", type=int, default=20, help="default: %(default)s")
-    fit.add_argument("--no-per-route", action="store_true", help="fit layer thresholds only")
+    fit.add_argument(
+        "--per-route",
+        action="store_true",
+        help="also raise the threshold of each route whose own decisions miss the target "
+        "(on CLINC150 val this cost 5 points of coverage for 0.6 of accuracy)",
+    )
+    fit.add_argument(
+        "--no-confidence-calibration",
+        action="store_true",
+        help="fit thresholds on the confidences as reported (default: fit Platt scaling per "
+        "layer first, adopted where it lowers the error on a held-out half)",
+    )
     fit.add_argument(
         "--max-step",
         type=float,

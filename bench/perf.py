@@ -171,16 +171,22 @@ def _cycle(messages: list[str], count: int) -> list[str]:
 
 
 def replay_stream(messages: list[str], rng: random.Random) -> list[str]:
-    """Every message once, in order, with about as many repeats of already-seen ones mixed in."""
+    """Every message once, in order, and as many repeats of already-seen ones mixed in at
+    random places: half of the stream repeats."""
+    kinds = ["new"] * len(messages) + ["repeat"] * len(messages)
+    rng.shuffle(kinds)
+    if kinds:
+        kinds.remove("new")  # a repeat needs something seen before it
+        kinds.insert(0, "new")
     stream: list[str] = []
+    pending = iter(messages)
     seen: list[str] = []
-    pending = list(messages)
-    while pending:
-        if seen and rng.random() < 0.5:
-            stream.append(rng.choice(seen))
-        else:
-            seen.append(pending.pop(0))
+    for kind in kinds:
+        if kind == "new":
+            seen.append(next(pending))
             stream.append(seen[-1])
+        else:
+            stream.append(rng.choice(seen))
     return stream
 
 
@@ -440,8 +446,12 @@ def _replay(
                 explain=False,
                 what="Redis cache hits",
             )
-            redis.flush()
-            answers, _ = send(extra.url, stream, explain=False, what="replay")
+        # A fresh cache for the replay: Redis emptied, and a new process (the old one's
+        # in-process fallback holds every decision it wrote).
+        redis.flush()
+        fresh = ExtraOrchestrator(with_redis, folder, _free_port(), options.models_dir)
+        with fresh:
+            answers, _ = send(fresh.url, stream, explain=False, what="replay")
     finally:
         redis.stop()
     return {**out, "cache": "redis", **_summary(answers), "redis_hits": _hits(hits)}

@@ -152,6 +152,7 @@ def _about(
                 "model": layer.model.path,
                 "threshold": layer.threshold,
                 "timeout_ms": layer.timeout_ms,
+                "calibration": layer.calibration,
             }
             for layer in (config.layers if config else ())
             if layer.enabled
@@ -177,7 +178,7 @@ def run_quality(options: RunOptions, reuse: Path | None = None) -> dict[str, Any
     summary = {**metrics.quality(records, ESCALATION_ROUTE), "run": about}
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "quality.json").write_text(dumps(summary))
-    plots.quality_plots(summary, options.out, f"{options.eval.name} (n={summary['n']})")
+    plots.quality_plots(summary, options.out, f"{options.out.name} (n={summary['n']})")
     return summary
 
 
@@ -189,13 +190,27 @@ def run_calibrate(
     min_samples: int,
     reuse: Path | None = None,
     max_step: float | None = None,
+    confidence: bool = True,
 ) -> dict[str, Any]:
-    records, about = _records(options, reuse)
+    raw, about = _records(options, reuse)
+    platts = calibrate.fit_calibration(raw, min_samples) if confidence else []
+    # Thresholds are fitted on the confidences the calibrated layers will report.
+    records = calibrate.calibrated_records(raw, platts)
+    current_calibration = {
+        layer["name"]: tuple(layer["calibration"])
+        for layer in about["layers"]
+        if layer.get("calibration")
+    }
+    calibrations = {
+        p.layer: calibrate.compose(current_calibration.get(p.layer), (p.slope, p.intercept))
+        for p in platts
+        if p.adopted
+    }
     fits = calibrate.fit(records, targets, per_route=per_route, min_samples=min_samples)
     if max_step is not None:
         current = {layer["name"]: layer["threshold"] for layer in about["layers"]}
         fits = calibrate.bounded(fits, current, max_step)
-    before = calibrate.expected(records, _current_fits(records, about), ESCALATION_ROUTE)
+    before = calibrate.expected(raw, _current_fits(raw, about), ESCALATION_ROUTE)
     result: dict[str, Any] = {
         "layers": {
             f.layer: {
@@ -210,6 +225,18 @@ def run_calibrate(
         },
         "route_thresholds": calibrate.route_thresholds(fits),
         "max_step": max_step,
+        "confidence_calibration": {
+            p.layer: {
+                "adopted": p.adopted,
+                "ece_held_out_before": p.ece_before,
+                "ece_held_out_after": p.ece_after,
+                "slope": round(calibrations[p.layer][0], 6) if p.layer in calibrations else None,
+                "intercept": (
+                    round(calibrations[p.layer][1], 6) if p.layer in calibrations else None
+                ),
+            }
+            for p in platts
+        },
         "expected": calibrate.expected(records, fits, ESCALATION_ROUTE),
         "before": before,
         "held_out": _held_out(records, targets, per_route=per_route, min_samples=min_samples),
@@ -227,7 +254,7 @@ def run_calibrate(
         header += "# Per-route thresholds for the RouteTable (spec.routes[].thresholds):\n"
         header += "".join(f"#   {name}: {json.dumps(t)}\n" for name, t in routes.items())
     (options.out / "routermesh-patch.yaml").write_text(
-        header + yaml.safe_dump(calibrate.mesh_patch(fits), sort_keys=False)
+        header + yaml.safe_dump(calibrate.mesh_patch(fits, calibrations), sort_keys=False)
     )
     return result
 

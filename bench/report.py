@@ -24,8 +24,9 @@ routed locally counting as a mistake; *coverage* is the share of in-scope
 requests routed locally; *OOS escalated* is the share of out-of-scope requests
 sent to the escalation route; *ECE* is the expected calibration error of a
 layer's confidence in its top route over the requests it answered (10 bins).
-Every request is sent with `explain` and `all_layers`, so each layer's verdict is
-recorded while the decision stays the cascade's own. A layer that times out or
+Every request is sent with `explain`, so each asked layer's verdict is recorded while
+the decision stays the cascade's own; with `all_layers` (unless a run shows
+`--no-all-layers`) every layer is asked for every row. A layer that times out or
 fails abstains (the cascade fails open), which shows in the abstention counts.
 """
 
@@ -36,6 +37,10 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _budget(ms: float | None) -> str:
+    return "n/a" if ms is None else f"{ms} ms"
 
 
 def _ms(summary: dict[str, Any] | None) -> str:
@@ -128,11 +133,38 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
             f"{c['route_thresholds'] or 'none'}.",
             "",
             *_held_out_lines(c.get("held_out")),
+            *_confidence_lines(c.get("confidence_calibration")),
         ]
     image = folder / "quality.png"
     if image.is_file():
         lines += [f"![{name}]({os.path.relpath(image, docs)})", ""]
     return lines
+
+
+def _confidence_lines(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    parts = []
+    for layer, c in calibration.items():
+        if c["ece_held_out_before"] is None:
+            parts.append(f"{layer}: too few answers to fit")
+            continue
+        verdict = (
+            f"adopted (slope {c['slope']}, intercept {c['intercept']})"
+            if c["adopted"]
+            else "not adopted"
+        )
+        parts.append(
+            f"{layer}: ECE {_num(c['ece_held_out_before'])} -> {_num(c['ece_held_out_after'])}, "
+            f"{verdict}"
+        )
+    return [
+        "Confidence calibration (Platt scaling fitted on a random half, ECE on the other "
+        "half; the thresholds above are fitted on the calibrated confidences): "
+        + "; ".join(parts)
+        + ".",
+        "",
+    ]
 
 
 def _held_out_lines(held: dict[str, Any] | None) -> list[str]:
@@ -171,11 +203,11 @@ def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:
         "|---|---|---|",
         *(
             f"| decided by {k} ({_pct(v.get('share')) if v.get('share') is not None else 'hits'})"
-            f" | {_ms(v)} | {seed.get(k, 'n/a')} ms |"
+            f" | {_ms(v)} | {_budget(seed.get(k))} |"
             for k, v in by_layer.items()
         ),
         *(
-            f"| {k} model time (as the orchestrator sees it) | {_ms(v)} | {seed.get(k, 'n/a')} ms |"
+            f"| {k} model time (as the orchestrator sees it) | {_ms(v)} | {_budget(seed.get(k))} |"
             for k, v in perf["model_time_ms"].items()
         ),
         f"| end to end, uncached (client) | {_ms(uncached)} | "
@@ -255,7 +287,11 @@ def _summary(folders: list[Path]) -> list[str]:
 
 def write_report(results: Path, output: Path) -> Path:
     docs = output.parent
-    lines = [HEADER, "## Routing quality", ""]
+    lines = [HEADER]
+    notes = results / "NOTES.md"
+    if notes.is_file():
+        lines += [notes.read_text().rstrip(), ""]
+    lines += ["## Routing quality", ""]
     quality = sorted(p.parent for p in (results / "quality").glob("*/quality.json"))
     if not quality:
         lines += ["No quality results yet.", ""]

@@ -417,6 +417,22 @@ def _container_resources(cpu: str, memory: str) -> Any:
     )
 
 
+class Calibration(ApiModel):
+    """Platt scaling of a layer's confidence p: sigmoid(slope * logit(p) + intercept), fitted
+    on labelled data by `router-mesh bench calibrate`."""
+
+    slope: float = Field(ge=-100, le=100, description="Multiplies logit(p).")
+    intercept: float = Field(ge=-100, le=100, description="Added to slope * logit(p).")
+
+
+def _calibration() -> Any:
+    return Field(
+        default=None,
+        description="Confidence calibration (Platt scaling) applied before the threshold. "
+        "Default: none (the layer's own confidence).",
+    )
+
+
 class Layer(ApiModel):
     """Fields every local layer has; each layer class sets its own defaults."""
 
@@ -442,6 +458,7 @@ class L0Layer(ApiModel):
         ),
     )
     threshold: Probability = _threshold(0.8)
+    calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(100)
     k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote. Default: 10.")
 
@@ -451,6 +468,7 @@ class L1Layer(Layer):
 
     model: ModelSource = _model(DEFAULT_L1_MODEL, "SmolLM2-135M-Instruct (GGUF Q4_1)")
     threshold: Probability = _threshold(0.85)
+    calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(250)
     resources: Resources = _container_resources("2", "512Mi")
 
@@ -460,6 +478,7 @@ class L2Layer(Layer):
 
     model: ModelSource = _model(DEFAULT_L2_MODEL, "Qwen2.5-0.5B-Instruct (GGUF Q4_K_M)")
     threshold: Probability = _threshold(0.75)
+    calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(500)
     resources: Resources = _container_resources("4", "2Gi")
 

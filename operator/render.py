@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from routermesh.operator.api import (
+    Calibration,
     LabelSelector,
     RouterMesh,
     RouteTable,
@@ -109,6 +110,10 @@ def _routes(tables: Sequence[RouteTable], escalation_route: str) -> list[rc.Rout
     return routes
 
 
+def _platt(calibration: Calibration | None) -> tuple[float, float] | None:
+    return (calibration.slope, calibration.intercept) if calibration else None
+
+
 def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterConfig:
     """The sealed runtime config of ``mesh`` over the tables it selects among ``tables``.
 
@@ -136,6 +141,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             threshold=l0.threshold,
             timeout_ms=l0.timeout_ms,
             k=l0.k,
+            calibration=_platt(l0.calibration),
         )
     ]
     for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):
@@ -152,6 +158,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                 url=f"http://127.0.0.1:{rc.LAYER_PORTS[name]}",
                 threshold=layer.threshold,
                 timeout_ms=layer.timeout_ms,
+                calibration=_platt(layer.calibration),
             )
         )
     redis = spec.cache.redis

@@ -85,6 +85,7 @@ class Cascade:
         self._metrics = metrics
         self._timeouts = {layer.name: layer.timeout_ms / 1000 for layer in config.layers}
         self._labels = frozenset(config.route_names)
+        self._layer_configs = {layer.name: layer for layer in config.layers}
         self._learners = [layer for layer in layers if isinstance(layer, Learning)]
 
     @property
@@ -183,6 +184,9 @@ class Cascade:
             verdict = Verdict.abstain(Reason.LAYER_ERROR)
         if verdict.route is not None and verdict.route not in self._labels:
             verdict = Verdict.abstain(Reason.INVALID_LABEL)
+        configured = self._layer_configs.get(layer.name)
+        if verdict.route is not None and configured is not None:
+            verdict = Verdict(verdict.route, configured.calibrated(verdict.confidence))
         return LayerOutcome(
             layer=layer.name,
             route=verdict.route,

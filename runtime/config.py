@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -125,6 +126,19 @@ class LayerConfig(ContractModel):
     threshold: Probability
     timeout_ms: int = Field(ge=1)
     k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote (embedding).")
+    calibration: tuple[float, float] | None = Field(
+        default=None,
+        description="Platt scaling (slope, intercept) of the layer's confidence p: "
+        "sigmoid(slope * logit(p) + intercept), applied before the threshold.",
+    )
+
+    def calibrated(self, confidence: float) -> float:
+        if self.calibration is None:
+            return confidence
+        slope, intercept = self.calibration
+        p = min(max(confidence, 1e-6), 1 - 1e-6)
+        z = slope * math.log(p / (1 - p)) + intercept
+        return 1 / (1 + math.exp(-max(min(z, 40.0), -40.0)))
 
     @model_validator(mode="after")
     def _kind_fits(self) -> LayerConfig:
@@ -278,7 +292,16 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
         "layers": [
             layer.model_dump(
                 mode="json",
-                include={"name", "kind", "enabled", "engine", "model", "threshold", "k"},
+                include={
+                    "name",
+                    "kind",
+                    "enabled",
+                    "engine",
+                    "model",
+                    "threshold",
+                    "k",
+                    "calibration",
+                },
             )
             for layer in config.layers
         ],

@@ -256,6 +256,9 @@ def _die_with_parent() -> None:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the servers bind: connections of a server that just stopped (TIME_WAIT) do not
+        # make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -216,6 +216,23 @@ def test_explain_does_not_cache_an_escalation(stack: Stack) -> None:
     assert stack.route("plan my weekend")["cache_hit"] is False
 
 
+def test_a_layer_calibration_rescales_its_confidence_before_the_threshold(
+    stack: Stack,
+) -> None:
+    l1 = layer_of(stack.config, "l1").model_copy(update={"calibration": (1.0, -3.0)})
+    layers = tuple(l1 if layer.name == "l1" else layer for layer in stack.config.layers)
+    publish(stack.dir, stack.config.model_copy(update={"layers": layers}).sealed())
+    assert wait_until(
+        lambda: stack.client.get("/v1/config").json()["config_hash"] != stack.config.config_hash
+    )
+    stack.l1.answer("start vm 104", SURE)  # 0.95 -> sigmoid(logit(0.95) - 3) = 0.49
+    stack.l2.answer("start vm 104", {" proxmox": 0.8, " unifi": 0.2})
+    body = stack.client.post("/v1/route", json={"message": "start vm 104", "explain": True})
+    answer = body.json()
+    assert answer["trace"][0]["confidence"] == pytest.approx(0.4861, abs=1e-3)
+    assert (answer["route"], answer["layer"]) == ("proxmox", "l2")
+
+
 def test_per_route_threshold_override_applies(stack: Stack) -> None:
     # grafana needs 0.99 from L1 (override); 0.95 is enough for proxmox (layer 0.85).
     stack.l1.answer("cpu graph", {" grafana": 0.95, " proxmox": 0.05})
