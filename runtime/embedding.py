@@ -356,16 +356,16 @@ class EmbeddingLayer:
         self._base: list[tuple[str, str]] | None = None
         self._routes: list[str] = []
         self.learned: tuple[tuple[str, str], ...] = ()
+        self._learned_version = ""
         self.error: str | None = None
         self.stats: dict[str, Any] = {}
 
     @property
     def learned_version(self) -> str:
         """Digest of the learned examples in use ("" for none): part of the cache key, so a
-        decision made before the layer learned is not served after."""
-        if not self.learned:
-            return ""
-        return hashlib.sha256(json.dumps(self.learned).encode()).hexdigest()[:16]
+        decision made before the layer learned is not served after. Computed when the
+        index is built, not per request."""
+        return self._learned_version
 
     @property
     def name(self) -> str:
@@ -428,7 +428,9 @@ class EmbeddingLayer:
             raise EncoderError("no examples: add examples or examplesFrom to the RouteTables")
         vectors, encoded = self._store.vectors(key, encoder, [text for text, _ in pairs])
         index = build_index(vectors, pairs, self._routes, self._layer.k)
-        self._encoder, self._index, self.learned = encoder, index, learned
+        version = hashlib.sha256(json.dumps(learned).encode()).hexdigest()[:16] if learned else ""
+        self._encoder, self._index = encoder, index
+        self.learned, self._learned_version = learned, version
         self.stats = {
             "examples": len(pairs),
             "learned": len(learned),
