@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routermesh.bench.quality import RunOptions
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -25,7 +29,7 @@ def _targets(pairs: list[str]) -> dict[str, float]:
     return targets
 
 
-def _run_options(args: argparse.Namespace) -> object:
+def _run_options(args: argparse.Namespace) -> RunOptions:
     from routermesh.bench.quality import RunOptions  # noqa: PLC0415
 
     return RunOptions(
@@ -65,7 +69,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:
         summary = run_quality(
-            _run_options(args),  # type: ignore[arg-type]
+            _run_options(args),
             reuse=Path(args.records) if args.records else None,
         )
     except Exception as error:
@@ -90,7 +94,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:
         result = run_calibrate(
-            _run_options(args),  # type: ignore[arg-type]
+            _run_options(args),
             {k: v for item in args.target for k, v in item.items()},
             per_route=args.per_route,
             min_samples=args.min_samples,
