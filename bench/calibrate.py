@@ -77,7 +77,8 @@ def _verdict_pairs(rows: Sequence[Record], layer: str) -> list[tuple[Record, str
     pairs = []
     for record in rows:
         verdict = record.verdict(layer)
-        if verdict is not None and verdict.route is not None:
+        # A verdict with a reason (a disagreement) never decides, at any threshold.
+        if verdict is not None and verdict.route is not None and verdict.reason is None:
             pairs.append((record, verdict.route, verdict.confidence))
     return pairs
 
@@ -166,7 +167,7 @@ def expected(
         decision = escalation_route
         for layer_fit in fits:
             verdict = record.verdict(layer_fit.layer)
-            if verdict is None or verdict.route is None:
+            if verdict is None or verdict.route is None or verdict.reason is not None:
                 continue
             if verdict.confidence >= layer_fit.per_route.get(verdict.route, layer_fit.threshold):
                 decision = verdict.route

@@ -143,6 +143,43 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from routermesh.bench.load import LoadOptions, run_load  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    try:
+        result = run_load(
+            LoadOptions(
+                files=[Path(f) for f in (args.filename or ["samples/homelab"])],
+                messages=Path(args.messages),
+                injection=Path(args.injection),
+                out=Path(args.out),
+                requests=args.requests,
+                concurrency=args.concurrency,
+                unique_share=args.unique_share,
+                soak_rounds=args.soak_rounds,
+                soak_requests=args.soak_requests,
+                port=args.port,
+                models_dir=Path(args.models_dir),
+                seed=args.seed,
+                deadline_s=args.deadline,
+                disable=tuple(args.disable),
+            )
+        )
+    except Exception as error:
+        sys.stderr.write(f"bench load: {error}\n")
+        return EXIT_INVALID
+    bounded = result["bounded"]
+    sys.stdout.write(
+        f"{bounded['requests']} requests: {bounded['server_errors']} 5xx, {bounded['lost']} lost, "
+        f"{bounded['duplicated']} duplicated, p95 {bounded['latency_ms']['p95']} ms "
+        f"-> {args.out}/load.json\n"
+    )
+    failed = bounded["server_errors"] or bounded["lost"] or bounded["duplicated"]
+    return EXIT_INVALID if failed else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from routermesh.bench.report import write_report  # noqa: PLC0415
 
@@ -262,6 +299,43 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _common(perf, 18090)
     perf.set_defaults(func=cmd_perf)
+
+    load = bench_sub.add_parser(
+        "load", help="bounded load, soak (RSS) and label injection on the real local stack"
+    )
+    load.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=None,
+        help="RouterMesh/RouteTable YAML (default: samples/homelab)",
+    )
+    load.add_argument(
+        "--messages",
+        default="bench/data/homelab-messages.jsonl",
+        help="messages the workload repeats and varies (default: %(default)s)",
+    )
+    load.add_argument(
+        "--injection",
+        default="bench/data/label-injection.jsonl",
+        help="label-injection set (default: %(default)s)",
+    )
+    load.add_argument("--out", default="bench/results/load", help="default: %(default)s")
+    load.add_argument("--requests", type=int, default=5000, help="default: %(default)s")
+    load.add_argument("--concurrency", type=int, default=64, help="default: %(default)s")
+    load.add_argument(
+        "--unique-share",
+        type=float,
+        default=0.1,
+        help="share of fresh messages (through the layers); the rest repeat (default: 0.1)",
+    )
+    load.add_argument("--soak-rounds", type=int, default=5, help="default: %(default)s")
+    load.add_argument("--soak-requests", type=int, default=2000, help="default: %(default)s")
+    load.add_argument(
+        "--deadline", type=float, default=900.0, help="seconds a round may take (default: 900)"
+    )
+    _common(load, 18100)
+    load.set_defaults(func=cmd_load)
 
     report = bench_sub.add_parser("report", help="write docs/benchmarks.md from the results")
     report.add_argument("--results", default="bench/results", help="default: %(default)s")

@@ -79,7 +79,7 @@ def _free_port() -> int:
         return port
 
 
-def _tree_rss_mib(pid: int) -> float:
+def tree_rss_mib(pid: int) -> float:
     """RSS of ``pid`` and all its descendants (from /proc), MiB."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -407,9 +407,7 @@ def run_perf(options: PerfOptions) -> dict[str, Any]:
         }
         result["replay"] = _replay(config, options, messages, rng)
         result["cache_hit"]["redis"] = result["replay"].pop("redis_hits", None)
-        result["rss_mib"] = {
-            c.name: _tree_rss_mib(c.process.pid) for c in pod.children if c.process
-        }
+        result["rss_mib"] = {c.name: tree_rss_mib(c.process.pid) for c in pod.children if c.process}
     finally:
         pod.stop()
     hit = result["cache_hit"]["memory"]["latency_ms"]

@@ -88,3 +88,36 @@ def perf_plots(perf: dict[str, Any], out: Path) -> list[Path]:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return [path]
+
+
+def load_plots(load: dict[str, Any], out: Path) -> list[Path]:
+    """RSS of each process across the soak rounds, and latency percentiles per round."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rounds = load.get("soak") or []
+    xs = [0] + [r["round"] for r in rounds]
+    start = load.get("rss_mib_start") or {}
+    for name in start:
+        left.plot(
+            xs, [start[name]] + [r["rss_mib"].get(name, 0) for r in rounds], marker="o", label=name
+        )
+    left.set(xlabel="soak round (0: before load)", ylabel="RSS MiB", title="memory over the soak")
+    left.legend(fontsize=8)
+    phases = [("bounded", load["bounded"])] + [(f"soak {r['round']}", r) for r in rounds]
+    for key in ("p50", "p95", "p99"):
+        right.plot(
+            [name for name, _ in phases],
+            [phase["latency_ms"][key] or 0 for _, phase in phases],
+            marker="o",
+            label=key,
+        )
+    right.set(ylabel="client ms", title=f"latency at concurrency {load['options']['concurrency']}")
+    right.set_yscale("log")
+    right.tick_params(axis="x", rotation=30)
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = out / "load.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]

@@ -27,7 +27,11 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from routermesh import API_GROUP, API_VERSION
-from routermesh.runtime.config import DNS_LABEL_PATTERN
+from routermesh.runtime.config import (
+    DEFAULT_MAX_MESSAGE_CHARS,
+    DNS_LABEL_PATTERN,
+    MAX_MESSAGE_CHARS_LIMIT,
+)
 
 API_GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 
@@ -438,6 +442,13 @@ class Layer(ApiModel):
 
     enabled: bool = Field(default=True, description="Run this layer. Default: true.")
     engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
+    agree_with_l0: bool = Field(
+        default=True,
+        alias="agreeWithL0",
+        description="Route only where L0's top route (at any confidence) is the same; else "
+        "step aside (reason disagreement). Guards against messages that name a route to "
+        "steer the model. No effect while L0 is disabled. Default: true.",
+    )
 
 
 class L0Layer(ApiModel):
@@ -685,6 +696,49 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = None
 
 
+class Api(ApiModel):
+    """The router's HTTP API: authentication and the largest message it reads."""
+
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the bearer token that /v1/route, /v1/dispatch, "
+        "/v1/feedback and /v1/config require (Authorization: Bearer <token>). Absent: no "
+        "authentication. Rotating the Secret applies without a restart.",
+    )
+    max_message_chars: int = Field(
+        default=DEFAULT_MAX_MESSAGE_CHARS,
+        ge=1,
+        le=MAX_MESSAGE_CHARS_LIMIT,
+        description="Longest message accepted; longer ones get 413. Default: 32768.",
+    )
+
+
+class NetworkPolicy(ApiModel):
+    """A NetworkPolicy for the router pods: ingress only to the API and operations ports,
+    egress only to DNS, the route and escalation targets and Redis."""
+
+    enabled: bool = Field(default=False, description="Create the NetworkPolicy. Default: false.")
+    api_from: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="NetworkPolicyPeers allowed to call the API port (8080). Absent: any.",
+    )
+    operations_from: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="NetworkPolicyPeers allowed on the operations port (9090: health, "
+        "metrics). Absent: any. When set, include Prometheus and the operator's namespace "
+        "(it reads /readyz for the status).",
+    )
+    redis_port: int = Field(
+        default=6379,
+        ge=1,
+        le=65535,
+        description="Egress port to Redis when its URL comes from a Secret. Default: 6379.",
+    )
+    extra_egress: list[dict[str, Any]] | None = Field(
+        default=None, description="More NetworkPolicyEgressRules, appended as written."
+    )
+
+
 class Scheduling(ApiModel):
     """Where router pods may run."""
 
@@ -719,6 +773,10 @@ class RouterMeshSpec(ApiModel):
         default_factory=Orchestrator, description="Orchestrator container."
     )
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Pod scheduling.")
+    api: Api = Field(default_factory=Api, description="The router API: authentication, limits.")
+    network_policy: NetworkPolicy = Field(
+        default_factory=NetworkPolicy, description="Limit the router pods' network traffic."
+    )
 
 
 # --- status ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Pure builders of a RouterMesh's children: plain dicts, no client, no clock.
 
-One function per child (ConfigMap, PVC, download Job, Deployment, Service, HPA) and
+One function per child (ConfigMap, PVC, download Job, Deployment, Service, HPA, and the
+optional NetworkPolicy) and
 :func:`desired_children` for the set. The handlers apply what these return with
 server-side apply and delete the mesh's children that are no longer in the set.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 from routermesh.operator.api import Resources, RouterMesh, SecretKeyRef
 from routermesh.runtime import config as rc
@@ -37,7 +39,8 @@ MODELS_ANNOTATION = "routermesh.io/models"
 CONFIG_HASH_ANNOTATION = "routermesh.io/config-hash"
 MANAGED_BY = "router-mesh-operator"
 RUNTIME_UID = 10001
-METRICS_PORT = 9090
+METRICS_PORT = rc.OPERATIONS_PORT
+DNS_PORT = 53
 DOWNLOAD_BACKOFF_LIMIT = 4
 DOWNLOAD_TTL_SECONDS = 86400
 """Finished download Jobs are kept a day for `kubectl logs`; the ConfigMap remembers the
@@ -54,6 +57,7 @@ def names(mesh: RouterMesh) -> dict[str, str]:
         "deployment": base,
         "service": base,
         "hpa": base,
+        "network_policy": base,
     }
 
 
@@ -293,10 +297,17 @@ def _orchestrator(mesh: RouterMesh, secret_mounts: list[dict[str, Any]]) -> dict
             rc.CONFIG_DIR,
             "--port",
             str(rc.ORCHESTRATOR_PORT),
+            # Health and metrics on their own port: never behind the API token, and a
+            # NetworkPolicy can open each port to different clients.
+            "--ops-port",
+            str(rc.OPERATIONS_PORT),
             "--log-level",
             mesh.spec.orchestrator.log_level,
         ],
-        "ports": [{"name": "http", "containerPort": rc.ORCHESTRATOR_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": rc.ORCHESTRATOR_PORT, "protocol": "TCP"},
+            {"name": "ops", "containerPort": rc.OPERATIONS_PORT, "protocol": "TCP"},
+        ],
         # L0's encoder runs in this container: as many threads as its CPU allows, not the
         # node's core count (which would only be throttled).
         "env": [
@@ -305,10 +316,10 @@ def _orchestrator(mesh: RouterMesh, secret_mounts: list[dict[str, Any]]) -> dict
                 "value": str(cpu_threads(mesh.spec.orchestrator.resources)),
             }
         ],
-        "startupProbe": _http_probe("/healthz", "http", 2, 30),
-        "livenessProbe": _http_probe("/healthz", "http", 10, 3),
+        "startupProbe": _http_probe("/healthz", "ops", 2, 30),
+        "livenessProbe": _http_probe("/healthz", "ops", 10, 3),
         # /readyz: config loaded and every layer's model server answering and warm.
-        "readinessProbe": _http_probe("/readyz", "http", 5, 3),
+        "readinessProbe": _http_probe("/readyz", "ops", 5, 3),
         "resources": _resources(mesh.spec.orchestrator.resources),
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -370,6 +381,7 @@ def build_deployment(mesh: RouterMesh, active: rc.RouterConfig) -> Manifest:
     secrets = [
         ("redis", spec.cache.redis.url_secret_ref if spec.cache.redis else None),
         ("escalation", spec.escalation.credentials_secret_ref),
+        ("api", spec.api.token_secret_ref),
     ]
     for use, ref in secrets:
         if ref is not None:
@@ -422,9 +434,9 @@ def build_service(mesh: RouterMesh) -> Manifest:
             "selector": selector_labels(mesh),
             "ports": [
                 {"name": "http", "port": rc.ORCHESTRATOR_PORT, "targetPort": "http"},
-                # The orchestrator serves /metrics on its API port; a named Service port lets
-                # a ServiceMonitor select it.
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "http"},
+                # Health and /metrics (never behind the API token); a named Service port
+                # lets a ServiceMonitor select it.
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "ops"},
             ],
         },
     }
@@ -473,6 +485,69 @@ def build_hpa(mesh: RouterMesh) -> Manifest:
     }
 
 
+def _egress_to(url: str) -> dict[str, Any]:
+    """An egress rule reaching ``url``: an in-cluster Service (``name.ns.svc``) by its
+    namespace on any port (a policy sees the pod's port, which the Service may map), any
+    other host by the URL's port (a host name has no address a policy can name)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    labels_ = host.split(".")
+    if len(labels_) >= 3 and labels_[2] == "svc":
+        namespace = {"kubernetes.io/metadata.name": labels_[1]}
+        return {"to": [{"namespaceSelector": {"matchLabels": namespace}}]}
+    default = 443 if parts.scheme in ("https", "rediss") else 80
+    return {"ports": [{"protocol": "TCP", "port": parts.port or default}]}
+
+
+def build_network_policy(mesh: RouterMesh, config: rc.RouterConfig) -> Manifest:
+    """Ingress to the router pods only on the API and operations ports (from the peers the
+    spec names, else any); egress only to DNS, the targets, the escalation endpoint and
+    Redis. Model servers talk to the orchestrator over the pod's loopback, which no
+    NetworkPolicy filters; the download Job is not selected (it fetches from the sources)."""
+    policy = mesh.spec.network_policy
+
+    def ingress(port: int, peers: list[dict[str, Any]] | None) -> dict[str, Any]:
+        rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+        if peers is not None:
+            rule["from"] = peers
+        return rule
+
+    urls = [route.target for route in config.routes if route.target]
+    if config.escalation.target:
+        urls.append(config.escalation.target)
+    if config.cache.redis_url:
+        urls.append(config.cache.redis_url)
+    egress: list[dict[str, Any]] = [
+        {
+            "ports": [
+                {"protocol": "UDP", "port": DNS_PORT},
+                {"protocol": "TCP", "port": DNS_PORT},
+            ]
+        }
+    ]
+    for url in urls:
+        rule = _egress_to(url)
+        if rule not in egress:
+            egress.append(rule)
+    if config.cache.redis_url_file:
+        egress.append({"ports": [{"protocol": "TCP", "port": policy.redis_port}]})
+    egress += policy.extra_egress or []
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(mesh, names(mesh)["network_policy"], "router"),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(mesh)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                ingress(rc.ORCHESTRATOR_PORT, policy.api_from),
+                ingress(rc.OPERATIONS_PORT, policy.operations_from),
+            ],
+            "egress": egress,
+        },
+    }
+
+
 def _seconds_quantity(milliseconds: int) -> str:
     """A duration in ms as a Kubernetes quantity in seconds (``100`` -> ``100m``)."""
     return f"{milliseconds}m"
@@ -491,6 +566,8 @@ def desired_children(
     not created again.
     """
     children = [build_pvc(mesh), build_service(mesh)]
+    if mesh.spec.network_policy.enabled:
+        children.append(build_network_policy(mesh, active or config))
     if active is None or models_hash(active) != models_hash(config):
         children.append(build_download_job(mesh, config))
     if active is not None:

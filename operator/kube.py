@@ -33,6 +33,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("routermesh.io/v1alpha1", "RouterMesh"): "routermeshes",
     ("routermesh.io/v1alpha1", "RouteTable"): "routetables",
 }

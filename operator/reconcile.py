@@ -30,6 +30,7 @@ PRUNED_KINDS = (
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("batch/v1", "Job"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 """Children deleted when no longer desired. The models PVC is never pruned: it lives as
 long as the RouterMesh (ownerReference), so a spec edit never throws the models away."""
@@ -62,7 +63,7 @@ async def probe_config_hashes(pods: list[dict[str, Any]]) -> list[PodReport | No
         if not ip:
             return None
         try:
-            response = await client.get(f"http://{ip}:{rc.ORCHESTRATOR_PORT}/readyz")
+            response = await client.get(f"http://{ip}:{rc.OPERATIONS_PORT}/readyz")
             body = response.json()
             value = body.get("config_hash")
             learned = body.get("learned") or {}

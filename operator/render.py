@@ -159,6 +159,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                 threshold=layer.threshold,
                 timeout_ms=layer.timeout_ms,
                 calibration=_platt(layer.calibration),
+                agree_with="l0" if spec.layers.l0.enabled and layer.agree_with_l0 else None,
             )
         )
     redis = spec.cache.redis
@@ -200,6 +201,14 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             ),
             layers=tuple(layers),
             cache=cache,
+            api=rc.ApiConfig(
+                token_file=(
+                    secret_file("api", spec.api.token_secret_ref)
+                    if spec.api.token_secret_ref
+                    else None
+                ),
+                max_message_chars=spec.api.max_message_chars,
+            ),
             examples_from=examples_from,
         )
     except ValueError as error:

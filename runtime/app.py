@@ -9,7 +9,7 @@ been loaded (``/readyz`` says so too, so a Service sends no traffic) and 502 fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,20 +17,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routermesh.runtime.cascade import Decision
+from routermesh.runtime.config import ApiConfig
 from routermesh.runtime.decision import Learning
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
+from routermesh.runtime.edge import BearerAuth, PortSplit, RequestId
 from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
 
-MAX_MESSAGE_CHARS = 32_768
-"""Default cap on a message (the layers read at most 2,000 characters of it)."""
+BODY_OVERHEAD_BYTES = 16 * 1024
 
-MAX_BODY_BYTES = 256 * 1024
-"""Cap on a request body, checked before it is read (a message of 32,768 characters of
-4-byte UTF-8 is 128 KiB): a huge body is refused with 413, never buffered."""
+
+def body_limit(max_message_chars: int) -> int:
+    """Cap on a request body for messages of ``max_message_chars``, checked before the body
+    is read: a JSON-escaped character takes at most 6 bytes (``\\u0000``). A larger body
+    is refused with 413 and never buffered."""
+    return 6 * max_message_chars + BODY_OVERHEAD_BYTES
 
 
 class _BodyTooLargeError(Exception):
@@ -38,19 +43,26 @@ class _BodyTooLargeError(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over ``max_bytes``, by Content-Length or counted."""
+    """ASGI middleware: 413 for bodies over ``max_bytes()``, by Content-Length or counted."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: Callable[[], int],
+        on_refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes()
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         seen = 0
         started = False
@@ -59,7 +71,7 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
                 raise _BodyTooLargeError
             return message
 
@@ -72,12 +84,12 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLargeError:
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        self.on_refused()
         response = JSONResponse(
-            status_code=413,
-            content={"error": f"request body larger than {self.max_bytes} bytes"},
+            status_code=413, content={"error": f"request body larger than {limit} bytes"}
         )
         await response(scope, receive, send)
 
@@ -85,7 +97,8 @@ class BodyLimit:
 class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    # The length cap is the config's (api.max_message_chars), checked per request: 413.
+    message: str = Field(min_length=1)
     explain: bool = Field(
         default=False,
         description="Answer with each layer's verdict (`trace`); runs the layers even when "
@@ -125,7 +138,7 @@ class RouteResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    message: str = Field(min_length=1)
     expected_route: str = Field(min_length=1, max_length=63)
     decided_route: str | None = Field(default=None, max_length=63)
 
@@ -151,9 +164,9 @@ def _decision_headers(decision: Decision) -> dict[str, str]:
     }
 
 
-def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
-    """The API over ``router``; with ``manage_router`` the app's lifespan starts and stops it."""
-
+def _lifespan(
+    router: Router, manage_router: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_router:
@@ -164,19 +177,85 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
             if manage_router:
                 await router.stop()
 
+    return lifespan
+
+
+def _too_long(
+    state: RouterState, message: str, rejected: Callable[[int], None]
+) -> JSONResponse | None:
+    """413 for a message over the config's ``api.max_message_chars`` (None: it fits)."""
+    limit = state.config.api.max_message_chars
+    if len(message) <= limit:
+        return None
+    rejected(413)
+    return _error(413, f"message longer than {limit} characters", max_message_chars=limit)
+
+
+def _add_edge(app: FastAPI, router: Router, ops_port: int | None) -> Callable[[int], None]:
+    """Middleware and error handlers of the HTTP edge; returns the refusal counter."""
+
+    def api_config() -> ApiConfig:
+        state = router.state
+        return state.config.api if state is not None else ApiConfig()
+
+    def rejected(status: int) -> None:
+        router.metrics.rejected_requests.labels(status=str(status)).inc()
+
+    # Outermost last: request ID, port split, authentication, then the body cap.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=lambda: body_limit(api_config().max_message_chars),
+        on_refused=lambda: rejected(413),
+    )
+    app.add_middleware(
+        BearerAuth,
+        token_file=lambda: api_config().token_file,
+        on_failure=lambda reason: router.metrics.auth_failures.labels(reason=reason).inc(),
+    )
+    app.add_middleware(PortSplit, ops_port=ops_port)
+    app.add_middleware(RequestId)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        rejected(422)
+        return _error(422, "invalid request", problems=_problems(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (an undecodable body, an unknown path) in the API's shape.
+        if error.status_code < 500:
+            rejected(error.status_code)
+        return JSONResponse(
+            status_code=error.status_code,
+            content={"error": str(error.detail)},
+            headers=error.headers,
+        )
+
+    return rejected
+
+
+def create_app(
+    router: Router, *, manage_router: bool = True, ops_port: int | None = None
+) -> FastAPI:
+    """The API over ``router``; with ``manage_router`` the app's lifespan starts and stops it.
+
+    With ``ops_port``, health and metrics answer only on that port and the API only on
+    the others (the server listens on both), so each can be exposed on its own.
+    """
+
     app = FastAPI(
         title="router-mesh orchestrator",
         version="v1",
-        lifespan=lifespan,
+        lifespan=_lifespan(router, manage_router),
         docs_url=None,
         redoc_url=None,
     )
     app.state.router = router
-    app.add_middleware(BodyLimit)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid request", problems=_problems(error))
+    rejected = _add_edge(app, router, ops_port)
+
+    def too_long(state: RouterState, message: str) -> JSONResponse | None:
+        return _too_long(state, message, rejected)
 
     def current() -> RouterState | JSONResponse:
         state = router.state
@@ -219,6 +298,9 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         state = current()
         if isinstance(state, JSONResponse):
             return state
+        refused = too_long(state, request.message)
+        if refused is not None:
+            return refused
         _, answer = await route_response(
             state, request.message, explain=request.explain, all_layers=request.all_layers
         )
@@ -230,10 +312,14 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         try:
             parsed = RouteRequest.model_validate_json(body)
         except ValidationError as error:
+            rejected(422)
             return _error(422, "invalid request", problems=_problems(error))
         state = current()
         if isinstance(state, JSONResponse):
             return state
+        refused = too_long(state, parsed.message)
+        if refused is not None:
+            return refused
         decision, _ = await route_response(state, parsed.message)
         headers = _decision_headers(decision)
         result = await forward(
@@ -257,6 +343,9 @@ def create_app(router: Router, *, manage_router: bool = True) -> FastAPI:
         state = current()
         if isinstance(state, JSONResponse):
             return state
+        refused = too_long(state, request.message)
+        if refused is not None:
+            return refused
         labels = state.config.route_names
         if request.expected_route not in labels:
             return _error(
@@ -303,6 +392,7 @@ def _add_operations(
             content={
                 "ready": ready,
                 "checks": checks,
+                "degraded": await router.degraded(),
                 "config_hash": state.config.config_hash if state else None,
                 "config_error": router.last_error,
                 "learned": {
@@ -371,6 +461,10 @@ def public_config(state: RouterState) -> dict[str, Any]:
             }
             for layer in config.layers
         ],
+        "api": {
+            "authentication": config.api.token_file is not None,
+            "max_message_chars": config.api.max_message_chars,
+        },
         "cache": {
             "backend": config.cache.backend,
             "ttl_seconds": config.cache.ttl_seconds,

@@ -131,7 +131,7 @@ class Cascade:
         last_reason = Reason.NO_LAYER
         any_failure = False
         for index, layer in enumerate(self.layers):
-            outcome = await self._ask(layer, message)
+            outcome = self._checked(await self._ask(layer, message), trace)
             trace.append(outcome)
             if outcome.route is None or outcome.reason is not None:
                 last_reason = outcome.reason or Reason.LAYER_ERROR
@@ -142,6 +142,7 @@ class Cascade:
             if outcome.confidence < self.config.threshold_for(layer.name, outcome.route):
                 last_reason = Reason.LOW_CONFIDENCE
                 continue
+
             decision = Decision(
                 route=outcome.route,
                 layer=layer.name,
@@ -154,8 +155,9 @@ class Cascade:
             )
             if explain:
                 if all_layers:
-                    rest = [await self._ask(later, message) for later in self.layers[index + 1 :]]
-                    decision = replace(decision, trace=(*trace, *rest))
+                    for later in self.layers[index + 1 :]:
+                        trace.append(self._checked(await self._ask(later, message), trace))
+                    decision = replace(decision, trace=tuple(trace))
             else:
                 await self._remember(key, decision)
             return self._count(message, started, decision)
@@ -172,6 +174,21 @@ class Cascade:
         if not any_failure and trace and not explain:
             await self._remember(key, decision)
         return self._count(message, started, decision)
+
+    def _checked(self, outcome: LayerOutcome, trace: list[LayerOutcome]) -> LayerOutcome:
+        """``outcome``, abstaining (``disagreement``) when its route is not the top route of
+        the earlier layer it must agree with, whatever either confidence: a label pushed by
+        the message's text ("... answer proxmox") rarely fools both a generative model and
+        the example neighbours the same way."""
+        configured = self._layer_configs.get(outcome.layer)
+        if outcome.route is None or configured is None or configured.agree_with is None:
+            return outcome
+        earlier = next((o for o in trace if o.layer == configured.agree_with), None)
+        if earlier is None or earlier.route is None:
+            return outcome  # that layer is off, failed or had no candidate: decide alone
+        if earlier.route == outcome.route:
+            return outcome
+        return replace(outcome, reason=Reason.DISAGREEMENT)
 
     async def _ask(self, layer: Classifier, message: str) -> LayerOutcome:
         started = time.perf_counter()

@@ -52,6 +52,10 @@ orchestrator and has none)."""
 
 ORCHESTRATOR_PORT = 8080
 
+OPERATIONS_PORT = 9090
+"""The orchestrator's health and metrics port in the pod (``--ops-port``), apart from the
+API so that each can be exposed (and authenticated or firewalled) on its own."""
+
 ESCALATE_ROUTE = "__escalate__"
 """Route value that labelled datasets use for out-of-scope requests."""
 
@@ -131,6 +135,11 @@ class LayerConfig(ContractModel):
         description="Platt scaling (slope, intercept) of the layer's confidence p: "
         "sigmoid(slope * logit(p) + intercept), applied before the threshold.",
     )
+    agree_with: str | None = Field(
+        default=None,
+        description="An earlier layer whose top route (at any confidence) this layer must "
+        "match to decide; where that layer had no route, this one decides alone.",
+    )
 
     def calibrated(self, confidence: float) -> float:
         if self.calibration is None:
@@ -170,6 +179,34 @@ class CacheConfig(ContractModel):
         return self
 
 
+DEFAULT_MAX_MESSAGE_CHARS = 32_768
+"""Longest message the API accepts by default (the layers read its first 2,000 characters)."""
+
+MAX_MESSAGE_CHARS_LIMIT = 1_048_576
+"""Highest ``max_message_chars`` a config may set: the body cap follows it (4 bytes a
+character), and a larger body is never buffered."""
+
+
+class ApiConfig(ContractModel):
+    """The orchestrator's HTTP API: who may call it and how much it reads.
+
+    Applied at serve time (never part of ``route_table_version``): a new token file or
+    size limit reloads live without touching the decision cache.
+    """
+
+    token_file: str | None = Field(
+        default=None,
+        description="File holding the bearer token that /v1/* requests must present (a "
+        "mounted Secret key); none: no authentication. Never the value.",
+    )
+    max_message_chars: int = Field(
+        default=DEFAULT_MAX_MESSAGE_CHARS,
+        ge=1,
+        le=MAX_MESSAGE_CHARS_LIMIT,
+        description="Longest message accepted; longer ones get 413.",
+    )
+
+
 class ExamplesSource(ContractModel):
     """A labelled example set ("text"/"route" JSONL) referenced by a RouteTable."""
 
@@ -193,6 +230,7 @@ class RouterConfig(ContractModel):
     escalation: EscalationConfig
     layers: tuple[LayerConfig, ...]
     cache: CacheConfig = CacheConfig()
+    api: ApiConfig = ApiConfig()
     examples_from: tuple[ExamplesSource, ...] = ()
     route_table_version: str = ""
     config_hash: str = ""
@@ -219,6 +257,11 @@ class RouterConfig(ContractModel):
         layer_names = [layer.name for layer in self.layers]
         if len(set(layer_names)) != len(layer_names):
             raise ValueError(f"duplicate layer names: {layer_names}")
+        for position, layer in enumerate(self.layers):
+            if layer.agree_with is not None and layer.agree_with not in layer_names[:position]:
+                raise ValueError(
+                    f"layer {layer.name}: agree_with {layer.agree_with!r} is not an earlier layer"
+                )
         for route in self.routes:
             unknown = set(route.thresholds) - set(layer_names)
             if unknown:
@@ -301,6 +344,7 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
                     "threshold",
                     "k",
                     "calibration",
+                    "agree_with",
                 },
             )
             for layer in config.layers

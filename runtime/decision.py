@@ -23,6 +23,9 @@ class Reason(StrEnum):
     ``router_layer_errors_total{layer,reason}``)."""
 
     LOW_CONFIDENCE = "low_confidence"
+    DISAGREEMENT = "disagreement"
+    """The layer's route is not the top route of the layer it must agree with
+    (``LayerConfig.agree_with``): a steered or confused answer steps aside."""
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
     HTTP_ERROR = "http_error"

@@ -137,6 +137,19 @@ class RouterMetrics:
             ["route"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "router_auth_failures_total",
+            "API requests refused by authentication, by reason (missing, invalid, "
+            "token_unavailable).",
+            ["reason"],
+            registry=r,
+        )
+        self.rejected_requests = Counter(
+            "router_rejected_requests_total",
+            "API requests refused before routing, by status (413, 422).",
+            ["status"],
+            registry=r,
+        )
         self.window = window or LatencyWindow()
         self.p95 = Gauge(
             "router_latency_p95_seconds",

@@ -350,6 +350,15 @@ class Router:
             except Exception:  # the watcher must survive anything a bad config does
                 log.exception("config watcher error", extra={"event": "config_watch_error"})
 
+    async def degraded(self) -> list[str]:
+        """Dependencies that are down while a fallback serves in their place (``cache``:
+        Redis unreachable, decisions come from the in-process cache). Reported, never a
+        reason to be unready: routing goes on."""
+        cache = self._cache
+        if isinstance(cache, RedisCache) and not await cache.ping():
+            return ["cache"]
+        return []
+
     async def readiness(self) -> dict[str, bool]:
         """``config`` and one entry per enabled layer: True when it can answer.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import uvicorn
 
@@ -12,27 +13,59 @@ from routermesh.runtime.logs import configure_logging
 from routermesh.runtime.router import POLL_SECONDS, Router
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (uvicorn listens on it)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     config_dir: str = CONFIG_DIR,
     *,
     models_dir: str = MODELS_DIR,
     host: str = "0.0.0.0",  # noqa: S104 - a pod's port; the Service decides who reaches it
     port: int = ORCHESTRATOR_PORT,
+    ops_host: str | None = None,
+    ops_port: int | None = None,
     log_level: str = "info",
     poll_seconds: float = POLL_SECONDS,
 ) -> None:
+    """Serve the API on ``host:port``; with ``ops_port``, /healthz, /readyz and /metrics
+    on ``ops_host:ops_port`` instead (default host: ``host``)."""
     configure_logging(log_level)
     logging.getLogger("routermesh.router").info(
         "orchestrator starting",
-        extra={"event": "starting", "config_dir": config_dir, "port": port},
+        extra={"event": "starting", "config_dir": config_dir, "port": port, "ops_port": ops_port},
     )
-    app = create_app(Router(config_dir, models_dir=models_dir, poll_seconds=poll_seconds))
-    uvicorn.run(
+    if ops_port is not None and ops_port == port:
+        raise ValueError("the operations port must differ from the API port")
+    sockets = [listening_socket(host, port)]
+    if ops_port is not None:
+        sockets.append(listening_socket(ops_host or host, ops_port))
+    router = Router(config_dir, models_dir=models_dir, poll_seconds=poll_seconds)
+    app = create_app(router, ops_port=ops_port)
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_config=None,  # keep the JSON handlers configured above
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than clients keep idle connections (httpx 5 s, most pools under 60 s), so
+        # the client closes an idle connection first: a server closing it as a request
+        # arrives on it would fail that request (measured with `bench load`).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         lifespan="on",
     )
+    uvicorn.Server(config).run(sockets=sockets)

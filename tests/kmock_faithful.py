@@ -24,15 +24,37 @@ VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 @attrs.define(kw_only=True)
 class FaithfulEmulator(KubernetesEmulator):  # type: ignore[misc]
     _rv: int = attrs.field(default=0, init=False)
+    calls: set[tuple[str, str, str, str]] = attrs.field(factory=set, init=False)
+    """(API group, resource[/subresource], verb, User-Agent) of every request: what RBAC
+    must allow (the User-Agent tells the operator's requests from the test's own)."""
 
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
 
     async def _handle(self, request: Any) -> Any:
+        self._record(request)
         if request.resource is not None and request.action in (action.CREATE, action.UPDATE):
             self._prepare_write(request)  # synchronous: nothing runs between check and write
         return await super()._handle(request)
+
+    def _record(self, request: Any) -> None:
+        resource = request.resource
+        if resource is None or resource.plural is None:
+            return  # discovery (/api, /apis): allowed to every authenticated user
+        plural = resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        verbs = {
+            action.LIST: "list",
+            action.WATCH: "watch",
+            action.FETCH: "get",
+            action.CREATE: "create",
+            action.DELETE: "delete",
+        }
+        verb = verbs.get(request.action)
+        if verb is None:  # UPDATE: PATCH or PUT
+            verb = "patch" if str(request.method).upper().endswith("PATCH") else "update"
+        agent = str(request.headers.get("User-Agent", ""))
+        self.calls.add((resource.group or "", plural, verb, agent))
 
     def _prepare_write(self, request: Any) -> None:
         data = request.data

@@ -197,6 +197,8 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
         host=args.host,
         port=args.port,
+        ops_host=args.ops_host,
+        ops_port=args.ops_port,
         log_level=args.log_level,
         poll_seconds=args.poll_seconds,
     )
@@ -260,6 +262,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         disable=tuple(args.disable),
         log_level=args.log_level,
+        token_file=Path(args.token_file) if args.token_file else None,
     )
     try:
         return LocalPod(options).run()
@@ -480,6 +483,11 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="LAYER",
         help="run this layer disabled whatever the YAML says (l0, l1, l2; repeatable)",
     )
+    local.add_argument(
+        "--token-file",
+        help="require `Authorization: Bearer <the file's content>` on /v1/* (default: the "
+        "YAML's spec.api; a Secret there cannot be read locally, so the API is open)",
+    )
     local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     local.set_defaults(func=cmd_local)
 
@@ -501,6 +509,13 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     orchestrator.add_argument("--host", default="0.0.0.0", help="bind address")  # noqa: S104
     orchestrator.add_argument("--port", type=int, default=ORCHESTRATOR_PORT)
+    orchestrator.add_argument(
+        "--ops-port",
+        type=int,
+        help="serve /healthz, /readyz and /metrics on this port only, the API on --port "
+        "(default: everything on --port)",
+    )
+    orchestrator.add_argument("--ops-host", help="bind address of --ops-port (default: --host)")
     orchestrator.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

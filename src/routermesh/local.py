@@ -87,6 +87,8 @@ class LocalOptions:
     log_level: str = "info"
     disable: tuple[str, ...] = ()
     """Layers to run disabled whatever the YAML says (benchmarks, trying a cascade out)."""
+    token_file: Path | None = None
+    """File with the API's bearer token (in the cluster: spec.api.tokenSecretRef)."""
 
 
 def manifest_digest(files: list[Path]) -> str:
@@ -235,8 +237,17 @@ def localize(config: RouterConfig, options: LocalOptions) -> RouterConfig:
     escalation = config.escalation
     if escalation.credentials_file:
         escalation = escalation.model_copy(update={"credentials_file": None})
+    api = config.api
+    if options.token_file is not None:
+        api = api.model_copy(update={"token_file": str(options.token_file.resolve())})
+    elif api.token_file:
+        log.warning(
+            "the API token comes from a Secret: the local API is open (pass --token-file)",
+            extra={"event": "local_auth"},
+        )
+        api = api.model_copy(update={"token_file": None})
     return config.model_copy(
-        update={"layers": layers, "cache": cache, "escalation": escalation}
+        update={"layers": layers, "cache": cache, "escalation": escalation, "api": api}
     ).sealed()
 
 

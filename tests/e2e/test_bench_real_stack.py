@@ -81,7 +81,11 @@ def test_bench_quality_on_the_real_cascade(tmp_path: Path) -> None:
     for record in records:
         assert [v.layer for v in record.trace] == names  # all layers asked
         decider = next(
-            (v for v in record.trace if v.route is not None and v.confidence >= layers[v.layer]),
+            (
+                v
+                for v in record.trace
+                if v.route is not None and v.reason is None and v.confidence >= layers[v.layer]
+            ),
             None,
         )
         if decider is None:

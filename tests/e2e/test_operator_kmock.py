@@ -37,6 +37,7 @@ BUILTINS = {
     "apps/v1/deployments": "Deployment",
     "batch/v1/jobs": "Job",
     "autoscaling/v2/horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
 }
 WITH_STATUS = {"Deployment", "Job", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "Pod"}
 
@@ -371,3 +372,35 @@ async def test_deletion_is_left_to_owner_references(operator: Any) -> None:
     assert response.status == 200
     await _until(lambda: "homelab" not in _objects(operator, "routermeshes"))
     # The API server's garbage collector (absent from the emulator) deletes the children.
+
+
+async def test_the_network_policy_follows_the_spec_and_every_call_is_allowed_by_rbac(
+    operator: Any,
+) -> None:
+    await _deployed(operator)
+    assert _objects(operator, "networkpolicies") == {}
+    await _edit(
+        operator, "routermeshes/homelab", lambda spec: spec.update(networkPolicy={"enabled": True})
+    )
+    policy = await _until(lambda: _objects(operator, "networkpolicies").get("homelab"))
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    await _edit(
+        operator, "routermeshes/homelab", lambda spec: spec.update(networkPolicy={"enabled": False})
+    )
+    await _until(lambda: "homelab" not in _objects(operator, "networkpolicies"))
+
+    # Every request the operator made in this life cycle (create, apply, prune, status,
+    # events, watches) is one the shipped RBAC allows: a verb missing from the Role fails.
+    rbac = list(yaml.safe_load_all((REPO / "deploy/operator-rbac.yaml").read_text()))
+    allowed: set[tuple[str, str, str]] = set()
+    for doc in rbac:
+        if doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        allowed |= {(group, resource, verb) for verb in rule["verbs"]}
+    # kopf's requests and the reconcile's (httpx); the test's own come from kmock's client.
+    used = {c[:3] for c in operator.calls if not c[3].startswith("kmock/")}
+    assert ("networking.k8s.io", "networkpolicies", "delete") in used
+    assert ("apps", "deployments", "patch") in used
+    assert used - allowed == set(), sorted(used - allowed)

@@ -55,6 +55,7 @@ def local_config(models: dict[str, Path], ports: dict[str, int], redis_url: str)
                 ),
                 # Loaded CI machines with 2 cores: generous budgets; speed is a benchmark.
                 "timeout_ms": 5000,
+                "agree_with": None,  # no L0 here
             }
         )
         for layer in config.layers

@@ -56,10 +56,22 @@ def _by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {c["kind"]: c for c in children}
 
 
+HARDENED = yaml.safe_load((REPO / "samples/hardened/routermesh.yaml").read_text())["spec"]
+
+
+def _hardened() -> api.RouterMesh:
+    return _mesh({"spec.api": HARDENED["api"], "spec.networkPolicy": HARDENED["networkPolicy"]})
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_child_validates_against_the_upstream_schemas(version: str) -> None:
     fixed = b.build_deployment(_mesh({"spec.scaling.autoscaling": False}), _config())
-    children = [*_children(_mesh()), fixed, b.build_download_job(_mesh(), _config())]
+    children = [
+        *_children(_mesh()),
+        *_children(_hardened()),
+        fixed,
+        b.build_download_job(_mesh(), _config()),
+    ]
     assert {c["kind"] for c in children} == {
         "ConfigMap",
         "PersistentVolumeClaim",
@@ -67,6 +79,7 @@ def test_every_child_validates_against_the_upstream_schemas(version: str) -> Non
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     }
     for child in children:
         kubernetes_validate.validate(child, version, strict=True)
@@ -140,8 +153,10 @@ def _container_violations(container: dict[str, Any], pod_ctx: dict[str, Any]) ->
     return problems
 
 
-def test_pods_meet_the_restricted_pod_security_standard() -> None:
-    kinds = _by_kind([*_children(_mesh()), b.build_download_job(_mesh(), _config())])
+@pytest.mark.parametrize("hardened", [False, True])
+def test_pods_meet_the_restricted_pod_security_standard(hardened: bool) -> None:
+    mesh = _hardened() if hardened else _mesh()
+    kinds = _by_kind([*_children(mesh), b.build_download_job(mesh, _config(mesh))])
     for kind in ("Deployment", "Job"):
         pod = kinds[kind]["spec"]["template"]["spec"]
         assert _restricted_violations(pod) == [], kind
@@ -276,3 +291,74 @@ def test_threads_follow_the_cpu_limit(
     limits: dict[str, str] | None, requests: dict[str, str] | None, threads: int
 ) -> None:
     assert b.cpu_threads(api.Resources(limits=limits, requests=requests)) == threads
+
+
+def test_the_api_token_comes_from_a_mounted_secret_and_health_has_its_own_port() -> None:
+    mesh = _hardened()
+    config = _config(mesh)
+    assert config.api.token_file == f"{rc.SECRETS_DIR}/api/token"
+    assert config.api.max_message_chars == 8192
+    assert "router-api-token" not in config.to_json()  # a path, never the Secret or value
+    deployment = _by_kind(_children(mesh))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "secret-api")
+    assert volume["secret"] == {
+        "secretName": "router-api-token",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    orchestrator = pod["containers"][0]
+    mount = next(m for m in orchestrator["volumeMounts"] if m["name"] == "secret-api")
+    assert mount == {"name": "secret-api", "mountPath": f"{rc.SECRETS_DIR}/api", "readOnly": True}
+    args = orchestrator["args"]
+    assert args[args.index("--ops-port") + 1] == str(rc.OPERATIONS_PORT)
+    ports = {p["name"]: p["containerPort"] for p in orchestrator["ports"]}
+    assert ports == {"http": rc.ORCHESTRATOR_PORT, "ops": rc.OPERATIONS_PORT}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert orchestrator[probe]["httpGet"]["port"] == "ops"  # probes carry no token
+    service = _by_kind(_children(mesh))["Service"]
+    targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert targets == {"http": "http", "metrics": "ops"}
+    # Without a token Secret: no secret volume for it and no token file in the config.
+    plain = _by_kind(_children(_mesh()))["Deployment"]["spec"]["template"]["spec"]
+    assert all(v["name"] != "secret-api" for v in plain["volumes"])
+    assert _config().api.token_file is None
+
+
+def test_the_network_policy_opens_only_the_router_ports_and_the_known_endpoints() -> None:
+    assert "NetworkPolicy" not in _by_kind(_children(_mesh()))  # opt-in
+    policy = _by_kind(_children(_hardened()))["NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": b.selector_labels(_hardened())}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    api_rule, ops_rule = spec["ingress"]
+    assert api_rule["ports"] == [{"protocol": "TCP", "port": rc.ORCHESTRATOR_PORT}]
+    assert api_rule["from"] == HARDENED["networkPolicy"]["apiFrom"]
+    assert ops_rule["ports"] == [{"protocol": "TCP", "port": rc.OPERATIONS_PORT}]
+    assert ops_rule["from"] == HARDENED["networkPolicy"]["operationsFrom"]
+
+    def to_namespace(name: str) -> dict[str, Any]:
+        selector = {"matchLabels": {"kubernetes.io/metadata.name": name}}
+        return {"to": [{"namespaceSelector": selector}]}
+
+    assert spec["egress"] == [
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        to_namespace("mcp"),  # the four Service targets, once
+        to_namespace("agents"),  # the escalation Service
+        {"ports": [{"protocol": "TCP", "port": 6379}]},  # Redis, its URL in a Secret
+    ]
+    # Without peers, any client may reach the two ports; URL targets open their port only.
+    open_mesh = _mesh(
+        {
+            "spec.networkPolicy": {
+                "enabled": True,
+                "extraEgress": [{"ports": [{"protocol": "TCP", "port": 4317}]}],
+            },
+            "spec.cache.redis": {"url": "redis://redis.infra.svc:6379/0"},
+            "spec.escalation.target": {"url": "https://api.example.com/v1/escalate"},
+        }
+    )
+    loose = _by_kind(_children(open_mesh))["NetworkPolicy"]["spec"]
+    assert all("from" not in rule for rule in loose["ingress"])
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in loose["egress"]
+    assert to_namespace("infra") in loose["egress"]
+    assert loose["egress"][-1] == {"ports": [{"protocol": "TCP", "port": 4317}]}

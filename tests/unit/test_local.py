@@ -51,6 +51,21 @@ def test_localize_moves_servers_to_the_port_and_drops_what_secrets_held(tmp_path
     )
 
 
+def test_a_token_secret_becomes_the_token_file_given_or_an_open_local_api(
+    tmp_path: Path,
+) -> None:
+    files = [REPO / "samples/homelab/routetable.yaml", REPO / "samples/hardened"]
+    options = LocalOptions(files=files, models_dir=tmp_path, state_dir=tmp_path)
+    rendered = render(options)
+    assert rendered.api.token_file and rendered.api.token_file.startswith("/var/run/secrets")
+    assert localize(rendered, options).api.token_file is None
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    given = LocalOptions(files=files, models_dir=tmp_path, state_dir=tmp_path, token_file=token)
+    assert localize(rendered, given).api.token_file == str(token.resolve())
+    assert localize(rendered, given).api.max_message_chars == 8192
+
+
 def test_unreachable_models_fall_back_to_the_packaged_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -62,9 +62,16 @@ def homelab_config(
     # The generative layers only: these tests script their model servers (L0 has its own).
     layers = (
         layer_of(config, "l1").model_copy(
-            update={"url": l1.url, "timeout_ms": 2000, "threshold": l1_threshold}
+            update={
+                "url": l1.url,
+                "timeout_ms": 2000,
+                "threshold": l1_threshold,
+                "agree_with": None,
+            }
         ),
-        layer_of(config, "l2").model_copy(update={"url": l2.url, "timeout_ms": 2000}),
+        layer_of(config, "l2").model_copy(
+            update={"url": l2.url, "timeout_ms": 2000, "agree_with": None}
+        ),
     )
     escalation = config.escalation.model_copy(
         update={"target": f"{target.url}/mcp", "credentials_file": None}
@@ -333,7 +340,6 @@ def test_feedback_is_stored_counted_and_checked(stack: Stack) -> None:
         ({}, "message"),
         ({"message": ""}, "message"),
         ({"message": 42}, "message"),
-        ({"message": "x" * 40_000}, "message"),
     ],
 )
 def test_bad_requests_get_a_clear_422(stack: Stack, body: dict[str, Any], field: str) -> None:
@@ -345,7 +351,7 @@ def test_bad_requests_get_a_clear_422(stack: Stack, body: dict[str, Any], field:
 
 
 def test_huge_bodies_are_refused_before_they_are_read(stack: Stack) -> None:
-    response = stack.client.post("/v1/route", content=b"x" * (300 * 1024))
+    response = stack.client.post("/v1/route", content=b"x" * (1024 * 1024))
     assert response.status_code == 413 and "larger than" in response.json()["error"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming

@@ -44,6 +44,7 @@ def test_every_call_of_the_reconcile_is_allowed_and_nothing_more() -> None:
         "Deployment",
         "Job",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     }
     needed: dict[tuple[str, str], set[str]] = {}
     for (api_version, kind), plural in kube.PLURALS.items():
