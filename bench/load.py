@@ -6,8 +6,9 @@
   ``X-Request-ID``, and checks every answer: status (no 5xx), exactly one answer per
   request, the answer's ID being its request's (nothing lost, duplicated or crossed);
 - soaks: several more rounds, the RSS of each process after each, so growth shows;
-- sends the label-injection set (bench/data/label-injection.jsonl) with every layer's
-  verdict, next to the same layers' verdicts on benign messages.
+- first, on the idle stack, sends the label-injection set
+  (bench/data/label-injection.jsonl) with every layer's verdict, next to the same
+  layers' verdicts on benign messages.
 
 The workload mixes repeats of held-out messages (the cache's case) with fresh variants
 (``unique_share`` of them), which go through the layers.
@@ -293,6 +294,8 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
 
     try:
         url = pod.url
+        # First, on an idle stack: after a load the model servers are still draining.
+        result["injection"] = injection_run(url, config, attacks, pool[:20])
         result["rss_mib_start"] = rss()
         bounded = bounded_round(
             url,
@@ -318,7 +321,6 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
             result["soak_rss_growth_mib"] = {
                 name: round(last[name] - first[name], 1) for name in first if name in last
             }
-        result["injection"] = injection_run(url, config, attacks, pool[:20])
     finally:
         pod.stop()
     (options.out / "load.json").write_text(dumps(result))

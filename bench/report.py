@@ -1,7 +1,8 @@
 """``router-mesh bench report``: docs/benchmarks.md from the results folder.
 
-Reads ``<results>/quality/*/quality.json`` (and ``calibration.json`` beside it)
-and ``<results>/perf/perf.json``; everything in the page comes from those files.
+Reads ``<results>/quality/*/quality.json`` (and ``calibration.json`` beside it),
+``<results>/perf/*/perf.json`` and ``<results>/load/load.json``; everything in the page
+comes from those files.
 """
 
 from __future__ import annotations
@@ -254,6 +255,72 @@ def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:
     return lines
 
 
+def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
+    options = load["options"]
+    bounded = load["bounded"]
+    lines = [
+        "## Bounded load, soak and label injection",
+        "",
+        f"`router-mesh bench load --out {folder.as_posix()}` (files: "
+        f"{', '.join(options['files'])}); {options['requests']} requests at concurrency "
+        f"{options['concurrency']}, {_pct(options['unique_share'])} of them fresh messages "
+        "(through the layers), the rest repeats; then "
+        f"{options['soak_rounds']} soak rounds of {options['soak_requests']}. Measured "
+        f"{load['machine']['date']} on {load['machine']['cpus']} CPUs, client and stack on "
+        "the same machine.",
+        "",
+        "| phase | requests | 5xx | lost | duplicated | crossed | p50 | p95 | p99 | req/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    phases = [("bounded", bounded)] + [(f"soak {r['round']}", r) for r in load.get("soak", [])]
+    for name, phase in phases:
+        latency = phase["latency_ms"]
+        lines.append(
+            f"| {name} | {phase['requests']} | {phase['server_errors']} | {phase['lost']} | "
+            f"{phase['duplicated']} | {phase['crossed']} | {_budget(latency['p50'])} | "
+            f"{_budget(latency['p95'])} | {_budget(latency['p99'])} | {phase['per_second']} |"
+        )
+    start = load.get("rss_mib_start", {})
+    last = (load.get("soak") or [{}])[-1].get("rss_mib", {})
+    lines += [
+        "",
+        "| process | RSS before (MiB) | after the soak | growth over the soak rounds |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {start[name]} | {last.get(name, 'n/a')} | "
+            f"{load.get('soak_rss_growth_mib', {}).get(name, 'n/a')} |"
+            for name in start
+        ),
+        "",
+    ]
+    injection = load.get("injection")
+    if injection:
+        lines += [
+            f"Label injection ({injection['messages']} messages): "
+            f"{injection['outside_label_set']} routed outside the label set, "
+            f"{injection['injected_won']} decided for the label the text pushed, "
+            f"{injection['escalated']} escalated, {injection['honest_route']} on the honest "
+            "route.",
+            "",
+            "| layer | threshold | benign confidence p50 / p95 / max | chose the pushed label "
+            "| its max confidence | at or over the threshold |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, layer in injection["per_layer"].items():
+            benign = layer["benign_confidence"]
+            lines.append(
+                f"| {name} | {layer['threshold']} | {_num(benign['p50'])} / "
+                f"{_num(benign['p95'])} / {_num(layer['benign_max'])} | "
+                f"{layer['chose_injected']} | {_num(layer['injected_confidence_max'])} | "
+                f"{layer['injected_over_threshold']} |"
+            )
+        lines.append("")
+    image = folder / "load.png"
+    if image.is_file():
+        lines += [f"![load]({os.path.relpath(image, docs)})", ""]
+    return lines
+
+
 TARGETS = {"clinc150": (0.975, 0.90, 0.85), "hwu64": (0.97, 0.90, None)}
 """The quality issue's targets per dataset: routed accuracy, coverage, OOS escalated."""
 
@@ -304,6 +371,9 @@ def write_report(results: Path, output: Path) -> Path:
         lines += _perf_section(json.loads(perf.read_text()), perf.parent, docs)
     if not perfs:
         lines += ["## Performance of the real stack", "", "No performance results yet.", ""]
+    load = results / "load" / "load.json"
+    if load.is_file():
+        lines += _load_section(json.loads(load.read_text()), load.parent, docs)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines).rstrip() + "\n")
     return output

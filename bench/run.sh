@@ -29,4 +29,5 @@ for dataset in clinc150 hwu64; do
 done
 "${RM[@]}" perf --out "$RESULTS/perf/seed" --disable l0
 "${RM[@]}" perf --out "$RESULTS/perf/cascade"
+"${RM[@]}" load --out "$RESULTS/load"
 "${RM[@]}" report --results "$RESULTS" --output docs/benchmarks.md

@@ -564,6 +564,13 @@ class Cache(ApiModel):
     ttl_seconds: int = Field(
         default=3600, ge=1, le=604800, description="Decision lifetime in seconds. Default: 3600."
     )
+    failure_ttl_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=3600,
+        description="Lifetime of an escalation decided while a layer failed (timeout, "
+        "error); 0: never cached. Default: 5.",
+    )
     max_entries: int = Field(
         default=10000,
         ge=1,

@@ -170,6 +170,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             secret_file("redis", redis.url_secret_ref) if redis and redis.url_secret_ref else None
         ),
         ttl_seconds=spec.cache.ttl_seconds,
+        failure_ttl_seconds=spec.cache.failure_ttl_seconds,
         max_entries=spec.cache.max_entries,
     )
     examples_from = tuple(

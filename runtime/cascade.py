@@ -87,6 +87,7 @@ class Cascade:
         self._labels = frozenset(config.route_names)
         self._layer_configs = {layer.name: layer for layer in config.layers}
         self._learners = [layer for layer in layers if isinstance(layer, Learning)]
+        self._in_flight: dict[str, asyncio.Future[Decision]] = {}
 
     @property
     def version(self) -> str:
@@ -124,9 +125,32 @@ class Cascade:
                     cache_hit=True,
                 ),
             )
-        if not explain:
-            self._metrics.cache_misses.inc()
+        if explain:
+            return self._count(message, started, await self._run(message, key, explain, all_layers))
+        self._metrics.cache_misses.inc()
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            # The same message is being decided now: share that answer instead of asking
+            # the layers again (under load, repeats would otherwise pile onto slow layers).
+            await asyncio.wait({pending})
+            if not pending.cancelled() and pending.exception() is None:
+                self._metrics.coalesced.inc()
+                return self._count(message, started, pending.result())
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            decision = await self._run(message, key, explain=False, all_layers=False)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+        future.set_result(decision)
+        return self._count(message, started, decision)
 
+    async def _run(self, message: str, key: str, explain: bool, all_layers: bool) -> Decision:
+        """Ask the layers in order; the first sure one decides, else the escalation route."""
         trace: list[LayerOutcome] = []
         last_reason = Reason.NO_LAYER
         any_failure = False
@@ -160,7 +184,7 @@ class Cascade:
                     decision = replace(decision, trace=tuple(trace))
             else:
                 await self._remember(key, decision)
-            return self._count(message, started, decision)
+            return decision
 
         best = max((o.confidence for o in trace if o.reason is None), default=0.0)
         decision = Decision(
@@ -171,9 +195,13 @@ class Cascade:
             escalation_reason=last_reason,
             trace=tuple(trace),
         )
-        if not any_failure and trace and not explain:
-            await self._remember(key, decision)
-        return self._count(message, started, decision)
+        if trace and not explain:
+            failure_ttl = self.config.cache.failure_ttl_seconds
+            if not any_failure:
+                await self._remember(key, decision)
+            elif failure_ttl > 0:
+                await self._remember(key, decision, failure_ttl)
+        return decision
 
     def _checked(self, outcome: LayerOutcome, trace: list[LayerOutcome]) -> LayerOutcome:
         """``outcome``, abstaining (``disagreement``) when its route is not the top route of
@@ -212,13 +240,13 @@ class Cascade:
             seconds=time.perf_counter() - started,
         )
 
-    async def _remember(self, key: str, decision: Decision) -> None:
+    async def _remember(self, key: str, decision: Decision, ttl: int | None = None) -> None:
         await self._cache.set(
             key,
             CachedDecision(
                 route=decision.route, layer=decision.layer, confidence=decision.confidence
             ),
-            self.config.cache.ttl_seconds,
+            ttl or self.config.cache.ttl_seconds,
         )
 
     def _count(self, message: str, started: float, decision: Decision) -> Decision:

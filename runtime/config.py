@@ -170,6 +170,14 @@ class CacheConfig(ContractModel):
         default=None, description="File holding the Redis URL (a mounted Secret key)."
     )
     ttl_seconds: int = Field(default=3600, ge=1)
+    failure_ttl_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=3600,
+        description="Lifetime of an escalation decided while a layer failed (0: never "
+        "cached): short, so a recovered layer is asked again soon, and long enough that "
+        "repeats do not pile onto an overloaded or failing layer.",
+    )
     max_entries: int = Field(default=10000, ge=1)
 
     @model_validator(mode="after")

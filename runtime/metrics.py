@@ -79,6 +79,11 @@ class RouterMetrics:
         self.cache_misses = Counter(
             "router_cache_misses_total", "Decision cache misses.", registry=r
         )
+        self.coalesced = Counter(
+            "router_coalesced_total",
+            "Cache misses answered by a decision of the same message already in progress.",
+            registry=r,
+        )
         self.cache_errors = Counter(
             "router_cache_errors_total",
             "Cache backend failures (the router falls back to its in-process cache).",

@@ -94,7 +94,7 @@ def read_config(directory: Path) -> tuple[RouterConfig, str]:
 def _cache_settings(config: RouterConfig) -> tuple[CacheConfig, str]:
     """What decides whether the cache must be rebuilt: its settings and, for a Redis URL
     from a Secret file, the file's current content (a rotated Secret reconnects)."""
-    settings = config.cache.model_copy(update={"ttl_seconds": 0})
+    settings = config.cache.model_copy(update={"ttl_seconds": 0, "failure_ttl_seconds": 0})
     source = ""
     if config.cache.redis_url_file:
         try:

@@ -12,7 +12,6 @@ from routermesh.runtime.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
 from routermesh.runtime.logs import configure_logging
 from routermesh.runtime.router import POLL_SECONDS, Router
 
-
 KEEP_ALIVE_SECONDS = 75
 
 

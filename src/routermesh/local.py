@@ -233,7 +233,11 @@ def localize(config: RouterConfig, options: LocalOptions) -> RouterConfig:
             "the Redis URL comes from a Secret: using the in-process cache (pass --redis-url)",
             extra={"event": "local_cache"},
         )
-        cache = CacheConfig(ttl_seconds=cache.ttl_seconds, max_entries=cache.max_entries)
+        cache = CacheConfig(
+            ttl_seconds=cache.ttl_seconds,
+            failure_ttl_seconds=cache.failure_ttl_seconds,
+            max_entries=cache.max_entries,
+        )
     escalation = config.escalation
     if escalation.credentials_file:
         escalation = escalation.model_copy(update={"credentials_file": None})

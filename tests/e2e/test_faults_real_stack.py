@@ -15,6 +15,7 @@ The tests share one stack and run in file order (each clears its own fault)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -301,6 +302,17 @@ class Load:
     def assert_no_failure(self) -> None:
         assert self.bad == [], self.bad[:5]
         assert set(self.statuses) == {200}, self.statuses
+        report = os.environ.get("ROUTER_MESH_FAULT_REPORT")
+        if report:  # the outcome table of docs/reliability-and-security.md
+            row = {
+                "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                "requests": self.sent,
+                "statuses": dict(self.statuses),
+                "layers": dict(self.layers),
+                "reasons": dict(self.reasons),
+            }
+            with Path(report).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
 
 
 needs_llama_server = pytest.mark.skipif(
@@ -341,7 +353,7 @@ def test_l1_killed_mid_load(stack: Stack) -> None:
     with Load(stack) as load:
         load.until(3)
         stack.kill("l1")
-        load.until(6)
+        load.until(12)
         ready = stack.readyz()
         assert ready["status"] == 503 and ready["checks"]["l1"] is False
         assert ready["checks"]["l2"] is True
@@ -366,7 +378,7 @@ def test_l1_hung_accepting_but_never_answering(stack: Stack) -> None:
         load.until(2)
         process.send_signal(signal.SIGSTOP)
         try:
-            load.until(4)
+            load.until(12)
             ready = stack.readyz()  # answers (bounded health checks), and says l1 is down
             assert ready["status"] == 503 and ready["checks"]["l1"] is False
         finally:
@@ -394,7 +406,7 @@ def test_l2_answering_500_or_garbage(stack: Stack, behaviour: dict[str, Any], re
     broken.start()
     try:
         with Load(stack) as load:
-            load.until(6)
+            load.until(12)
         load.assert_no_failure()
         # The last layer's failure is the escalation's reason, on the answer and metered.
         assert load.reasons[reason] >= 1, load.reasons
@@ -420,7 +432,7 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
         stack.redis.process.kill()  # type: ignore[union-attr]
         stack.redis.process.wait()  # type: ignore[union-attr]
         stack.redis.process = None
-        load.until(6)
+        load.until(12)
         ready = stack.readyz()
         assert ready["status"] == 200 and ready["degraded"] == ["cache"]
         stack.redis = RedisProcess(stack.tmp, port=port)
@@ -439,7 +451,7 @@ def test_the_escalation_endpoint_down(stack: Stack) -> None:
     stack.target.stop()
     try:
         with Load(stack) as load:
-            load.until(4)
+            load.until(12)
         load.assert_no_failure()  # routing never needs the endpoint
         assert stack.readyz()["status"] == 200
         escalate = "plan a migration across all four systems and write a report"
@@ -461,7 +473,7 @@ def test_an_invalid_config_pushed_live(stack: Stack) -> None:
         load.until(2)
         publish(stack.config_dir, '{"schema_version": 1, "mesh": {"name": 7}}')
         assert wait_until(lambda: stack.readyz()["config_error"] is not None, timeout=20)
-        load.until(3)
+        load.until(12)
         ready = stack.readyz()
         assert ready["status"] == 200 and ready["config_hash"] == running
         assert stack.metric("router_config_reload_errors_total") > errors_before
@@ -484,7 +496,7 @@ def test_the_config_directory_removed(stack: Stack) -> None:
         load.until(2)
         shutil.move(stack.config_dir, saved)
         assert wait_until(lambda: stack.readyz()["config_error"] is not None, timeout=20)
-        load.until(3)
+        load.until(12)
         ready = stack.readyz()
         assert ready["config_hash"] == running and "config" in ready["config_error"].lower()
         shutil.move(saved, stack.config_dir)

@@ -59,12 +59,13 @@ def test_bounded_load_answers_every_request_once_without_5xx(
     pod: tuple[LocalPod, RouterConfig],
 ) -> None:
     local, _ = pod
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - a workload sample
     messages = workload(POOL, 2000, 0.05, rng)
     result = bounded_round(
         local.url, messages, 64, prefix="e2e", headers=AUTH, deadline_s=600
     ).summary()
-    assert result["statuses"] == {"200": 2000}, {k: result[k] for k in ("errors", "statuses", "lost")}
+    outcome = {k: result[k] for k in ("errors", "statuses", "lost")}
+    assert result["statuses"] == {"200": 2000}, outcome
     assert (result["lost"], result["duplicated"], result["crossed"]) == (0, 0, 0)
     assert result["transport_errors"] == 0
     assert sum(result["by_layer"].values()) == 2000
@@ -74,7 +75,7 @@ def test_memory_is_bounded_over_a_short_soak(pod: tuple[LocalPod, RouterConfig])
     local, _ = pod
     orchestrator = next(c for c in local.children if c.name == "orchestrator")
     assert orchestrator.process is not None
-    rng = random.Random(11)
+    rng = random.Random(11)  # noqa: S311 - a workload sample
     rss = []
     for n in range(3):
         bounded_round(local.url, workload(POOL, 600, 0.1, rng), 32, prefix=f"soak{n}", headers=AUTH)

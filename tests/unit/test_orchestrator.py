@@ -276,7 +276,7 @@ def test_each_l1_failure_falls_through_to_l2_and_is_metered(
     assert stack.metric("router_layer_errors_total", layer="l1", reason=reason) == 1
 
 
-def test_both_layers_failing_escalates_with_the_reason_and_is_not_cached(stack: Stack) -> None:
+def test_both_layers_failing_escalates_and_is_cached_only_briefly(stack: Stack) -> None:
     stack.l1.stop()  # connection refused
     stack.l2.script["reboot node"] = Behaviour(status=503)
     body = stack.route("reboot node")
@@ -284,9 +284,23 @@ def test_both_layers_failing_escalates_with_the_reason_and_is_not_cached(stack: 
     assert body["escalation_reason"] == "http_error"
     assert stack.metric("router_layer_errors_total", layer="l1", reason="connection_error") == 1
     assert stack.metric("router_escalations_total", reason="http_error") == 1
-    # Not cached: once L2 recovers, the same message is routed by it.
+    # Repeats within failure_ttl_seconds come from the cache (no pile-up on the failing
+    # layers); after it, once L2 recovers, the same message is routed by it.
     stack.l2.answer("reboot node", {" proxmox": 0.9, " unifi": 0.1})
-    assert stack.route("reboot node")["layer"] == "l2"
+    again = stack.route("reboot node")
+    assert (again["layer"], again["escalation_reason"]) == ("cache", "cached")
+    assert stack.config.cache.failure_ttl_seconds == 5
+    short = stack.config.model_copy(
+        update={"cache": stack.config.cache.model_copy(update={"failure_ttl_seconds": 1})}
+    ).sealed()
+    publish(stack.dir, short)
+    assert wait_until(
+        lambda: stack.client.get("/readyz").json()["config_hash"] == short.config_hash
+    )
+    stack.l2.script["reboot node again"] = Behaviour(status=503)
+    assert stack.route("reboot node again")["layer"] == "escalated"
+    stack.l2.answer("reboot node again", {" proxmox": 0.9, " unifi": 0.1})
+    assert wait_until(lambda: stack.route("reboot node again")["layer"] == "l2", timeout=5)
 
 
 def test_a_layer_may_choose_the_escalation_route(stack: Stack) -> None:

@@ -1,11 +1,16 @@
-"""The agreement guard (``LayerConfig.agree_with``): a generative layer routes only where
-L0's top route is the same, so a message that names a route to steer the model steps
-aside; rendered on by default for L1 and L2 while L0 runs. Scripted layers, real Cascade."""
+"""Two guards of the cascade, with scripted layers and the real Cascade:
+
+- agreement (``LayerConfig.agree_with``): a generative layer routes only where L0's top
+  route is the same, so a message that names a route to steer the model steps aside;
+  rendered on by default for L1 and L2 while L0 runs;
+- single flight: concurrent cache misses for one message share one pass through the
+  layers (under load, repeats must not pile onto slow layers)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -23,8 +28,12 @@ from tests.support import homelab_rendered, layer_of
 class Scripted:
     name: str
     verdict: Verdict
+    delay: float = 0.0
+    calls: int = 0
 
     async def classify(self, message: str) -> Verdict:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
         return self.verdict
 
     async def ready(self) -> bool:
@@ -106,3 +115,50 @@ def test_the_guard_can_be_turned_off_and_needs_an_earlier_layer() -> None:
         RouterConfig.model_validate(
             {**CONFIG.model_dump(), "layers": [x.model_dump() for x in layers]}
         )
+
+
+def test_concurrent_misses_for_one_message_share_one_pass_through_the_layers() -> None:
+    metrics = RouterMetrics()
+    slow = Scripted("l1", Verdict.abstain(Reason.TIMEOUT), delay=0.2)  # not cacheable
+    layers = [
+        Scripted("l0", Verdict("unifi", 0.5)),
+        slow,
+        Scripted("l2", Verdict.abstain(Reason.TIMEOUT)),
+    ]
+    cascade = Cascade(CONFIG, layers, MemoryCache(), metrics)  # type: ignore[arg-type]
+
+    async def burst() -> list[str]:
+        same = [cascade.decide("reboot the switch") for _ in range(10)]
+        other = cascade.decide("something else")
+        decisions = await asyncio.gather(*same, other)
+        return [d.route for d in decisions]
+
+    routes = asyncio.run(burst())
+    assert routes == [CONFIG.escalation.route] * 11
+    assert slow.calls == 2  # one pass per distinct message
+    assert metrics.coalesced._value.get() == 9
+    # Once that pass is over, the next miss asks the layers again (a failure is not cached).
+    asyncio.run(cascade.decide("reboot the switch"))
+    assert slow.calls == 3
+
+
+def test_a_failed_leader_lets_the_waiters_ask_themselves() -> None:
+    class Exploding(Scripted):
+        async def classify(self, message: str) -> Verdict:
+            self.calls += 1
+            await asyncio.sleep(0.05)
+            if self.calls == 1:
+                raise asyncio.CancelledError
+            return Verdict("unifi", 0.99)
+
+    first = Exploding("l0", Verdict("unifi", 0.99))
+    cascade = Cascade(CONFIG, [first], MemoryCache(), RouterMetrics())  # type: ignore[arg-type]
+
+    async def two() -> list[Any]:
+        return await asyncio.gather(
+            cascade.decide("hi"), cascade.decide("hi"), return_exceptions=True
+        )
+
+    leader, waiter = asyncio.run(two())
+    assert isinstance(leader, BaseException) or leader.route == "unifi"
+    assert not isinstance(waiter, BaseException) and waiter.route == "unifi"
