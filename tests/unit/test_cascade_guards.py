@@ -137,9 +137,17 @@ def test_concurrent_misses_for_one_message_share_one_pass_through_the_layers() -
     assert routes == [CONFIG.escalation.route] * 11
     assert slow.calls == 2  # one pass per distinct message
     assert metrics.coalesced._value.get() == 9
-    # Once that pass is over, the next miss asks the layers again (a failure is not cached).
-    asyncio.run(cascade.decide("reboot the switch"))
-    assert slow.calls == 3
+    # Once that pass is over, a repeat within the failure TTL comes from the cache...
+    again = asyncio.run(cascade.decide("reboot the switch"))
+    assert (again.layer, slow.calls) == ("cache", 2)
+    # ... and without one, it asks the layers again.
+    never = CONFIG.model_copy(
+        update={"cache": CONFIG.cache.model_copy(update={"failure_ttl_seconds": 0})}
+    ).sealed()
+    uncached = Cascade(never, layers, MemoryCache(), RouterMetrics())  # type: ignore[arg-type]
+    for _ in range(2):
+        asyncio.run(uncached.decide("reboot the switch"))
+    assert slow.calls == 4
 
 
 def test_a_failed_leader_lets_the_waiters_ask_themselves() -> None:
