@@ -19,10 +19,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +36,13 @@ from routermesh.runtime.config import (
     RouterConfig,
 )
 from routermesh.runtime.packaged import PACKAGED, materialize
+from tests.real_pod import LLAMA_SERVER, PACKAGED_DIR, PodProcesses
 from tests.support import (
     FakeModelServer,
     FakeTarget,
     RedisProcess,
     free_port,
     homelab_rendered,
-    llama_server,
     needs_redis,
     wait_until,
 )
@@ -53,10 +50,6 @@ from tests.unit.test_orchestrator import publish
 
 pytestmark = [pytest.mark.e2e, needs_redis]
 
-REPO = Path(__file__).resolve().parents[2]
-PACKAGED_DIR = REPO / ".cache/models/packaged"
-CLI = [sys.executable, "-m", "routermesh.cli"]
-LLAMA_SERVER = llama_server()
 TOKEN = "fault-test-token-4f1c2a"  # noqa: S105 - a test credential
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MESSAGE_NUMBERS = itertools.count(1)
@@ -79,29 +72,10 @@ class Stack:
         (tmp / "token").write_text(TOKEN + "\n")
         self.config = self.build_config()
         publish(self.config_dir, self.config)
-        self.logs = tmp / "logs"
-        self.logs.mkdir()
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pod = PodProcesses(tmp, self.config_dir, self.ports)
         for layer in ("l1", "l2"):
-            self.start_layer(layer)
-        self.start(
-            "orchestrator",
-            [
-                "orchestrator",
-                "--config-dir",
-                str(self.config_dir),
-                "--models-dir",
-                str(PACKAGED_DIR),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--ops-port",
-                str(self.ops_port),
-                "--poll-seconds",
-                "0.2",
-            ],
-        )
+            self.pod.start_layer(layer)
+        self.pod.start_orchestrator(self.api_port, self.ops_port)
         self.api = httpx.Client(
             base_url=f"http://127.0.0.1:{self.api_port}", timeout=60, trust_env=False, headers=AUTH
         )
@@ -150,36 +124,6 @@ class Stack:
             }
         ).sealed()
 
-    def start(self, name: str, args: list[str]) -> None:
-        log = (self.logs / f"{name}.log").open("ab")
-        env = {**os.environ, "ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER)}
-        self.processes[name] = subprocess.Popen(
-            [*CLI, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
-
-    def start_layer(self, layer: str) -> None:
-        self.start(
-            layer,
-            [
-                "serve-model",
-                "--layer",
-                layer,
-                "--config-dir",
-                str(self.config_dir),
-                "--models-dir",
-                str(PACKAGED_DIR),
-                "--port",
-                str(self.ports[layer]),
-                "--threads",
-                "1",
-            ],
-        )
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.kill()  # SIGKILL: serve-model execs llama-server, so this is the server
-        process.wait(timeout=20)
-
     def readyz(self) -> dict[str, Any]:
         response = self.ops.get("/readyz")
         body: dict[str, Any] = response.json()
@@ -187,23 +131,13 @@ class Stack:
         return body
 
     def wait_ready(self, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise AssertionError(f"{name} exited: {self.log(name)[-2000:]}")
-            try:
-                last = self.readyz()
-                if last["status"] == 200 and not last["degraded"]:
-                    return last
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"not ready after {timeout} s: {last}")
+        """Ready, and nothing degraded (Redis answering)."""
 
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
+        def check() -> tuple[bool, dict[str, Any]]:
+            body = self.readyz()
+            return body["status"] == 200 and not body["degraded"], body
+
+        return self.pod.wait_until_ready(check, timeout)
 
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
@@ -224,15 +158,7 @@ class Stack:
     def stop(self) -> None:
         for client in (self.api, self.ops):
             client.close()
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        self.pod.stop()
         self.target.stop()
         self.redis.stop()
 
@@ -352,12 +278,12 @@ def test_l1_killed_mid_load(stack: Stack) -> None:
     errors_before = stack.metric("router_layer_errors_total", layer="l1")
     with Load(stack) as load:
         load.until(3)
-        stack.kill("l1")
+        stack.pod.kill("l1")
         load.until(12)
         ready = stack.readyz()
         assert ready["status"] == 503 and ready["checks"]["l1"] is False
         assert ready["checks"]["l2"] is True
-        stack.start_layer("l1")  # the fault clears: the server comes back on its port
+        stack.pod.start_layer("l1")  # the fault clears: the server comes back on its port
         stack.wait_ready()
         load.until(3)
     load.assert_no_failure()
@@ -373,7 +299,7 @@ def test_l1_killed_mid_load(stack: Stack) -> None:
 @needs_llama_server
 def test_l1_hung_accepting_but_never_answering(stack: Stack) -> None:
     before = stack.metric("router_layer_errors_total", layer="l1", reason="timeout")
-    process = stack.processes["l1"]
+    process = stack.pod.processes["l1"]
     with Load(stack) as load:
         load.until(2)
         process.send_signal(signal.SIGSTOP)
@@ -399,7 +325,7 @@ def test_l1_hung_accepting_but_never_answering(stack: Stack) -> None:
 )
 def test_l2_answering_500_or_garbage(stack: Stack, behaviour: dict[str, Any], reason: str) -> None:
     before = stack.metric("router_layer_errors_total", layer="l2", reason=reason)
-    stack.kill("l2")
+    stack.pod.kill("l2")
     broken = FakeModelServer(port=stack.ports["l2"])
     for key, value in behaviour.items():
         setattr(broken.default, key, value)
@@ -416,7 +342,7 @@ def test_l2_answering_500_or_garbage(stack: Stack, behaviour: dict[str, Any], re
         assert stack.readyz()["checks"]["l2"] is True
     finally:
         broken.stop()
-    stack.start_layer("l2")
+    stack.pod.start_layer("l2")
     stack.wait_ready()
     trace = stack.explain("why is the grafana panel empty")["trace"]
     l2 = next(step for step in trace if step["layer"] == "l2")
@@ -504,4 +430,4 @@ def test_the_config_directory_removed(stack: Stack) -> None:
         load.until(2)
     load.assert_no_failure()
     assert stack.readyz()["config_hash"] == running
-    assert TOKEN not in stack.log("orchestrator")  # the token never reaches a log
+    assert TOKEN not in stack.pod.log("orchestrator")  # the token never reaches a log

@@ -7,11 +7,6 @@ not about speed or a given accuracy."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +16,12 @@ import pytest
 
 from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
 from routermesh.runtime.packaged import PACKAGED, materialize
-from tests.support import RedisProcess, free_port, homelab_rendered, llama_server, needs_redis
+from tests.real_pod import LLAMA_SERVER, PACKAGED_DIR, PodProcesses
+from tests.support import RedisProcess, free_port, homelab_rendered, needs_redis
 
 pytestmark = [pytest.mark.e2e, needs_redis]
 
-REPO = Path(__file__).resolve().parents[2]
-PACKAGED_DIR = REPO / ".cache/models/packaged"
-CLI = [sys.executable, "-m", "routermesh.cli"]
 
-
-LLAMA_SERVER = llama_server()
 needs_llama_server = pytest.mark.skipif(
     LLAMA_SERVER is None,
     reason="llama-server is not built: run `bash scripts/build-llama-server.sh` "
@@ -83,67 +74,19 @@ class Pod:
         self.config_dir.mkdir()
         self.config = local_config(self.models, self.ports, redis_url)
         (self.config_dir / CONFIG_FILENAME).write_text(self.config.to_json())
-        self.logs = tmp / "logs"
-        self.logs.mkdir()
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pod = PodProcesses(tmp, self.config_dir, self.ports)
         for layer in ("l1", "l2"):
-            self.start(
-                layer,
-                [
-                    "serve-model",
-                    "--layer",
-                    layer,
-                    "--config-dir",
-                    str(self.config_dir),
-                    "--models-dir",
-                    str(PACKAGED_DIR),
-                    "--threads",
-                    "1",
-                ],
-            )
-        self.start(
-            "orchestrator",
-            [
-                "orchestrator",
-                "--config-dir",
-                str(self.config_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.ports["orchestrator"]),
-                "--poll-seconds",
-                "0.2",
-            ],
-        )
+            self.pod.start_layer(layer)
+        self.pod.start_orchestrator(self.ports["orchestrator"])
         self.url = f"http://127.0.0.1:{self.ports['orchestrator']}"
         self.http = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
 
-    def start(self, name: str, args: list[str]) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        env = {**os.environ, "ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER)}
-        self.processes[name] = subprocess.Popen(
-            [*CLI, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
-
     def wait_ready(self, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise AssertionError(f"{name} exited: {self.log(name)[-2000:]}")
-            try:
-                response = self.http.get("/readyz")
-                last = response.json()
-                if response.status_code == 200:
-                    return last
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"router not ready after {timeout} s: {last}")
+        def check() -> tuple[bool, dict[str, Any]]:
+            response = self.http.get("/readyz")
+            return response.status_code == 200, response.json()
 
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
+        return self.pod.wait_until_ready(check, timeout)
 
     def route(self, message: str) -> dict[str, Any]:
         response = self.http.post("/v1/route", json={"message": message})
@@ -153,14 +96,7 @@ class Pod:
 
     def stop(self) -> None:
         self.http.close()
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        self.pod.stop()
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +156,7 @@ def test_repeated_messages_come_from_the_redis_cache(pod: Pod) -> None:
 
 @needs_llama_server
 def test_l1_killed_fails_open_to_l2_then_escalation(pod: Pod) -> None:
-    pod.processes["l1"].send_signal(signal.SIGKILL)
-    pod.processes["l1"].wait(timeout=10)
+    pod.pod.kill("l1")
     answer = pod.route("open port 8443 and forward it to the nas")
     assert answer["layer"] in {"l2", "escalated"}
     metrics = pod.http.get("/metrics").text
