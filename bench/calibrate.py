@@ -25,6 +25,7 @@ from typing import Any
 
 from routermesh.bench.metrics import reliability
 from routermesh.bench.records import Record, layer_names
+from routermesh.runtime.adaptive import lowest_threshold
 from routermesh.runtime.embedding import fit_platt
 
 DEFAULT_TARGETS = {"l0": 0.98, "l1": 0.95, "l2": 0.92}
@@ -50,21 +51,6 @@ class LayerFit:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.decided if self.decided else None
-
-
-def _lowest_threshold(
-    pairs: Sequence[tuple[float, bool]], target: float, min_samples: int
-) -> float | None:
-    """Lowest confidence t where the pairs with confidence >= t are >= target accurate."""
-    ordered = sorted(pairs, key=lambda p: -p[0])
-    best: float | None = None
-    correct = 0
-    for count, (confidence, ok) in enumerate(ordered, start=1):
-        correct += int(ok)
-        at_boundary = count == len(ordered) or ordered[count][0] < confidence
-        if at_boundary and count >= min_samples and correct / count >= target:
-            best = confidence
-    return best
 
 
 def _floor(threshold: float) -> float:
@@ -97,7 +83,7 @@ def fit(
     for layer in layer_names(records):
         target = targets.get(layer, DEFAULT_TARGET)
         answered = _verdict_pairs(remaining, layer)
-        found = _lowest_threshold(
+        found = lowest_threshold(
             [(conf, route == r.gold) for r, route, conf in answered], target, min_samples
         )
         threshold = NEVER if found is None else _floor(found)
@@ -111,7 +97,7 @@ def fit(
                 ]
                 if len(mine) < min_samples or sum(ok for _, ok in mine) / len(mine) >= target:
                     continue
-                own = _lowest_threshold(mine, target, min_samples)
+                own = lowest_threshold(mine, target, min_samples)
                 overrides[route] = NEVER if own is None else _floor(own)
         decided = [
             (r, route) for r, route, conf in answered if conf >= overrides.get(route, threshold)
@@ -131,6 +117,37 @@ def fit(
         )
         remaining = [r for r in remaining if id(r) not in decided_ids]
     return fits
+
+
+def meet_oos(
+    records: Sequence[Record], fits: list[LayerFit], escalation_route: str, target: float
+) -> list[LayerFit]:
+    """``fits`` with the first layer's threshold raised, as little as it takes, until the
+    cascade escalates ``target`` of the out-of-scope rows (accuracy fits say nothing about
+    requests that belong nowhere); unchanged when it already does or there are none. The
+    lowest such threshold keeps the most coverage."""
+    if not fits or not any(not r.in_scope for r in records):
+        return fits
+
+    def oos(candidate: list[LayerFit]) -> float:
+        value = expected(records, candidate, escalation_route)["oos_escalated"]
+        return float(value) if value is not None else 1.0
+
+    if oos(fits) >= target:
+        return fits
+    first = fits[0]
+    confidences = sorted(
+        {conf for _, _, conf in _verdict_pairs(records, first.layer) if conf > first.threshold}
+    )
+    for confidence in [*confidences, NEVER]:
+        candidate = [replace(first, threshold=_ceil(confidence)), *fits[1:]]
+        if oos(candidate) >= target:
+            return candidate
+    return fits
+
+
+def _ceil(threshold: float) -> float:
+    return math.ceil(threshold * 1e6) / 1e6
 
 
 def bounded(fits: Sequence[LayerFit], current: dict[str, float], step: float) -> list[LayerFit]:

@@ -45,6 +45,7 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         thresholds=Path(args.thresholds) if args.thresholds else None,
         disable=tuple(args.disable),
         all_layers=not args.no_all_layers,
+        head_epochs=args.head,
     )
 
 
@@ -101,6 +102,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             reuse=Path(args.records) if args.records else None,
             max_step=args.max_step,
             confidence=not args.no_confidence_calibration,
+            oos_target=args.oos_target,
         )
     except Exception as error:
         sys.stderr.write(f"bench calibrate: {error}\n")
@@ -223,6 +225,13 @@ def _quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", help="a calibration.json whose thresholds the mesh takes")
     p.add_argument("--records", help="reuse this records.jsonl instead of running the router")
     p.add_argument(
+        "--head",
+        type=int,
+        metavar="EPOCHS",
+        help="train L0's routing head on the train set (this many epochs; reused when already "
+        "trained) before routing, and route with it",
+    )
+    p.add_argument(
         "--no-all-layers",
         action="store_true",
         help="ask later layers only for what earlier ones leave (as in production; faster, "
@@ -272,6 +281,13 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         type=float,
         help="move each threshold at most this far from the one the run used (a guarded "
         "update; default: unbounded)",
+    )
+    fit.add_argument(
+        "--oos-target",
+        type=float,
+        metavar="SHARE",
+        help="also raise the first layer's threshold until this share of out-of-scope rows "
+        "is escalated (e.g. 0.85; accuracy targets alone say nothing about them)",
     )
     fit.set_defaults(func=cmd_calibrate)
 

@@ -53,6 +53,8 @@ class RunOptions:
     all_layers: bool = True
     """Ask every layer for every row (exact per-layer metrics and calibration); without it
     later layers see only what earlier ones left, as in production (much faster)."""
+    head_epochs: int | None = None
+    """Train L0's head (this many epochs) before routing, and route with it."""
 
 
 def machine() -> dict[str, Any]:
@@ -86,7 +88,14 @@ def collect(options: RunOptions) -> tuple[list[Record], RouterConfig, float]:
         examples_per_route=options.examples_per_route,
         thresholds=thresholds,
         route_thresholds=per_route,
-        layers={name: {"enabled": False} for name in options.disable},
+        layers={
+            **{name: {"enabled": False} for name in options.disable},
+            **(
+                {"l0": {"head": {"enabled": True, "epochs": options.head_epochs}}}
+                if options.head_epochs
+                else {}
+            ),
+        },
     )
     pod, config = start(
         folder,
@@ -144,6 +153,7 @@ def _about(
         "thresholds_from": str(options.thresholds) if options.thresholds else None,
         "disabled": list(options.disable),
         "all_layers": options.all_layers,
+        "head_epochs": options.head_epochs,
         "layers": [
             {
                 "name": layer.name,
@@ -191,6 +201,7 @@ def run_calibrate(
     reuse: Path | None = None,
     max_step: float | None = None,
     confidence: bool = True,
+    oos_target: float | None = None,
 ) -> dict[str, Any]:
     raw, about = _records(options, reuse)
     platts = calibrate.fit_calibration(raw, min_samples) if confidence else []
@@ -207,6 +218,8 @@ def run_calibrate(
         if p.adopted
     }
     fits = calibrate.fit(records, targets, per_route=per_route, min_samples=min_samples)
+    if oos_target is not None:
+        fits = calibrate.meet_oos(records, fits, ESCALATION_ROUTE, oos_target)
     if max_step is not None:
         current = {layer["name"]: layer["threshold"] for layer in about["layers"]}
         fits = calibrate.bounded(fits, current, max_step)
@@ -225,6 +238,7 @@ def run_calibrate(
         },
         "route_thresholds": calibrate.route_thresholds(fits),
         "max_step": max_step,
+        "oos_target": oos_target,
         "confidence_calibration": {
             p.layer: {
                 "adopted": p.adopted,
@@ -239,7 +253,9 @@ def run_calibrate(
         },
         "expected": calibrate.expected(records, fits, ESCALATION_ROUTE),
         "before": before,
-        "held_out": _held_out(records, targets, per_route=per_route, min_samples=min_samples),
+        "held_out": _held_out(
+            records, targets, per_route=per_route, min_samples=min_samples, oos_target=oos_target
+        ),
         "run": about,
     }
     options.out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +276,12 @@ def run_calibrate(
 
 
 def _held_out(
-    records: list[Record], targets: dict[str, float], *, per_route: bool, min_samples: int
+    records: list[Record],
+    targets: dict[str, float],
+    *,
+    per_route: bool,
+    min_samples: int,
+    oos_target: float | None = None,
 ) -> dict[str, Any]:
     """Thresholds fitted on a seeded half of the rows, measured on the other half: what
     fitting on one set promises for another (the fit on all rows is measured on itself)."""
@@ -269,6 +290,8 @@ def _held_out(
     half = len(shuffled) // 2
     fit_half, check_half = shuffled[:half], shuffled[half:]
     fits = calibrate.fit(fit_half, targets, per_route=per_route, min_samples=min_samples)
+    if oos_target is not None:
+        fits = calibrate.meet_oos(fit_half, fits, ESCALATION_ROUTE, oos_target)
     return {
         "thresholds": {f.layer: f.threshold for f in fits},
         "fit_half": calibrate.expected(fit_half, fits, ESCALATION_ROUTE),

@@ -128,6 +128,7 @@ def start(
             models_dir=models_dir,
             state_dir=state_dir,
             log_level="warning",
+            wait_for_head=True,
         )
     )
     return pod, pod.start()

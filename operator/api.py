@@ -437,17 +437,76 @@ def _calibration() -> Any:
     )
 
 
+class Adaptive(ApiModel):
+    """Move the layer's threshold by feedback outcomes: what each layer said about a message
+    (recorded with the cached decision) against the route /v1/feedback says was right, a
+    misroute or a confirmation (decidedRoute equal to expectedRoute). Guarded: nothing moves
+    before minSamples outcomes or without confirmations, one step moves at most maxStep within
+    [floor, ceiling], and a change whose later outcomes fall below target - tolerance is
+    rolled back (then the layer keeps its threshold until the config changes)."""
+
+    enabled: bool = Field(default=False, description="Adapt the threshold. Default: false.")
+    target: Probability = Field(default=0.97, description="Accuracy to keep. Default: 0.97.")
+    min_samples: int = Field(
+        default=50, ge=10, le=100000, description="Outcomes before any change. Default: 50."
+    )
+    max_step: float = Field(
+        default=0.05, ge=0.001, le=0.5, description="Largest move per update. Default: 0.05."
+    )
+    floor: Probability = Field(default=0.5, description="Lowest threshold. Default: 0.5.")
+    ceiling: Probability = Field(default=0.99, description="Highest threshold. Default: 0.99.")
+    tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=0.5,
+        description="Accuracy drop below target that rolls a change back. Default: 0.02.",
+    )
+
+
+def _adaptive() -> Any:
+    return Field(
+        default_factory=Adaptive,
+        description="Adaptive threshold from feedback outcomes (off by default).",
+    )
+
+
 class Layer(ApiModel):
     """Fields every local layer has; each layer class sets its own defaults."""
 
     enabled: bool = Field(default=True, description="Run this layer. Default: true.")
     engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
+    adaptive: Adaptive = _adaptive()
     agree_with_l0: bool = Field(
         default=True,
         alias="agreeWithL0",
         description="Route only where L0's top route (at any confidence) is the same; else "
         "step aside (reason disagreement). Guards against messages that name a route to "
         "steer the model. No effect while L0 is disabled. Default: true.",
+    )
+
+
+DEFAULT_HEAD_BASE = ModelSource(uri="hf://sentence-transformers/all-MiniLM-L6-v2")
+
+
+class TrainedHead(ApiModel):
+    """A routing head trained from the RouteTables' examples: L0's encoder fine-tuned with a
+    linear head over the routes (the escalation route included) by a training Job, whenever
+    the examples change. The artifact goes to the models volume; until it is ready L0 serves
+    with its base encoder (training never blocks routing). status.head shows where it is."""
+
+    enabled: bool = Field(default=False, description="Train and use the head. Default: false.")
+    base: ModelSource = Field(
+        default=DEFAULT_HEAD_BASE,
+        description="The fp32 encoder to fine-tune: a folder with config.json, "
+        "model.safetensors and tokenizer.json. Default: all-MiniLM-L6-v2.",
+    )
+    epochs: int = Field(default=2, ge=1, le=10, description="Training epochs. Default: 2.")
+    seed: int = Field(
+        default=0, ge=0, description="Seed of the split, order and init (reproducible)."
+    )
+    resources: Resources = Field(
+        default_factory=lambda: _resources("2", "3Gi"),
+        description="Training Job container resources. Default: 2 CPU, 3Gi.",
     )
 
 
@@ -472,6 +531,11 @@ class L0Layer(ApiModel):
     calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(100)
     k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote. Default: 10.")
+    head: TrainedHead = Field(
+        default_factory=TrainedHead,
+        description="A routing head trained from the examples (off by default).",
+    )
+    adaptive: Adaptive = _adaptive()
 
 
 class L1Layer(Layer):
@@ -812,6 +876,39 @@ _CONDITIONS_LIST: JsonDict = {
 }
 
 
+class HeadStatus(ApiModel):
+    """Where L0's trained head stands."""
+
+    state: Literal["Pending", "Training", "Trained", "Loaded", "Failed"] = Field(
+        description="Pending (waiting for the models), Training (Job running), Trained (Job "
+        "done, pods not using it yet), Loaded (a ready pod routes with it), Failed."
+    )
+    path: str = Field(description="Artifact folder on the models volume (carries its key).")
+    job: str | None = Field(default=None, description="The training Job.")
+    message: str | None = Field(default=None, description="Why it failed.")
+    holdout_accuracy: float | None = Field(
+        default=None, description="Accuracy on the held-out tenth of the examples."
+    )
+    pods: int | None = Field(default=None, description="Ready pods routing with it.")
+
+
+class ThresholdStatus(ApiModel):
+    """An adaptive layer's threshold as a ready pod reports it."""
+
+    layer: str = Field(description="Layer name.")
+    configured: float = Field(description="The threshold in the spec.")
+    threshold: float = Field(description="The threshold in use.")
+    state: Literal["configured", "adapted", "rolled_back"] = Field(
+        description="configured (not moved), adapted, rolled_back (frozen until the spec changes)."
+    )
+    samples: int = Field(description="Feedback outcomes it is fitted on.")
+    accuracy: float | None = Field(
+        default=None, description="Measured accuracy of the outcomes at or above it."
+    )
+    reason: str = Field(description="Why it stands where it does.")
+    updates: int = Field(default=0, description="Changes made (rollbacks included).")
+
+
 class RouterMeshStatus(ApiModel):
     """Observed state, following the Kubernetes API conventions (kstatus)."""
 
@@ -833,6 +930,16 @@ class RouterMeshStatus(ApiModel):
         default=None,
         description="Reported misroutes (/v1/feedback) the router's L0 layer now uses as "
         "examples (the most any ready pod reports).",
+    )
+    head: HeadStatus | None = Field(default=None, description="L0's trained head, if enabled.")
+    thresholds: list[ThresholdStatus] | None = Field(
+        default=None,
+        description="Adaptive layers' thresholds (as the ready pod with the most outcomes "
+        "reports them).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["layer"],
+        },
     )
 
 

@@ -65,6 +65,18 @@ def job_name(mesh: RouterMesh, models_hash: str) -> str:
     return f"{mesh.metadata.name}-models-{models_hash[:8]}"
 
 
+def training_job_name(mesh: RouterMesh, head: rc.HeadConfig) -> str:
+    return f"{mesh.metadata.name}-train-{head.path.rsplit('/', 1)[-1][:10]}"
+
+
+def l0_head(config: rc.RouterConfig) -> rc.HeadConfig | None:
+    """L0's trained head in ``config`` when the layer runs and has one."""
+    return next(
+        (layer.head for layer in config.layers if layer.name == "l0" and layer.enabled),
+        None,
+    )
+
+
 def labels(mesh: RouterMesh, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "router-mesh",
@@ -263,6 +275,60 @@ def build_download_job(mesh: RouterMesh, config: rc.RouterConfig) -> Manifest:
             "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
             "template": {
                 "metadata": {"labels": labels(mesh, "models")},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+TRAINING_BACKOFF_LIMIT = 2
+
+
+def build_training_job(mesh: RouterMesh, head: rc.HeadConfig) -> Manifest:
+    """The Job that trains L0's head into ``head.path`` on the models volume (the name
+    carries the path's key). It reads the mesh's ConfigMap and refuses to train if that is
+    not yet the config it was made for (``--expect-path``; the retry sees the new one)."""
+    container = {
+        "name": "train-head",
+        **_image(mesh),
+        "args": [
+            "train-head",
+            "--config-dir",
+            rc.CONFIG_DIR,
+            "--models-dir",
+            rc.MODELS_DIR,
+            "--layer",
+            "l0",
+            "--expect-path",
+            head.path,
+        ],
+        "volumeMounts": [
+            {"name": "config", "mountPath": rc.CONFIG_DIR, "readOnly": True},
+            {"name": "models", "mountPath": rc.MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+        ],
+        "resources": _resources(mesh.spec.layers.l0.head.resources),
+        "securityContext": container_security_context(),
+    }
+    pod_spec = {
+        **_pod_common(mesh),
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names(mesh)["config"]}},
+            {"name": "models", "persistentVolumeClaim": {"claimName": names(mesh)["models"]}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(mesh, training_job_name(mesh, head), "training"),
+        "spec": {
+            "backoffLimit": TRAINING_BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels(mesh, "training")},
                 "spec": pod_spec,
             },
         },
@@ -554,7 +620,10 @@ def _seconds_quantity(milliseconds: int) -> str:
 
 
 def desired_children(
-    mesh: RouterMesh, config: rc.RouterConfig, active: rc.RouterConfig | None
+    mesh: RouterMesh,
+    config: rc.RouterConfig,
+    active: rc.RouterConfig | None,
+    head_trained: bool = False,
 ) -> list[Manifest]:
     """Everything ``mesh`` should own now.
 
@@ -563,7 +632,9 @@ def desired_children(
     ``None`` before any did: then no pods yet). The ConfigMap carries ``active`` so a model
     server restarting mid-download still finds its model. The download Job is desired only
     while ``config``'s model set is not active: once it is, a Job removed by its TTL is
-    not created again.
+    not created again. The same holds for the training Job of L0's head: desired once
+    ``config`` is active (its base encoder and example sets are on the volume) until the
+    head is known trained (``head_trained``).
     """
     children = [build_pvc(mesh), build_service(mesh)]
     if mesh.spec.network_policy.enabled:
@@ -574,6 +645,9 @@ def desired_children(
         children += [build_configmap(mesh, active), build_deployment(mesh, active)]
         if mesh.spec.scaling.autoscaling:
             children.append(build_hpa(mesh))
+    head = l0_head(config)
+    if head is not None and not head_trained and active is not None and active == config:
+        children.append(build_training_job(mesh, head))
     return children
 
 
@@ -586,8 +660,11 @@ def with_models_of(config: rc.RouterConfig, source: rc.RouterConfig) -> rc.Route
     """``config`` with each layer's model (and engine) taken from ``source``: every other
     change applies now, a model change waits for its download."""
     models = {layer.name: layer for layer in source.layers}
+    # A head's base encoder is a model too, and its artifact key follows the examples.
     layers = tuple(
-        layer.model_copy(update={"model": models[layer.name].model})
+        layer.model_copy(
+            update={"model": models[layer.name].model, "head": models[layer.name].head}
+        )
         if layer.name in models
         else layer
         for layer in config.layers

@@ -265,6 +265,7 @@ def router_mesh_crd() -> dict[str, Any]:
                 "jsonPath": ".status.learnedExamples",
                 "priority": 1,
             },
+            {"name": "Head", "type": "string", "jsonPath": ".status.head.state", "priority": 1},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
             _condition_column("Message", "message", priority=1),
         ],

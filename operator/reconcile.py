@@ -43,6 +43,10 @@ class PodReport:
     config_hash: str
     learned: int = 0
     """Reported misroutes its layers learned (the feedback loop)."""
+    head: dict[str, Any] | None = None
+    """L0's trained head as the pod reports it (state, path, holdout_accuracy)."""
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    """Adaptive layers' thresholds as the pod reports them, by layer."""
 
 
 ConfigProbe = Callable[[list[dict[str, Any]]], Awaitable[list[PodReport | None]]]
@@ -68,9 +72,18 @@ async def probe_config_hashes(pods: list[dict[str, Any]]) -> list[PodReport | No
             value = body.get("config_hash")
             learned = body.get("learned") or {}
             total = sum(v for v in learned.values() if isinstance(v, int))
+            head = (body.get("heads") or {}).get("l0")
+            thresholds = body.get("thresholds") or {}
         except (httpx.HTTPError, ValueError, AttributeError, TypeError):
             return None
-        return PodReport(config_hash=value, learned=total) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        return PodReport(
+            config_hash=value,
+            learned=total,
+            head=head if isinstance(head, dict) else None,
+            thresholds=thresholds if isinstance(thresholds, dict) else {},
+        )
 
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         return list(await asyncio.gather(*(one(client, pod) for pod in pods)))
@@ -215,7 +228,9 @@ async def reconcile_mesh(
         active = b.with_models_of(config, running)
     else:
         active = None
-    desired = b.desired_children(mesh, config, active)
+    head = b.l0_head(config)
+    training_phase, training_message, head_trained = await _training(kube, mesh, head, body)
+    desired = b.desired_children(mesh, config, active, head_trained=head_trained)
     for manifest in desired:
         if manifest["kind"] in b.CREATE_ONLY:
             meta = manifest["metadata"]
@@ -225,18 +240,17 @@ async def reconcile_mesh(
             if found is not None:
                 continue
         await kube.apply(manifest)
-    # The current set's Job stays (for its logs) until its TTL, even once active.
-    await prune(kube, mesh, desired, keep={("Job", b.job_name(mesh, digest))})
+    # The current set's Jobs stay (for their logs) until their TTL, even once done.
+    await prune(
+        kube,
+        mesh,
+        desired,
+        keep={("Job", b.job_name(mesh, digest))}
+        | ({("Job", b.training_job_name(mesh, head))} if head else set()),
+    )
 
     deployment = await kube.get("apps/v1", "Deployment", namespace, names["deployment"])
-    pods = [
-        pod
-        for pod in await kube.list("v1", "Pod", namespace, b.selector_labels(mesh))
-        if any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (pod.get("status") or {}).get("conditions") or []
-        )
-    ]
+    pods = await _ready_pods(kube, mesh)
     reports = [r for r in (await probe(pods) if pods else []) if r is not None]
     reported = [r.config_hash for r in reports]
     generation = mesh.metadata.generation or 0
@@ -262,8 +276,18 @@ async def reconcile_mesh(
         config_hash=(active or config).config_hash,
         endpoint=f"http://{names['service']}.{namespace}.svc:{rc.ORCHESTRATOR_PORT}",
         learned_examples=max((r.learned for r in reports), default=None),
+        thresholds=threshold_status(reports),
+        head=head_status(
+            mesh,
+            head=head,
+            phase=training_phase,
+            message=training_message,
+            reports=reports,
+            models_active=models_active,
+            trained=head_trained,
+        ),
     )
-    events = []
+    events = _head_events(body, status.head, training_message)
     if phase == "failed" and not models_active:
         events.append(("Warning", "DownloadFailed", job_message or "model download failed"))
     previous_ready = next((c for c in _previous(body) if c.type == "Ready"), None)
@@ -272,6 +296,117 @@ async def reconcile_mesh(
         kind = "Normal" if ready.status == "True" else "Warning"
         events.append((kind, ready.reason, ready.message))
     return Result(status.model_dump(by_alias=True, exclude_none=True, mode="json"), events)
+
+
+def threshold_status(reports: list[PodReport]) -> list[api.ThresholdStatus] | None:
+    """The adaptive thresholds of the ready pod with the most outcomes (with Redis every
+    replica replays the same feedback, so they agree); None without adaptive layers."""
+    best = max(
+        (r for r in reports if r.thresholds),
+        key=lambda r: sum(int(t.get("samples") or 0) for t in r.thresholds.values()),
+        default=None,
+    )
+    if best is None:
+        return None
+    statuses = []
+    for layer, report in sorted(best.thresholds.items()):
+        try:
+            statuses.append(api.ThresholdStatus.model_validate({"layer": layer, **report}))
+        except ValueError:
+            continue  # a pod of another version: skipped, not fatal
+    return statuses or None
+
+
+def _head_events(
+    body: dict[str, Any], head: api.HeadStatus | None, message: str
+) -> list[tuple[str, str, str]]:
+    """A TrainingFailed event when the head's training has just failed (not on every pass)."""
+    failed_before = ((body.get("status") or {}).get("head") or {}).get("state") == "Failed"
+    if head is not None and head.state == "Failed" and not failed_before:
+        return [("Warning", "TrainingFailed", message or "head training failed")]
+    return []
+
+
+async def _ready_pods(kube: Kube, mesh: api.RouterMesh) -> list[dict[str, Any]]:
+    return [
+        pod
+        for pod in await kube.list(
+            "v1", "Pod", mesh.metadata.namespace or "default", b.selector_labels(mesh)
+        )
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod.get("status") or {}).get("conditions") or []
+        )
+    ]
+
+
+async def _training(
+    kube: Kube, mesh: api.RouterMesh, head: rc.HeadConfig | None, body: dict[str, Any]
+) -> tuple[JobPhase, str, bool]:
+    """The head's training Job phase, its failure message and whether it is trained."""
+    if head is None:
+        return "absent", "", False
+    namespace = mesh.metadata.namespace or "default"
+    phase, message = job_phase(
+        await kube.get("batch/v1", "Job", namespace, b.training_job_name(mesh, head))
+    )
+    return phase, message, _head_trained(body, head, phase)
+
+
+def _head_trained(body: dict[str, Any], head: rc.HeadConfig | None, phase: JobPhase) -> bool:
+    """Whether ``head``'s artifact is known to be on the volume: its Job succeeded, or the
+    last status said so for the same path (the Job may be gone after its TTL)."""
+    if head is None:
+        return False
+    if phase == "succeeded":
+        return True
+    previous = ((body.get("status") or {}).get("head")) or {}
+    return previous.get("path") == head.path and previous.get("state") in ("Trained", "Loaded")
+
+
+def head_status(
+    mesh: api.RouterMesh,
+    *,
+    head: rc.HeadConfig | None,
+    phase: JobPhase,
+    message: str,
+    reports: list[PodReport],
+    models_active: bool,
+    trained: bool,
+) -> api.HeadStatus | None:
+    """status.head from the training Job and what the ready pods report."""
+    if head is None:
+        return None
+    loaded = [
+        r.head
+        for r in reports
+        if r.head and r.head.get("state") == "loaded" and r.head.get("path") == head.path
+    ]
+    accuracy = next(
+        (h["holdout_accuracy"] for h in loaded if isinstance(h.get("holdout_accuracy"), float)),
+        None,
+    )
+    state: str
+    if loaded:
+        state = "Loaded"
+    elif trained:
+        state = "Trained"
+    elif phase == "failed":
+        state = "Failed"
+    elif phase == "running" or models_active:
+        state = "Training"
+    else:
+        state = "Pending"  # the base encoder or the example sets are still downloading
+    return api.HeadStatus.model_validate(
+        {
+            "state": state,
+            "path": head.path,
+            "job": b.training_job_name(mesh, head),
+            "message": message or None if state == "Failed" else None,
+            "holdoutAccuracy": accuracy,
+            "pods": len(loaded),
+        }
+    )
 
 
 async def prune(

@@ -7,15 +7,19 @@ YAML files, so a mesh behaves the same on a laptop and in a cluster.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 
 from routermesh.operator.api import (
+    Adaptive,
     Calibration,
     LabelSelector,
     RouterMesh,
     RouteTable,
     SecretKeyRef,
     Target,
+    TrainedHead,
 )
 from routermesh.runtime import config as rc
 
@@ -114,6 +118,19 @@ def _platt(calibration: Calibration | None) -> tuple[float, float] | None:
     return (calibration.slope, calibration.intercept) if calibration else None
 
 
+def _adaptive(adaptive: Adaptive) -> rc.AdaptiveConfig | None:
+    if not adaptive.enabled:
+        return None
+    return rc.AdaptiveConfig(
+        target=adaptive.target,
+        min_samples=adaptive.min_samples,
+        max_step=adaptive.max_step,
+        floor=adaptive.floor,
+        ceiling=adaptive.ceiling,
+        tolerance=adaptive.tolerance,
+    )
+
+
 def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterConfig:
     """The sealed runtime config of ``mesh`` over the tables it selects among ``tables``.
 
@@ -142,6 +159,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             timeout_ms=l0.timeout_ms,
             k=l0.k,
             calibration=_platt(l0.calibration),
+            adaptive=_adaptive(l0.adaptive),
         )
     ]
     for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):
@@ -160,6 +178,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                 timeout_ms=layer.timeout_ms,
                 calibration=_platt(layer.calibration),
                 agree_with="l0" if spec.layers.l0.enabled and layer.agree_with_l0 else None,
+                adaptive=_adaptive(layer.adaptive),
             )
         )
     redis = spec.cache.redis
@@ -214,4 +233,38 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
         )
     except ValueError as error:
         raise RenderError(str(error)) from error
+    if l0.head.enabled:
+        config = with_head(config, l0.head)
     return config.sealed()
+
+
+def head_key(config: rc.RouterConfig, head: TrainedHead) -> str:
+    """Key of what a trained head learns from: the examples (inline, and the example sets by
+    source), the route and escalation names and the training settings. New key, new
+    artifact folder and Job; the same inputs always give the same key."""
+    inputs = {
+        "routes": [[r.name, list(r.examples)] for r in config.routes],
+        "escalation": config.escalation.route,
+        "examples_from": [[e.uri, e.sha256] for e in config.examples_from],
+        "base": [head.base.uri, head.base.sha256],
+        "epochs": head.epochs,
+        "seed": head.seed,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_head(config: rc.RouterConfig, head: TrainedHead) -> rc.RouterConfig:
+    """``config`` with L0's trained head, its artifact under ``heads/<key>``."""
+    trained = rc.HeadConfig(
+        base=rc.ModelRef(
+            uri=head.base.uri, sha256=head.base.sha256, path=rc.model_dir_name(head.base.uri)
+        ),
+        path=f"{rc.HEADS_DIR}/{head_key(config, head)}",
+        epochs=head.epochs,
+        seed=head.seed,
+    )
+    layers = tuple(
+        layer.model_copy(update={"head": trained}) if layer.name == "l0" else layer
+        for layer in config.layers
+    )
+    return config.model_copy(update={"layers": layers})

@@ -8,11 +8,12 @@ been loaded (``/readyz`` says so too, so a Service sends no traffic) and 502 fro
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +26,8 @@ from routermesh.runtime.config import ApiConfig
 from routermesh.runtime.decision import Learning
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
 from routermesh.runtime.edge import BearerAuth, PortSplit, RequestId
-from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
+from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.runtime.feedback import MAX_FEEDBACK, MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
 
 BODY_OVERHEAD_BYTES = 16 * 1024
@@ -358,16 +360,54 @@ def create_app(
                     }
                 ],
             )
+        # What each layer said when it was decided (while still cached): the outcome that
+        # adaptive thresholds measure. A missing decided_route is the cached decision's.
+        cached = await state.cascade.recall(request.message)
         record = FeedbackRecord(
             message=request.message[:MAX_STORED_CHARS],
             expected_route=request.expected_route,
-            decided_route=request.decided_route,
+            decided_route=request.decided_route or (cached.route if cached else None),
             config_hash=state.config.config_hash,
             route_table_version=state.config.route_table_version,
+            verdicts=cached.verdicts if cached else (),
         )
         stored = await router.feedback.add(record)
         router.metrics.feedback.labels(expected_route=request.expected_route).inc()
-        return {"stored": stored, "expected_route": request.expected_route}
+        return {
+            "stored": stored,
+            "expected_route": request.expected_route,
+            "misroute": record.misroute,
+            "measured": bool(record.verdicts),
+        }
+
+    @app.get("/v1/feedback", response_model=None)
+    async def feedback_export(
+        limit: Annotated[int, Query(ge=1, le=MAX_FEEDBACK)] = 1000,
+        misroutes: bool = True,
+    ) -> Response:
+        """The newest reports as JSONL, newest first: ``text``/``route`` rows a RouteTable's
+        ``examplesFrom`` file takes as they are (the next config learns them for good, and
+        a trained head trains on them), with ``decided_route``, the layers' ``verdicts``
+        and ``received_at`` for calibration (``bench calibrate`` style fits)."""
+        records = await router.feedback.recent(limit)
+        lines = [
+            json.dumps(
+                {
+                    "text": r.message,
+                    "route": r.expected_route,
+                    "decided_route": r.decided_route,
+                    "verdicts": [list(v) for v in r.verdicts],
+                    "route_table_version": r.route_table_version,
+                    "received_at": r.received_at,
+                },
+                ensure_ascii=False,
+            )
+            for r in records
+            if r.misroute or not misroutes
+        ]
+        return Response(
+            content="".join(f"{line}\n" for line in lines), media_type="application/x-ndjson"
+        )
 
     _add_operations(app, router, current)
     return app
@@ -399,6 +439,12 @@ def _add_operations(
                     layer.name: len(layer.learned)
                     for layer in (state.cascade.layers if state else ())
                     if isinstance(layer, Learning)
+                },
+                "thresholds": {name: s.report() for name, s in router.adaptive.items()},
+                "heads": {
+                    layer.name: layer.stats["head"]
+                    for layer in (state.cascade.layers if state else ())
+                    if isinstance(layer, EmbeddingLayer) and "head" in layer.stats
                 },
             },
         )
@@ -432,7 +478,10 @@ def public_config(state: RouterState) -> dict[str, Any]:
                 "target": route.target,
                 "examples": len(route.examples),
                 "thresholds": {
-                    layer.name: config.threshold_for(layer.name, route.name) for layer in layers
+                    layer.name: config.threshold_for(
+                        layer.name, route.name, state.cascade.adapted.get(layer.name)
+                    )
+                    for layer in layers
                 },
                 "source": route.source,
             }
@@ -451,7 +500,8 @@ def public_config(state: RouterState) -> dict[str, Any]:
                 "enabled": layer.enabled,
                 "engine": layer.engine,
                 "model": layer.model.path,
-                "threshold": layer.threshold,
+                "threshold": state.cascade.adapted.get(layer.name, layer.threshold),
+                "configured_threshold": layer.threshold,
                 "timeout_ms": layer.timeout_ms,
                 **(
                     {"index": getattr(running[layer.name], "stats", None)}

@@ -88,13 +88,28 @@ class Cascade:
         self._layer_configs = {layer.name: layer for layer in config.layers}
         self._learners = [layer for layer in layers if isinstance(layer, Learning)]
         self._in_flight: dict[str, asyncio.Future[Decision]] = {}
+        # Verdicts are journaled for feedback to measure only where a layer adapts: no extra
+        # cache writes otherwise.
+        self._journal = any(x.enabled and x.adaptive is not None for x in config.layers)
+        self.adapted: dict[str, float] = {}
+        """Layer thresholds moved by feedback outcomes (the router sets them)."""
 
     @property
     def version(self) -> str:
         """What decisions depend on: the route table, and what layers learned from feedback
         since (so a decision cached before a layer learned is not served after)."""
         learned = ",".join(layer.learned_version for layer in self._learners)
-        return self.config.route_table_version + (f"+{learned}" if learned.strip(",") else "")
+        version = self.config.route_table_version + (f"+{learned}" if learned.strip(",") else "")
+        if self.adapted:
+            version += "+" + ",".join(f"{k}={v:g}" for k, v in sorted(self.adapted.items()))
+        return version
+
+    async def recall(self, message: str) -> CachedDecision | None:
+        """The latest decision for ``message`` under the running route table with what each
+        layer said (while it is cached, and only while a layer adapts), for feedback."""
+        if not self._journal:
+            return await self._cache.get(cache_key(message, self.version))
+        return await self._cache.get(self._journal_key(message))
 
     async def decide(
         self, message: str, *, explain: bool = False, all_layers: bool = False
@@ -163,7 +178,10 @@ class Cascade:
                     any_failure = True
                     self._metrics.layer_errors.labels(layer=layer.name, reason=last_reason).inc()
                 continue
-            if outcome.confidence < self.config.threshold_for(layer.name, outcome.route):
+            threshold = self.config.threshold_for(
+                layer.name, outcome.route, self.adapted.get(layer.name)
+            )
+            if outcome.confidence < threshold:
                 last_reason = Reason.LOW_CONFIDENCE
                 continue
 
@@ -183,7 +201,7 @@ class Cascade:
                         trace.append(self._checked(await self._ask(later, message), trace))
                     decision = replace(decision, trace=tuple(trace))
             else:
-                await self._remember(key, decision)
+                await self._remember(key, message, decision)
             return decision
 
         best = max((o.confidence for o in trace if o.reason is None), default=0.0)
@@ -198,9 +216,9 @@ class Cascade:
         if trace and not explain:
             failure_ttl = self.config.cache.failure_ttl_seconds
             if not any_failure:
-                await self._remember(key, decision)
+                await self._remember(key, message, decision)
             elif failure_ttl > 0:
-                await self._remember(key, decision, failure_ttl)
+                await self._remember(key, message, decision, failure_ttl)
         return decision
 
     def _checked(self, outcome: LayerOutcome, trace: list[LayerOutcome]) -> LayerOutcome:
@@ -240,14 +258,38 @@ class Cascade:
             seconds=time.perf_counter() - started,
         )
 
-    async def _remember(self, key: str, decision: Decision, ttl: int | None = None) -> None:
+    def _journal_key(self, message: str) -> str:
+        # Keyed by the route table alone: learning or an adapted threshold changes the
+        # decision cache's key, but feedback still finds what the layers said.
+        return cache_key(message, self.config.route_table_version + ":verdicts")
+
+    async def _remember(
+        self, key: str, message: str, decision: Decision, ttl: int | None = None
+    ) -> None:
+        lifetime = ttl or self.config.cache.ttl_seconds
         await self._cache.set(
             key,
             CachedDecision(
                 route=decision.route, layer=decision.layer, confidence=decision.confidence
             ),
-            ttl or self.config.cache.ttl_seconds,
+            lifetime,
         )
+        verdicts = tuple(
+            (o.layer, o.route, round(o.confidence, 6))
+            for o in decision.trace
+            if o.route is not None and o.reason is None
+        )
+        if verdicts and self._journal:
+            await self._cache.set(
+                self._journal_key(message),
+                CachedDecision(
+                    route=decision.route,
+                    layer=decision.layer,
+                    confidence=decision.confidence,
+                    verdicts=verdicts,
+                ),
+                lifetime,
+            )
 
     def _count(self, message: str, started: float, decision: Decision) -> Decision:
         seconds = time.perf_counter() - started

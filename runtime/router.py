@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,12 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
 from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
 from routermesh.runtime.cascade import Cascade
 from routermesh.runtime.config import CONFIG_FILENAME, MODELS_DIR, CacheConfig, RouterConfig
 from routermesh.runtime.decision import Classifier, Learning
+from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback
 from routermesh.runtime.layers import LayerContext, build_layers, prepare_layers
 from routermesh.runtime.metrics import RouterMetrics
@@ -55,6 +58,8 @@ class RouterState:
     cascade: Cascade
 
 
+MAX_OUTCOMES = 10_000
+"""Newest feedback records replayed for adaptive thresholds (the store keeps 10,000)."""
 LEARN_SECONDS = 30.0
 """How often layers look for new feedback (``ROUTER_MESH_LEARN_SECONDS`` overrides)."""
 
@@ -141,6 +146,9 @@ class Router:
         self._cache: DecisionCache | None = None
         self._cache_settings: tuple[CacheConfig, str] | None = None
         self.feedback: MemoryFeedback | RedisFeedback = MemoryFeedback()
+        self.adaptive: dict[str, AdaptiveState] = {}
+        """Each adaptive layer's threshold state, for the running route table."""
+        self._adaptive_version: str | None = None
         self._seen_digest: str | None = None
         self._last_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -237,6 +245,7 @@ class Router:
             self._cache, self.feedback = cache, feedback
             self._cache_settings = _cache_settings(config)
         self._state = RouterState(config=config, cascade=cascade)
+        self._carry_adaptive(config, cascade)
         self._report_learning(cascade)
         for layer in cascade.layers:
             self._background(layer.warm())
@@ -300,8 +309,79 @@ class Router:
         task.add_done_callback(self._closing.discard)
 
     async def _recent_feedback(self, limit: int) -> list[tuple[str, str]]:
-        """Reported misroutes of every replica (Redis) or this one, newest first."""
-        return [(r.message, r.expected_route) for r in await self.feedback.recent(limit)]
+        """Reported misroutes of every replica (Redis) or this one, newest first
+        (confirmations of a right route are outcomes, not examples)."""
+        return [
+            (r.message, r.expected_route) for r in await self.feedback.recent(limit) if r.misroute
+        ]
+
+    def _carry_adaptive(self, config: RouterConfig, cascade: Cascade) -> None:
+        """Adapted thresholds survive a reload that leaves the decisions' inputs alone; a new
+        route table or layer settings start from the configured thresholds again."""
+        if config.route_table_version != self._adaptive_version:
+            self._adaptive_version = config.route_table_version
+            self.adaptive = {
+                layer.name: AdaptiveState(configured=layer.threshold, threshold=layer.threshold)
+                for layer in config.layers
+                if layer.enabled and layer.adaptive is not None
+            }
+        cascade.adapted = {
+            name: state.threshold
+            for name, state in self.adaptive.items()
+            if state.threshold != state.configured
+        }
+        self._report_adaptive()
+
+    async def adapt(self, now: float | None = None) -> bool:
+        """Move the adaptive layers' thresholds by the feedback outcomes of the running route
+        table (``runtime/adaptive.py``); True when one moved."""
+        state = self._state
+        if state is None or not self.adaptive:
+            return False
+        now = time.time() if now is None else now
+        records = [
+            r
+            for r in await self.feedback.recent(MAX_OUTCOMES)
+            if r.route_table_version == state.config.route_table_version
+        ]
+        moved = False
+        for layer in state.config.layers:
+            current = self.adaptive.get(layer.name)
+            if current is None or layer.adaptive is None:
+                continue
+            outcomes = [
+                Outcome(confidence=confidence, correct=route == r.expected_route, at=r.received_at)
+                for r in records
+                for name, route, confidence in r.verdicts
+                if name == layer.name
+            ]
+            new = adapt(outcomes, current, layer.adaptive, now)
+            self.adaptive[layer.name] = new
+            if new.threshold != current.threshold:
+                moved = True
+                self.metrics.threshold_updates.labels(layer=layer.name, outcome=new.state).inc()
+                log.info(
+                    "threshold adapted",
+                    extra={
+                        "event": "threshold_adapted",
+                        "layer": layer.name,
+                        "from": current.threshold,
+                        "to": new.threshold,
+                        "state": new.state,
+                        "reason": new.reason,
+                        "samples": new.samples,
+                    },
+                )
+        if moved:
+            self._carry_adaptive(state.config, state.cascade)
+        else:
+            self._report_adaptive()
+        return moved
+
+    def _report_adaptive(self) -> None:
+        for name, state in self.adaptive.items():
+            self.metrics.adaptive_threshold.labels(layer=name).set(state.threshold)
+            self.metrics.adaptive_samples.labels(layer=name).set(state.samples)
 
     async def learn(self) -> bool:
         """Let the running layers learn from new feedback; True when one changed. Decisions
@@ -324,12 +404,17 @@ class Router:
                     },
                 )
         self._report_learning(state.cascade)
+        if await self.adapt():
+            changed = True
         return changed
 
     def _report_learning(self, cascade: Cascade) -> None:
         for layer in cascade.layers:
             if isinstance(layer, Learning):
                 self.metrics.learned_examples.labels(layer=layer.name).set(len(layer.learned))
+            if isinstance(layer, EmbeddingLayer) and "head" in layer.stats:
+                loaded = layer.stats["head"].get("state") == "loaded"
+                self.metrics.head_loaded.labels(layer=layer.name).set(1 if loaded else 0)
 
     async def _learn_loop(self) -> None:
         while True:

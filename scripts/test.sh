@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 step() { printf '\n== %s\n' "$*"; }
 
-EXTRAS=dev,bench WITH_REDIS=1 WITH_SCAN=1 VENV="$VENV" bash scripts/setup.sh
+EXTRAS=dev,bench,train WITH_REDIS=1 WITH_SCAN=1 VENV="$VENV" bash scripts/setup.sh
 
 step "CRDs match the API types"
 "$VENV/bin/router-mesh" crds check

@@ -305,6 +305,39 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.finetune import TrainingError, train_head  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging("info")
+    try:
+        config = RouterConfig.load(args.config_dir)
+        layer = next((item for item in config.layers if item.name == args.layer), None)
+        head = layer.head if layer is not None else None
+        if args.expect_path and (head is None or head.path != args.expect_path):
+            # The mounted ConfigMap is not (yet) the config this Job was made for.
+            raise TrainingError(
+                f"the config's head path is {head.path if head else None!r}, this Job trains "
+                f"{args.expect_path!r}: the ConfigMap is older or newer than the Job"
+            )
+        manifest = train_head(
+            config,
+            Path(args.models_dir),
+            args.layer,
+            out=Path(args.out) if args.out else None,
+            threads=args.threads,
+        )
+    except ImportError as error:
+        _err(f"train-head: {error} (install the training extra: pip install 'router-mesh[train]')")
+        return EXIT_INVALID
+    except (TrainingError, OSError, ValueError) as error:
+        _err(f"train-head: {error}")
+        return EXIT_INVALID
+    _out(manifest.model_dump_json(exclude={"weights", "bias"}))
+    return EXIT_OK
+
+
 def cmd_serve_model(args: argparse.Namespace) -> int:
     from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
     from routermesh.runtime.model_server import (  # noqa: PLC0415
@@ -565,6 +598,20 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     fetch.add_argument("--attempts", type=int, default=5, help="tries per download (resumed)")
     fetch.set_defaults(func=cmd_fetch_models)
+
+    train = sub.add_parser(
+        "train-head",
+        help="fine-tune L0's encoder with a routing head on the route examples (the training Job)",
+    )
+    train.add_argument("--config-dir", default=CONFIG_DIR, help="default: %(default)s")
+    train.add_argument("--models-dir", default=MODELS_DIR, help="default: %(default)s")
+    train.add_argument("--layer", default="l0", help="embedding layer (default: %(default)s)")
+    train.add_argument("--out", help="artifact folder (default: the layer's head.path)")
+    train.add_argument(
+        "--expect-path", help="fail unless the config's head.path is this (the operator's Job)"
+    )
+    train.add_argument("--threads", type=int, help="default: the CPUs this process may use")
+    train.set_defaults(func=cmd_train_head)
 
     serve_model = sub.add_parser(
         "serve-model", help="run one layer's CPU model server (llama.cpp or vLLM) on its port"

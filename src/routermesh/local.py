@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import logging
 import os
 import signal
@@ -45,10 +46,12 @@ from routermesh.runtime.config import (
     CONFIG_FILENAME,
     CacheConfig,
     ExamplesSource,
+    LayerConfig,
     ModelRef,
     RouterConfig,
 )
 from routermesh.runtime.fetch import FetchError, FetchItem, fetch_one, is_present
+from routermesh.runtime.head_artifact import HEAD_FILE
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
 from routermesh.runtime.packaged import PACKAGED, PackagedModelError, materialize
 
@@ -89,6 +92,8 @@ class LocalOptions:
     """Layers to run disabled whatever the YAML says (benchmarks, trying a cascade out)."""
     token_file: Path | None = None
     """File with the API's bearer token (in the cluster: spec.api.tokenSecretRef)."""
+    wait_for_head: bool = False
+    """Train L0's head before starting (benchmarks); otherwise it trains beside the pod."""
 
 
 def manifest_digest(files: list[Path]) -> str:
@@ -162,9 +167,43 @@ def ensure_models(config: RouterConfig, options: LocalOptions) -> RouterConfig:
                 layers.append(layer)
                 continue
         layers.append(layer.model_copy(update={"model": _packaged(layer.name, options, problem)}))
+    layers = [_ensure_head_base(layer, options) for layer in layers]
     for source in config.examples_from:
         _ensure_examples(source, options)
     return config.model_copy(update={"layers": tuple(layers)})
+
+
+HEAD_BASE_PACKAGED = ("minilm-l6-fp32", "minilm-l6-fp32-config", "minilm-l6-fp32-tokenizer")
+
+
+def _ensure_head_base(layer: LayerConfig, options: LocalOptions) -> LayerConfig:
+    """A trained head's base encoder on disk: its own source, else the packaged one."""
+    head = layer.head
+    if head is None or not layer.enabled:
+        return layer
+    item = FetchItem(uri=head.base.uri, sha256=head.base.sha256, path=head.base.path)
+    if is_present(item, options.models_dir):
+        return layer
+    problem = "--offline" if options.offline else None
+    if problem is None and _reachable(head.base.uri):
+        first = options.files[0]
+        try:
+            fetch_one(item, options.models_dir, base_dir=first if first.is_dir() else first.parent)
+        except FetchError as error:
+            problem = str(error)
+        else:
+            return layer
+    log.warning(
+        "using the packaged base encoder for the trained head",
+        extra={"event": "packaged_model", "layer": layer.name, "because": problem or "offline"},
+    )
+    try:
+        files = materialize(options.models_dir / "packaged", list(HEAD_BASE_PACKAGED))
+    except PackagedModelError as error:
+        raise LocalError(f"layer {layer.name} head: {error}") from error
+    folder = files[HEAD_BASE_PACKAGED[0]].parent
+    base = ModelRef(uri=folder.resolve().as_uri(), path=str(folder.relative_to(options.models_dir)))
+    return layer.model_copy(update={"head": head.model_copy(update={"base": base})})
 
 
 def _ensure_examples(source: ExamplesSource, options: LocalOptions) -> None:
@@ -289,6 +328,8 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    once: bool = False
+    """Runs to completion (the head trainer, like the operator's Job): never restarted."""
 
     def start(self) -> None:
         self.process = subprocess.Popen(  # noqa: S603 - our own entry points
@@ -416,8 +457,15 @@ class LocalPod:
         write_config(config, self.config_dir)
         self.config = config
         self.children = self.child_commands(config)
+        if self.options.wait_for_head:
+            trainer = self._trainer(config)
+            if trainer is not None:
+                trainer.start()
+                if trainer.process is not None and trainer.process.wait() != 0:
+                    raise LocalError("training L0's head failed: see the log above")
         for child in self.children:
             child.start()
+        self._train_if_needed(config)
         if not self._wait_ready():
             self.stop()
             raise LocalError("the router did not get ready: see the log above")
@@ -516,6 +564,7 @@ class LocalPod:
         previous = self.config
         write_config(config, self.config_dir)
         self.config = config
+        self._train_if_needed(config)
         log.info(
             "config re-rendered",
             extra={"event": "local_reload", "config_hash": config.config_hash},
@@ -531,10 +580,65 @@ class LocalPod:
                         child.stop()
                         child.start()
 
+    def _train_if_needed(self, config: RouterConfig) -> None:
+        """Start the head trainer (the training Job's entry point) when L0 has a head whose
+        artifact is not on disk; the orchestrator serves with the base encoder meanwhile and
+        loads the head once it is written."""
+        trainer = self._trainer(config)
+        if trainer is None:
+            return
+        for child in [c for c in self.children if c.name == "train-head"]:
+            if trainer.argv == child.argv and child.process and child.process.poll() is None:
+                return  # already training this one
+            child.stop()
+            self.children.remove(child)
+        self.children.append(trainer)
+        trainer.start()
+        log.info("training L0's head", extra={"event": "head_training"})
+
+    def _trainer(self, config: RouterConfig) -> Child | None:
+        """The trainer for L0's head when its artifact is not on disk yet."""
+        head = next((x.head for x in config.layers if x.name == "l0" and x.enabled), None)
+        if head is None or (self.options.models_dir / head.path / HEAD_FILE).is_file():
+            return None
+        if importlib.util.find_spec("torch") is None:
+            log.warning(
+                "L0 has a trained head but torch is not installed: L0 serves with its base "
+                "encoder (pip install 'router-mesh[train]')",
+                extra={"event": "head_untrainable"},
+            )
+            return None
+        return Child(
+            "train-head",
+            [
+                sys.executable,
+                "-m",
+                "routermesh.cli",
+                "train-head",
+                "--config-dir",
+                str(self.config_dir),
+                "--models-dir",
+                str(self.options.models_dir),
+                "--expect-path",
+                head.path,
+                *(["--threads", str(self.options.threads)] if self.options.threads else []),
+            ],
+            once=True,
+        )
+
     def _restart_dead(self) -> None:
         now = time.monotonic()
         for child in self.children:
             if child.process is None or child.process.poll() is None or self._stopping.is_set():
+                continue
+            if child.once:
+                if child.next_start == 0.0:
+                    child.next_start = -1.0  # reported once
+                    code = child.process.returncode
+                    (log.info if code == 0 else log.error)(
+                        "trainer finished" if code == 0 else "trainer failed: L0 keeps its base",
+                        extra={"event": "local_child_exit", "child": child.name, "code": code},
+                    )
                 continue
             if child.next_start == 0.0:
                 delay = min(30.0, 2.0**child.restarts)

@@ -404,3 +404,64 @@ async def test_the_network_policy_follows_the_spec_and_every_call_is_allowed_by_
     assert ("networking.k8s.io", "networkpolicies", "delete") in used
     assert ("apps", "deployments", "patch") in used
     assert used - allowed == set(), sorted(used - allowed)
+
+
+async def test_a_trained_head_gets_its_job_after_the_download_and_shows_in_status(
+    operator: Any,
+) -> None:
+    mesh = _sample("routermesh")
+    mesh["spec"]["layers"]["l0"] = {
+        **mesh["spec"]["layers"].get("l0", {}),
+        "head": {"enabled": True},
+    }
+    await operator.post(f"{GROUP}/routetables", json=_sample("routetable"))
+    await operator.post(f"{GROUP}/routermeshes", json=mesh)
+    jobs = await _until(lambda: _objects(operator, "jobs"))
+    assert [name.split("-")[1] for name in jobs] == ["models"]  # no training before the models
+    download = next(iter(jobs))
+    fetch_args = jobs[download]["spec"]["template"]["spec"]["containers"][0]["args"]
+    items = json.loads(fetch_args[fetch_args.index("--items-json") + 1])
+    assert any(i["uri"] == "hf://sentence-transformers/all-MiniLM-L6-v2" for i in items)
+    await _until(lambda: (_status(operator).get("head") or {}).get("state") == "Pending")
+
+    await _complete_job(operator, download)
+    training = await _until(
+        lambda: [n for n in _objects(operator, "jobs") if n.startswith("homelab-train-")]
+    )
+    config = json.loads(_objects(operator, "configmaps")["homelab-config"]["data"]["router.json"])
+    head = next(layer for layer in config["layers"] if layer["name"] == "l0")["head"]
+    job = _objects(operator, "jobs")[training[0]]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "train-head" and args[args.index("--expect-path") + 1] == head["path"]
+    await _until(lambda: (_status(operator).get("head") or {}).get("state") == "Training")
+    assert _status(operator)["head"]["job"] == training[0]
+
+    await _complete_job(operator, training[0])
+    await _until(lambda: (_status(operator).get("head") or {}).get("state") == "Trained")
+    assert _status(operator)["head"]["path"] == head["path"]
+    # The finished Job stays for its logs; no second one is made.
+    await asyncio.sleep(1.0)
+    assert [n for n in _objects(operator, "jobs") if n.startswith("homelab-train-")] == training
+
+
+async def test_a_failed_training_is_reported_and_routing_goes_on(operator: Any) -> None:
+    mesh = _sample("routermesh")
+    mesh["spec"]["layers"]["l0"] = {
+        **mesh["spec"]["layers"].get("l0", {}),
+        "head": {"enabled": True},
+    }
+    await operator.post(f"{GROUP}/routetables", json=_sample("routetable"))
+    await operator.post(f"{GROUP}/routermeshes", json=mesh)
+    jobs = await _until(lambda: _objects(operator, "jobs"))
+    await _complete_job(operator, next(iter(jobs)))
+    training = await _until(
+        lambda: [n for n in _objects(operator, "jobs") if n.startswith("homelab-train-")]
+    )
+    message = "a trained head needs about 300 examples or more"
+    await operator.patch(
+        f"/apis/batch/v1/namespaces/{NS}/jobs/{training[0]}/status",
+        json={"status": {"conditions": [{"type": "Failed", "status": "True", "message": message}]}},
+    )
+    await _until(lambda: (_status(operator).get("head") or {}).get("state") == "Failed")
+    assert _status(operator)["head"]["message"] == message
+    assert "homelab" in _objects(operator, "deployments")  # the pods route with the base

@@ -4,6 +4,7 @@ eval rows, report) on hand-built records whose right answers are known, and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -153,6 +154,27 @@ def test_per_route_override_raises_the_threshold_of_a_route_that_misses() -> Non
     assert fits[0].threshold == 0.9
     assert fits[0].per_route == {"b": 0.97}
     assert calibrate.route_thresholds(fits) == {"b": {"l1": 0.97}}
+
+
+def test_an_oos_target_raises_the_first_threshold_as_little_as_it_takes() -> None:
+    # In scope: right at 0.7-0.99. Out of scope: the layer is sure of a route at 0.6-0.89.
+    inside = [record("a", "a", "l0", [("l0", "a", 0.7 + i / 100)]) for i in range(30)]
+    outside = [
+        record(ESC, "a", "l0", [("l0", "a", 0.6 + i / 100)], in_scope=False) for i in range(30)
+    ]
+    records = inside + outside
+    fits = calibrate.fit(records, {"l0": 0.5}, min_samples=5)
+    assert calibrate.expected(records, fits, ESC)["oos_escalated"] < 0.5
+    raised = calibrate.meet_oos(records, fits, ESC, 0.85)
+    result = calibrate.expected(records, raised, ESC)
+    assert result["oos_escalated"] >= 0.85
+    # The lowest threshold that does it: one step lower escalates too few.
+    lower = [dataclasses.replace(raised[0], threshold=raised[0].threshold - 0.01)]
+    assert calibrate.expected(records, lower, ESC)["oos_escalated"] < 0.85
+    assert result["coverage"] > 0  # what is left of coverage is kept
+    # Already met, or no out-of-scope rows: unchanged.
+    assert calibrate.meet_oos(records, raised, ESC, 0.85) == raised
+    assert calibrate.meet_oos(inside, fits, ESC, 0.99) == fits
 
 
 def test_records_round_trip(tmp_path: Path) -> None:

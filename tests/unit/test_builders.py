@@ -362,3 +362,93 @@ def test_the_network_policy_opens_only_the_router_ports_and_the_known_endpoints(
     assert {"ports": [{"protocol": "TCP", "port": 443}]} in loose["egress"]
     assert to_namespace("infra") in loose["egress"]
     assert loose["egress"][-1] == {"ports": [{"protocol": "TCP", "port": 4317}]}
+
+
+# --- L0's trained head -------------------------------------------------------------------------
+
+HEAD = {"enabled": True, "epochs": 2}
+
+
+def test_a_head_gets_an_artifact_path_keyed_by_its_inputs() -> None:
+    config = _config(_mesh({"spec.layers.l0.head": HEAD}))
+    head = layer_of(config, "l0").head
+    assert head is not None
+    assert head.path.startswith(f"{rc.HEADS_DIR}/") and len(head.path.split("/")[1]) == 16
+    assert head.base.uri == api.DEFAULT_HEAD_BASE.uri
+    assert head.base.path == rc.model_dir_name(api.DEFAULT_HEAD_BASE.uri)
+    # The same inputs give the same key; new training settings or examples a new one.
+    assert layer_of(_config(_mesh({"spec.layers.l0.head": HEAD})), "l0").head == head
+    other = _config(_mesh({"spec.layers.l0.head": {**HEAD, "epochs": 3}}))
+    assert layer_of(other, "l0").head.path != head.path  # type: ignore[union-attr]
+    table = _table()
+    changed = table.model_copy(
+        update={
+            "spec": table.spec.model_copy(
+                update={
+                    "routes": [
+                        table.spec.routes[0].model_copy(update={"examples": ["a new example"]}),
+                        *table.spec.routes[1:],
+                    ]
+                }
+            )
+        }
+    )
+    moved = render_config(_mesh({"spec.layers.l0.head": HEAD}), [changed])
+    assert layer_of(moved, "l0").head.path != head.path  # type: ignore[union-attr]
+    # A threshold is not a training input.
+    same = _config(_mesh({"spec.layers.l0.head": HEAD, "spec.layers.l0.threshold": 0.7}))
+    assert layer_of(same, "l0").head == head
+    # Off by default: no head, no Job.
+    assert layer_of(_config(), "l0").head is None
+
+
+def test_the_download_job_also_fetches_the_head_base() -> None:
+    config = _config(_mesh({"spec.layers.l0.head": HEAD}))
+    head = layer_of(config, "l0").head
+    assert head is not None
+    job = b.build_download_job(_mesh({"spec.layers.l0.head": HEAD}), config)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    items = items_from_json(args[args.index("--items-json") + 1])
+    assert (head.base.uri, head.base.path) in [(i.uri, i.path) for i in items]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_training_job_validates_and_trains_the_configs_head(version: str) -> None:
+    mesh = _mesh({"spec.layers.l0.head": HEAD})
+    config = _config(mesh)
+    head = layer_of(config, "l0").head
+    assert head is not None
+    job = b.build_training_job(mesh, head)
+    kubernetes_validate.validate(job, version, strict=True)
+    assert job["metadata"]["name"] == b.training_job_name(mesh, head)
+    pod = job["spec"]["template"]["spec"]
+    assert _restricted_violations(pod) == []
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[0] == "train-head"
+    assert args[args.index("--expect-path") + 1] == head.path
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["models"] == {"name": "models", "mountPath": "/models"}  # writes the artifact
+    assert mounts["config"]["readOnly"] is True
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "3Gi"}
+
+
+def test_the_training_job_is_desired_once_the_models_are_active_until_trained() -> None:
+    mesh = _mesh({"spec.layers.l0.head": HEAD})
+    config = _config(mesh)
+    head = layer_of(config, "l0").head
+    assert head is not None
+    name = b.training_job_name(mesh, head)
+
+    def jobs(active: rc.RouterConfig | None, trained: bool = False) -> list[str]:
+        return [
+            c["metadata"]["name"]
+            for c in b.desired_children(mesh, config, active, head_trained=trained)
+            if c["kind"] == "Job"
+        ]
+
+    assert name not in jobs(None)  # the base encoder is not downloaded yet
+    old = _config()  # the running set before the head was enabled
+    assert name not in jobs(b.with_models_of(config, old))
+    assert name in jobs(config)
+    assert jobs(config, trained=True) == []  # a Job gone after its TTL is not made again

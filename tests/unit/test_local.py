@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from routermesh import local
 from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
@@ -164,3 +165,38 @@ def test_examples_from_files_are_fetched_where_the_orchestrator_reads_them(
     table.write_text(table.read_text().replace("file:extra.jsonl", "file:missing.jsonl"))
     with pytest.raises(LocalError, match="examplesFrom"):
         ensure_models(localize(render(options), options), options)
+
+
+def test_a_head_gets_the_packaged_base_and_the_jobs_trainer_beside_the_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = tmp_path / "yaml"
+    shutil.copytree(REPO / "samples/homelab", files)
+    mesh = files / "routermesh.yaml"
+    body = yaml.safe_load(mesh.read_text())
+    body["spec"]["layers"]["l0"]["head"] = {"enabled": True}
+    mesh.write_text(yaml.safe_dump(body))
+    options = LocalOptions(
+        files=[files], models_dir=tmp_path / "models", state_dir=tmp_path / "state", offline=True
+    )
+    made: list[str] = []
+
+    def fake_materialize(out: Path, names: list[str]) -> dict[str, Path]:
+        made.extend(names)
+        return {name: out / "folder" / name for name in names}
+
+    monkeypatch.setattr(local, "materialize", fake_materialize)
+    config = ensure_models(localize(render(options), options), options)
+    head = layer_of(config, "l0").head
+    assert head is not None and head.path.startswith("heads/")
+    assert made[-3:] == list(local.HEAD_BASE_PACKAGED)
+    assert head.base.path == "packaged/folder"
+
+    pod = local.LocalPod(options)
+    trainer = pod._trainer(config)
+    assert trainer is not None and trainer.once
+    assert trainer.argv[3] == "train-head"
+    assert trainer.argv[trainer.argv.index("--expect-path") + 1] == head.path
+    (options.models_dir / head.path).mkdir(parents=True)
+    (options.models_dir / head.path / "head.json").write_text("{}")
+    assert pod._trainer(config) is None  # trained already: nothing to start

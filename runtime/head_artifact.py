@@ -1,0 +1,58 @@
+"""The trained head's artifact as the serving path reads it (no training imports).
+
+A folder with the fine-tuned encoder (``model.onnx``, ``tokenizer.json``) and
+``head.json``; ``runtime/finetune.py`` writes it, L0 loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HEAD_FILE = "head.json"
+FORMAT = 1
+
+
+class HeadManifest(BaseModel):
+    """``head.json``: everything the serving path needs besides the encoder, and the record
+    of how the head was made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = FORMAT
+    routes: tuple[str, ...]
+    examples_digest: str = Field(description="examples_digest() of what it was trained on.")
+    weights: list[list[float]] = Field(description="routes x dimensions, logit scale included.")
+    bias: list[float]
+    calibration: list[float] = Field(description="Platt weights over Features.vector() + bias.")
+    examples: int
+    holdout: int
+    holdout_accuracy: float
+    epochs: int
+    seed: int
+    max_tokens: int
+    base: str
+    seconds: float
+    created: float
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def examples_digest(pairs: Sequence[tuple[str, str]], routes: Sequence[str]) -> str:
+    """Digest of a training set: the routes and the (text, route) pairs, order-free."""
+    body = json.dumps({"routes": list(routes), "examples": sorted(pairs)}, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def read_manifest(folder: Path) -> HeadManifest | None:
+    """The manifest of a finished artifact in ``folder``; None when there is none yet."""
+    path = folder / HEAD_FILE
+    if not path.is_file():
+        return None
+    return HeadManifest.model_validate_json(path.read_text(encoding="utf-8"))
