@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,6 +183,55 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from routermesh.bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
+    from routermesh.bench.records import dumps, read_records  # noqa: PLC0415
+    from routermesh.bench.stack import ESCALATION_ROUTE  # noqa: PLC0415
+    from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+
+    records_path = Path(args.records)
+    run = records_path.parent / "run.json"
+    if not records_path.is_file() or not run.is_file():
+        sys.stderr.write(f"bench adapt: needs {records_path} and {run} (a quality run)\n")
+        return EXIT_USAGE
+    try:
+        settings = AdaptiveConfig(
+            target=args.target,
+            min_samples=args.min_samples,
+            max_step=args.max_step,
+            floor=args.floor,
+            ceiling=args.ceiling,
+        )
+        about = json.loads(run.read_text())
+        thresholds = {layer["name"]: layer["threshold"] for layer in about["layers"]}
+        result = replay(
+            list(read_records(records_path)),
+            thresholds,
+            ESCALATION_ROUTE,
+            ReplayOptions(
+                layer=args.layer,
+                start=args.start,
+                settings=settings,
+                share=args.share,
+                batch=args.batch,
+                seed=args.seed,
+            ),
+        )
+    except (OSError, ValueError, KeyError) as error:
+        sys.stderr.write(f"bench adapt: {error}\n")
+        return EXIT_INVALID
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"adapt-{args.layer}-from-{args.start:g}.json"
+    (out / name).write_text(dumps({**result, "records": str(records_path)}))
+    sys.stdout.write(
+        f"{args.layer}: {result['start']:g} -> {result['end']:g} ({result['state']}; "
+        f"{result['outcomes']} outcomes); other half before {result['other_half_before']}, "
+        f"after {result['other_half_after']} -> {out / name}\n"
+    )
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from routermesh.bench.report import write_report  # noqa: PLC0415
 
@@ -238,6 +288,25 @@ def _quality_args(p: argparse.ArgumentParser) -> None:
         "but their metrics and calibration cover only those rows)",
     )
     _common(p, 18080)
+
+
+def _adapt_args(adapt: argparse.ArgumentParser) -> None:
+    adapt.add_argument("--records", required=True, help="records.jsonl of a quality run")
+    adapt.add_argument("--out", required=True, help="results folder (adapt-*.json)")
+    adapt.add_argument("--layer", default="l0", help="default: %(default)s")
+    adapt.add_argument("--start", type=float, default=0.95, help="default: %(default)s")
+    adapt.add_argument("--target", type=float, default=0.97, help="default: %(default)s")
+    adapt.add_argument("--min-samples", type=int, default=50, help="default: %(default)s")
+    adapt.add_argument("--max-step", type=float, default=0.05, help="default: %(default)s")
+    adapt.add_argument("--floor", type=float, default=0.5, help="default: %(default)s")
+    adapt.add_argument("--ceiling", type=float, default=0.99, help="default: %(default)s")
+    adapt.add_argument(
+        "--share", type=float, default=0.25, help="requests that get feedback (%(default)s)"
+    )
+    adapt.add_argument(
+        "--batch", type=int, default=200, help="requests per learning interval (%(default)s)"
+    )
+    adapt.add_argument("--seed", type=int, default=0, help="default: %(default)s")
 
 
 def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -352,6 +421,14 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _common(load, 18100)
     load.set_defaults(func=cmd_load)
+
+    adapt = bench_sub.add_parser(
+        "adapt",
+        help="replay adaptive thresholds on a quality run's records: fed one half as "
+        "feedback, measured on the other",
+    )
+    _adapt_args(adapt)
+    adapt.set_defaults(func=cmd_adapt)
 
     report = bench_sub.add_parser("report", help="write docs/benchmarks.md from the results")
     report.add_argument("--results", default="bench/results", help="default: %(default)s")

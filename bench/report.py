@@ -32,6 +32,20 @@ fails abstains (the cascade fails open), which shows in the abstention counts.
 """
 
 
+def _head_note(head: Any) -> str:
+    """What the index says about a trained head (the leave-one-out figure is then over the
+    fine-tuned encoder's own training examples, so optimistic)."""
+    if not isinstance(head, dict):
+        return ""
+    if head.get("state") != "loaded":
+        return f"; trained head {head.get('state')}"
+    return (
+        f"; routed by the trained head ({head.get('trained_examples')} examples, "
+        f"{head.get('train_seconds')} s of training, held-out accuracy "
+        f"{_pct(head.get('holdout_accuracy'))})"
+    )
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f} %"
 
@@ -67,6 +81,7 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
         + (f" --thresholds {run['thresholds_from']}" if run.get("thresholds_from") else "")
         + "".join(f" --disable {d}" for d in run.get("disabled", []))
         + ("" if run.get("all_layers", True) else " --no-all-layers")
+        + (f" --head {run['head_epochs']}" if run.get("head_epochs") else "")
         + "`",
         "",
         f"Layers: {layers or 'n/a'}. Measured {run.get('machine', {}).get('date', '?')} on "
@@ -78,6 +93,7 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
                 + "; ".join(
                     f"{k}: {v.get('examples')} examples embedded in {v.get('seconds')} s, "
                     f"leave-one-out accuracy {_pct(v.get('loo_accuracy'))}"
+                    + _head_note(v.get("head"))
                     for k, v in run["indexes"].items()
                     if isinstance(v, dict) and "examples" in v
                 )
@@ -116,7 +132,9 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
         c = json.loads(calibration.read_text())
         lines += [
             "Calibrated thresholds (`router-mesh bench calibrate ... --records "
-            f"{(folder / 'records.jsonl').as_posix()}`), fitted on these same rows:",
+            f"{(folder / 'records.jsonl').as_posix()}"
+            + (f" --oos-target {c['oos_target']}" if c.get("oos_target") else "")
+            + "`), fitted on these same rows:",
             "",
             "| layer | target | threshold | reached | decided / reaching |",
             "|---|---|---|---|---|",

@@ -256,27 +256,47 @@ def build_download_job(mesh: RouterMesh, config: rc.RouterConfig) -> Manifest:
         },
         "securityContext": container_security_context(),
     }
+    # Each retry resumes: fetch-models keeps partial downloads on the volume.
+    return _job(
+        mesh,
+        _metadata(mesh, job_name(mesh, digest), "models", {MODELS_ANNOTATION: digest}),
+        "models",
+        container,
+        [],
+        backoff=DOWNLOAD_BACKOFF_LIMIT,
+        tmp="256Mi",
+    )
+
+
+def _job(
+    mesh: RouterMesh,
+    metadata: dict[str, Any],
+    component: str,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    *,
+    backoff: int,
+    tmp: str,
+) -> Manifest:
+    """A run-to-completion Job on the models volume (and ``volumes``), kept a day."""
     pod_spec = {
         **_pod_common(mesh),
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": [
+            *volumes,
             {"name": "models", "persistentVolumeClaim": {"claimName": names(mesh)["models"]}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": tmp}},
         ],
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(mesh, job_name(mesh, digest), "models", {MODELS_ANNOTATION: digest}),
+        "metadata": metadata,
         "spec": {
-            # Each retry resumes: fetch-models keeps partial downloads on the volume.
-            "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
+            "backoffLimit": backoff,
             "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels(mesh, "models")},
-                "spec": pod_spec,
-            },
+            "template": {"metadata": {"labels": labels(mesh, component)}, "spec": pod_spec},
         },
     }
 
@@ -310,29 +330,15 @@ def build_training_job(mesh: RouterMesh, head: rc.HeadConfig) -> Manifest:
         "resources": _resources(mesh.spec.layers.l0.head.resources),
         "securityContext": container_security_context(),
     }
-    pod_spec = {
-        **_pod_common(mesh),
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": names(mesh)["config"]}},
-            {"name": "models", "persistentVolumeClaim": {"claimName": names(mesh)["models"]}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-        ],
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _metadata(mesh, training_job_name(mesh, head), "training"),
-        "spec": {
-            "backoffLimit": TRAINING_BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels(mesh, "training")},
-                "spec": pod_spec,
-            },
-        },
-    }
+    return _job(
+        mesh,
+        _metadata(mesh, training_job_name(mesh, head), "training"),
+        "training",
+        container,
+        [{"name": "config", "configMap": {"name": names(mesh)["config"]}}],
+        backoff=TRAINING_BACKOFF_LIMIT,
+        tmp="1Gi",
+    )
 
 
 def _secret_volume(use: str, ref: SecretKeyRef) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,14 +12,16 @@ bench calibrate`` fits thresholds offline, guarded:
   misroutes alone are no estimate of accuracy: they would only ever push it up);
 - one update moves at most ``max_step``, always within ``[floor, ceiling]``;
 - after a change, once enough new outcomes at or above the new threshold have arrived, an
-  accuracy below ``target - tolerance`` rolls the change back, and the layer keeps its
-  previous threshold until the config changes (a human looks first).
+  accuracy clearly below ``target - tolerance`` (even the upper end of its 95 % Wilson
+  interval is below it: a few unlucky outcomes are not a drop) rolls the change back, and
+  the layer keeps its previous threshold until the config changes (a human looks first).
 
 Pure: no clock, no I/O; the router passes ``now`` and the outcomes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -88,6 +90,16 @@ def _accuracy(outcomes: Sequence[Outcome]) -> float | None:
     return sum(o.correct for o in outcomes) / len(outcomes) if outcomes else None
 
 
+def wilson_upper(correct: int, total: int, z: float = 1.96) -> float:
+    """Upper end of the Wilson score interval of a proportion (95 % by default)."""
+    if total == 0:
+        return 1.0
+    p = correct / total
+    centre = p + z * z / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return min(1.0, (centre + spread) / (1 + z * z / total))
+
+
 def adapt(
     outcomes: Sequence[Outcome], state: AdaptiveState, settings: AdaptiveConfig, now: float
 ) -> AdaptiveState:
@@ -99,10 +111,11 @@ def adapt(
     if state.previous is not None and state.changed_at is not None:
         since = [o for o in above if o.at > state.changed_at]
         measured = _accuracy(since)
+        right = sum(o.correct for o in since)
         if (
             measured is not None
             and len(since) >= max(10, settings.min_samples // 2)
-            and measured < settings.target - settings.tolerance
+            and wilson_upper(right, len(since)) < settings.target - settings.tolerance
         ):
             return replace(
                 base,

@@ -349,11 +349,14 @@ class Router:
             current = self.adaptive.get(layer.name)
             if current is None or layer.adaptive is None:
                 continue
+            # Routing decisions only: a layer choosing the escalation route sends the request
+            # on, and counting those as right would let the threshold fall on easy wins.
+            escalation = state.config.escalation.route
             outcomes = [
                 Outcome(confidence=confidence, correct=route == r.expected_route, at=r.received_at)
                 for r in records
                 for name, route, confidence in r.verdicts
-                if name == layer.name
+                if name == layer.name and route != escalation
             ]
             new = adapt(outcomes, current, layer.adaptive, now)
             self.adaptive[layer.name] = new

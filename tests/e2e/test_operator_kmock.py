@@ -406,9 +406,8 @@ async def test_the_network_policy_follows_the_spec_and_every_call_is_allowed_by_
     assert used - allowed == set(), sorted(used - allowed)
 
 
-async def test_a_trained_head_gets_its_job_after_the_download_and_shows_in_status(
-    operator: Any,
-) -> None:
+async def _mesh_with_head(operator: Any) -> dict[str, dict[str, Any]]:
+    """Create the seed mesh with L0's trained head enabled; return its first Jobs."""
     mesh = _sample("routermesh")
     mesh["spec"]["layers"]["l0"] = {
         **mesh["spec"]["layers"].get("l0", {}),
@@ -416,7 +415,13 @@ async def test_a_trained_head_gets_its_job_after_the_download_and_shows_in_statu
     }
     await operator.post(f"{GROUP}/routetables", json=_sample("routetable"))
     await operator.post(f"{GROUP}/routermeshes", json=mesh)
-    jobs = await _until(lambda: _objects(operator, "jobs"))
+    return await _until(lambda: _objects(operator, "jobs"))  # type: ignore[no-any-return]
+
+
+async def test_a_trained_head_gets_its_job_after_the_download_and_shows_in_status(
+    operator: Any,
+) -> None:
+    jobs = await _mesh_with_head(operator)
     assert [name.split("-")[1] for name in jobs] == ["models"]  # no training before the models
     download = next(iter(jobs))
     fetch_args = jobs[download]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -445,14 +450,7 @@ async def test_a_trained_head_gets_its_job_after_the_download_and_shows_in_statu
 
 
 async def test_a_failed_training_is_reported_and_routing_goes_on(operator: Any) -> None:
-    mesh = _sample("routermesh")
-    mesh["spec"]["layers"]["l0"] = {
-        **mesh["spec"]["layers"].get("l0", {}),
-        "head": {"enabled": True},
-    }
-    await operator.post(f"{GROUP}/routetables", json=_sample("routetable"))
-    await operator.post(f"{GROUP}/routermeshes", json=mesh)
-    jobs = await _until(lambda: _objects(operator, "jobs"))
+    jobs = await _mesh_with_head(operator)
     await _complete_job(operator, next(iter(jobs)))
     training = await _until(
         lambda: [n for n in _objects(operator, "jobs") if n.startswith("homelab-train-")]

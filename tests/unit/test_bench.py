@@ -349,3 +349,27 @@ def test_calibrations_compose() -> None:
             "layers": {"l1": {"threshold": 0.7, "calibration": {"slope": 0.5, "intercept": -0.25}}}
         }
     }
+
+
+def test_the_adaptive_replay_moves_the_threshold_fed_on_one_half() -> None:
+    from routermesh.bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
+    from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+
+    rng = random.Random(3)  # noqa: S311 - test data
+    rows = []
+    for _ in range(2000):
+        confidence = rng.random()
+        right = rng.random() < (0.995 if confidence >= 0.6 else 0.5)
+        rows.append(record("a", "a", "l0", [("l0", "a" if right else "b", confidence)]))
+    options = ReplayOptions(
+        start=0.95,
+        settings=AdaptiveConfig(target=0.98, min_samples=50, max_step=0.05),
+        share=0.5,
+        batch=100,
+    )
+    result = replay(rows, {"l0": 0.95}, ESC, options)
+    assert 0.55 <= result["end"] <= 0.7 and result["state"] == "adapted"
+    steps = [t["threshold"] for t in result["trajectory"]]
+    assert all(abs(a - b) <= 0.05 + 1e-9 for a, b in zip([0.95, *steps], steps, strict=False))
+    before, after = result["other_half_before"], result["other_half_after"]
+    assert after["coverage"] > before["coverage"] and after["routed_accuracy"] >= 0.97
