@@ -56,6 +56,7 @@ MAX_TOKENS = 128
 BATCH = 64
 MODEL_FILES = ("model.onnx", "onnx/model.onnx", "onnx/model_quantized.onnx")
 TOKENIZER_FILE = "tokenizer.json"
+LOO_CHUNK = 256
 LOO_LIMIT = 20_000
 """Examples used for the leave-one-out calibration fit (a seeded sample beyond this)."""
 DUPLICATE_SIMILARITY = 0.97
@@ -150,6 +151,8 @@ class EncoderStore:
         key = self._key(folder)
         if key not in self._encoders:
             self._encoders = {key: Encoder(folder)}  # one encoder file at a time
+            # ... and its vectors only: a head replacing the base encoder frees the base's.
+            self._vectors = {k: v for k, v in self._vectors.items() if k == key}
         return key, self._encoders[key]
 
     def vectors(self, key: str, encoder: Encoder, texts: Sequence[str]) -> tuple[FloatArray, int]:
@@ -325,8 +328,10 @@ def build_index(
         else np.sort(rng.choice(len(texts), LOO_LIMIT, replace=False))
     )
     features: list[Features] = []
-    for start in range(0, len(sample), 1024):
-        rows = sample[start : start + 1024]
+    # Chunks of 256 queries: argpartition copies a chunk's similarities and returns int64
+    # indices for all of them, ~190 MB at 1,024 x 15,000 examples (the pod's memory limit).
+    for start in range(0, len(sample), LOO_CHUNK):
+        rows = sample[start : start + LOO_CHUNK]
         sims = vectors[rows] @ vectors.T
         sims[np.arange(len(rows)), rows] = -np.inf  # leave the example itself out
         features.extend(neighbour_features(sims, labels, len(routes), k))
