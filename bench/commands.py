@@ -30,11 +30,25 @@ def _targets(pairs: list[str]) -> dict[str, float]:
     return targets
 
 
+def _settings(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """``LAYER.FIELD=VALUE`` pairs (VALUE as YAML: numbers, booleans, strings)."""
+    import yaml  # noqa: PLC0415
+
+    settings: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        layer, dot, name = key.partition(".")
+        if not sep or not dot or not layer or not name:
+            raise argparse.ArgumentTypeError(f"--set expects LAYER.FIELD=VALUE, got {pair!r}")
+        settings.setdefault(layer, {})[name] = yaml.safe_load(value)
+    return settings
+
+
 def _run_options(args: argparse.Namespace) -> RunOptions:
     from routermesh.bench.quality import RunOptions  # noqa: PLC0415
 
     return RunOptions(
-        train=Path(args.train),
+        train=Path(args.train) if args.train else None,
         eval=Path(args.eval),
         out=Path(args.out),
         limit=args.limit,
@@ -47,16 +61,28 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         disable=tuple(args.disable),
         all_layers=not args.no_all_layers,
         head_epochs=args.head,
+        few_shot=args.few_shot,
+        descriptions=Path(args.descriptions) if args.descriptions else None,
+        routetable=Path(args.routetable) if args.routetable else None,
+        absent=args.absent,
+        multi=args.multi,
+        settings=_settings(args.set),
     )
 
 
 def _check_inputs(args: argparse.Namespace) -> str | None:
-    for name in ("train", "eval", "records", "thresholds"):
+    for name in ("train", "eval", "records", "thresholds", "descriptions", "routetable"):
         value = getattr(args, name, None)
         if value and not Path(value).is_file():
             return f"--{name}: no such file: {value}"
     if args.limit is not None and args.limit < 1:
         return "--limit must be at least 1"
+    if not args.train and not args.routetable and not args.records:
+        return "give --train (a labelled JSONL) or --routetable (a RouteTable YAML)"
+    if args.few_shot is not None and not args.train:
+        return "--few-shot draws its examples from --train"
+    if args.absent < 0 or args.multi < 0:
+        return "--absent and --multi must not be negative"
     return None
 
 
@@ -80,6 +106,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"n={summary['n']} routed_accuracy={summary['routed_accuracy']} "
         f"coverage={summary['coverage']} oos_escalated={summary['oos_escalated']} "
+        f"multi_step_escalated={summary['multi_step_escalated']} "
+        f"latency_ms p50={summary['latency_ms']['p50']} p95={summary['latency_ms']['p95']} "
         f"ece={summary['ece']} -> {Path(args.out) / 'quality.json'}\n"
     )
     return EXIT_OK
@@ -232,6 +260,43 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prior(args: argparse.Namespace) -> int:
+    from routermesh.bench.prior import PriorSource, fit_prior  # noqa: PLC0415
+    from routermesh.bench.records import dumps  # noqa: PLC0415
+    from routermesh.bench.tables import TableError, read_descriptions  # noqa: PLC0415
+    from routermesh.runtime.encoder import Encoder, EncoderError  # noqa: PLC0415
+
+    if len(args.descriptions) not in (0, len(args.train)):
+        sys.stderr.write("bench prior: give one --descriptions per --train, or none\n")
+        return EXIT_USAGE
+    for path in [*args.train, *args.descriptions]:
+        if not Path(path).is_file():
+            sys.stderr.write(f"bench prior: no such file: {path}\n")
+            return EXIT_USAGE
+    try:
+        sources = [
+            PriorSource(
+                train=Path(train),
+                descriptions=read_descriptions(Path(args.descriptions[i]))
+                if args.descriptions
+                else {},
+            )
+            for i, train in enumerate(args.train)
+        ]
+        encoder = Encoder(Path(args.encoder))
+        result = fit_prior(sources, encoder, tables=args.tables, k=args.k, seed=args.seed)
+    except (OSError, ValueError, TableError, EncoderError) as error:
+        sys.stderr.write(f"bench prior: {error}\n")
+        return EXIT_INVALID
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prior.json").write_text(dumps({**result, "encoder": args.encoder}))
+    sys.stdout.write(
+        f"in_scope {result['in_scope']} correct {result['correct']} -> {out / 'prior.json'}\n"
+    )
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from routermesh.bench.report import write_report  # noqa: PLC0415
 
@@ -261,8 +326,47 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
 
 
 def _quality_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", required=True, help='labelled JSONL ("text", "route") for the table')
-    p.add_argument("--eval", required=True, help="labelled JSONL to route (any path)")
+    p.add_argument("--train", help='labelled JSONL ("text", "route") the table is built from')
+    p.add_argument(
+        "--routetable", help="route over this RouteTable YAML instead (a hand-written table)"
+    )
+    p.add_argument(
+        "--eval",
+        required=True,
+        help='labelled JSONL to route ("text", "route"; optional "kind": in_scope, '
+        'out_of_scope, multi_step, and "routes" for multi-step rows)',
+    )
+    p.add_argument(
+        "--few-shot",
+        type=int,
+        metavar="K",
+        help="few-shot protocol: the table gets K examples per route drawn (seeded) from "
+        "--train and nothing else (no examplesFrom)",
+    )
+    p.add_argument("--descriptions", help="JSON object: route -> description (few-shot tables)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="LAYER.FIELD=VALUE",
+        help="a RouterMesh layer field for the bench mesh, e.g. l1.timeoutMs=5000 or "
+        "l0.threshold=0.5 (repeatable)",
+    )
+    p.add_argument(
+        "--absent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave N routes (seeded) out of the table: their eval rows are out of scope",
+    )
+    p.add_argument(
+        "--multi",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N synthetic multi-step rows (two in-scope eval rows of different routes "
+        "joined by 'and', 'then', ...)",
+    )
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--limit", type=int, help="route a seeded random sample of this many rows")
     p.add_argument(
@@ -307,6 +411,27 @@ def _adapt_args(adapt: argparse.ArgumentParser) -> None:
         "--batch", type=int, default=200, help="requests per learning interval (%(default)s)"
     )
     adapt.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+
+
+def _prior_args(prior: argparse.ArgumentParser) -> None:
+    prior.add_argument(
+        "--train", action="append", required=True, help="labelled train JSONL (repeatable)"
+    )
+    prior.add_argument(
+        "--descriptions",
+        action="append",
+        default=[],
+        help="route descriptions JSON, one per --train in the same order",
+    )
+    prior.add_argument(
+        "--encoder",
+        default=".cache/models/packaged/all-MiniLM-L6-v2-int8",
+        help="L0 encoder folder (default: %(default)s)",
+    )
+    prior.add_argument("--tables", type=int, default=10, help="tables per file (default: 10)")
+    prior.add_argument("--k", type=int, default=10, help="neighbours that vote (default: 10)")
+    prior.add_argument("--seed", type=int, default=100, help="default: %(default)s")
+    prior.add_argument("--out", default="bench/results/prior", help="default: %(default)s")
 
 
 def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -429,6 +554,13 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _adapt_args(adapt)
     adapt.set_defaults(func=cmd_adapt)
+
+    prior = bench_sub.add_parser(
+        "prior",
+        help="fit L0's calibration prior on few-shot tables drawn from labelled train files",
+    )
+    _prior_args(prior)
+    prior.set_defaults(func=cmd_prior)
 
     report = bench_sub.add_parser("report", help="write docs/benchmarks.md from the results")
     report.add_argument("--results", default="bench/results", help="default: %(default)s")

@@ -9,6 +9,11 @@ Definitions (docs/benchmarks.md repeats them for readers):
 - ``coverage``: share of in-scope rows routed locally;
 - ``oos_escalated``: share of out-of-scope rows that went to the escalation
   route (``None`` when the eval set has none);
+- ``multi_step_escalated``: the same for multi-step rows (requests that need several
+  routes); ``multi_step_plans``: of those escalated as ``multi_step``, the share whose
+  plan names every route the row needs;
+- ``in_scope_accuracy``: share of locally routed in-scope rows routed right;
+- ``escalation_reasons``: per kind of row, how many escalated for each reason;
 - per layer: the share of rows it decided and the accuracy of those decisions
   (choosing the escalation route for an out-of-scope row is correct);
 - ``ece``: expected calibration error of a layer's confidence in its top route,
@@ -108,9 +113,17 @@ def coverage_curve(
 def quality(records: Sequence[Record], escalation_route: str) -> dict[str, Any]:
     """Everything ``quality.json`` reports about ``records``."""
     in_scope = [r for r in records if r.in_scope]
-    out_of_scope = [r for r in records if not r.in_scope]
+    out_of_scope = [r for r in records if r.row_kind == "out_of_scope"]
+    multi_step = [r for r in records if r.row_kind == "multi_step"]
     routed = [r for r in records if r.route != escalation_route]
     routed_in_scope = [r for r in in_scope if r.route != escalation_route]
+    as_multi_step = [r for r in multi_step if r.escalation_reason == "multi_step"]
+    reasons: dict[str, dict[str, int]] = {}
+    for record in records:
+        if record.route == escalation_route:
+            kind = reasons.setdefault(record.row_kind, {})
+            reason = record.escalation_reason or "chose_escalation"
+            kind[reason] = kind.get(reason, 0) + 1
 
     deciding: defaultdict[str, list[Record]] = defaultdict(list)
     for record in records:
@@ -164,6 +177,15 @@ def quality(records: Sequence[Record], escalation_route: str) -> dict[str, Any]:
         "oos_escalated": _share(
             sum(r.route == escalation_route for r in out_of_scope), len(out_of_scope)
         ),
+        "n_multi_step": len(multi_step),
+        "multi_step_escalated": _share(
+            sum(r.route == escalation_route for r in multi_step), len(multi_step)
+        ),
+        "multi_step_plans": _share(
+            sum(set(r.gold_plan) <= set(r.plan) for r in as_multi_step), len(as_multi_step)
+        ),
+        "in_scope_accuracy": _share(sum(r.correct for r in routed_in_scope), len(routed_in_scope)),
+        "escalation_reasons": {k: dict(sorted(v.items())) for k, v in sorted(reasons.items())},
         "accuracy_all": _share(sum(r.correct for r in records), len(records)),
         "ece": ece,
         "per_layer": per_layer,

@@ -18,7 +18,7 @@ import logging
 import platform
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,14 @@ import yaml
 from routermesh.bench import calibrate, metrics, plots
 from routermesh.bench.client import route_rows
 from routermesh.bench.records import Record, dumps, read_records, write_records
-from routermesh.bench.stack import ESCALATION_ROUTE, eval_rows, start, write_stack
+from routermesh.bench.stack import (
+    ESCALATION_ROUTE,
+    eval_rows,
+    multi_step_rows,
+    start,
+    write_stack,
+)
+from routermesh.bench.tables import TableSource, read_descriptions
 from routermesh.runtime.config import RouterConfig
 
 log = logging.getLogger("routermesh.bench")
@@ -37,7 +44,7 @@ log = logging.getLogger("routermesh.bench")
 
 @dataclass
 class RunOptions:
-    train: Path
+    train: Path | None
     eval: Path
     out: Path
     limit: int | None = None
@@ -55,6 +62,29 @@ class RunOptions:
     later layers see only what earlier ones left, as in production (much faster)."""
     head_epochs: int | None = None
     """Train L0's head (this many epochs) before routing, and route with it."""
+    few_shot: int | None = None
+    """Build the table from this many examples per route (the few-shot protocol)."""
+    descriptions: Path | None = None
+    """Route descriptions (JSON object) for a few-shot table."""
+    routetable: Path | None = None
+    """Route over this RouteTable YAML instead of one built from ``train``."""
+    absent: int = 0
+    """Routes left out of the table (seeded); their eval rows are out of scope."""
+    multi: int = 0
+    """Synthetic multi-step rows added to the eval rows (two in-scope rows joined)."""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """RouterMesh layer fields by layer (``--set l1.timeoutMs=5000``)."""
+
+    def table(self) -> TableSource:
+        return TableSource(
+            train=self.train,
+            examples_per_route=self.examples_per_route,
+            few_shot=self.few_shot,
+            descriptions=read_descriptions(self.descriptions) if self.descriptions else {},
+            routetable=self.routetable,
+            absent=self.absent,
+            seed=self.seed,
+        )
 
 
 def machine() -> dict[str, Any]:
@@ -82,20 +112,12 @@ def collect(options: RunOptions) -> tuple[list[Record], RouterConfig, float]:
     """Run the eval rows through the real router; records, the config it ran, seconds."""
     options.out.mkdir(parents=True, exist_ok=True)
     thresholds, per_route = _calibrated(options.thresholds)
-    folder = write_stack(
-        options.train,
+    folder, absent = write_stack(
+        options.table(),
         options.out,
-        examples_per_route=options.examples_per_route,
         thresholds=thresholds,
         route_thresholds=per_route,
-        layers={
-            **{name: {"enabled": False} for name in options.disable},
-            **(
-                {"l0": {"head": {"enabled": True, "epochs": options.head_epochs}}}
-                if options.head_epochs
-                else {}
-            ),
-        },
+        layers=_layer_spec(options),
     )
     pod, config = start(
         folder,
@@ -110,7 +132,9 @@ def collect(options: RunOptions) -> tuple[list[Record], RouterConfig, float]:
             config.escalation.route,
             options.limit,
             options.seed,
+            absent=absent,
         )
+        rows += multi_step_rows(rows, options.multi, config.escalation.route, options.seed)
         started = time.monotonic()
         records = asyncio.run(
             route_rows(
@@ -126,9 +150,21 @@ def collect(options: RunOptions) -> tuple[list[Record], RouterConfig, float]:
     finally:
         pod.stop()
     write_records(options.out / "records.jsonl", records)
-    about = {**_about(options, config, seconds), "indexes": indexes}
+    about = {**_about(options, config, seconds), "indexes": indexes, "absent_routes": absent}
     (options.out / "run.json").write_text(dumps(about))
     return records, config, seconds
+
+
+def _layer_spec(options: RunOptions) -> dict[str, dict[str, Any]]:
+    """The bench mesh's ``spec.layers``: disabled layers, the head, ``--set`` fields."""
+    layers: dict[str, dict[str, Any]] = {}
+    for name, fields in options.settings.items():
+        layers.setdefault(name, {}).update(fields)
+    for name in options.disable:
+        layers.setdefault(name, {})["enabled"] = False
+    if options.head_epochs:
+        layers.setdefault("l0", {})["head"] = {"enabled": True, "epochs": options.head_epochs}
+    return layers
 
 
 def _indexes(url: str) -> dict[str, Any]:
@@ -144,7 +180,12 @@ def _about(
     options: RunOptions, config: RouterConfig | None, seconds: float | None
 ) -> dict[str, Any]:
     return {
-        "train": str(options.train),
+        "train": str(options.train) if options.train else None,
+        "routetable": str(options.routetable) if options.routetable else None,
+        "few_shot": options.few_shot,
+        "descriptions": str(options.descriptions) if options.descriptions else None,
+        "absent": options.absent,
+        "synthetic_multi_step": options.multi,
         "eval": str(options.eval),
         "limit": options.limit,
         "seed": options.seed,
@@ -152,6 +193,7 @@ def _about(
         "concurrency": options.concurrency,
         "thresholds_from": str(options.thresholds) if options.thresholds else None,
         "disabled": list(options.disable),
+        "settings": options.settings,
         "all_layers": options.all_layers,
         "head_epochs": options.head_epochs,
         "layers": [

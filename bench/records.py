@@ -22,6 +22,9 @@ class LayerVerdict(BaseModel):
     route: str | None
     confidence: float
     reason: str | None = None
+    cause: str | None = None
+    plan: tuple[str, ...] = ()
+    out_of_scope: float | None = None
     ms: float = 0.0
 
 
@@ -32,12 +35,18 @@ class Record(BaseModel):
     gold: str
     """The route the row is labelled with; the escalation route for out-of-scope rows."""
     in_scope: bool
+    kind: str = ""
+    """``in_scope``, ``out_of_scope`` or ``multi_step`` (empty in records of older runs:
+    ``in_scope`` tells)."""
+    gold_plan: tuple[str, ...] = ()
+    """The routes a multi-step row needs."""
     route: str
     """The route the cascade decided."""
     layer: str
     """The deciding layer: a layer name, ``cache`` or ``escalated``."""
     confidence: float
     escalation_reason: str | None = None
+    plan: tuple[str, ...] = ()
     trace: tuple[LayerVerdict, ...] = ()
     latency_ms: float = 0.0
     """Cascade time reported by the orchestrator."""
@@ -47,6 +56,10 @@ class Record(BaseModel):
     @property
     def correct(self) -> bool:
         return self.route == self.gold
+
+    @property
+    def row_kind(self) -> str:
+        return self.kind or ("in_scope" if self.in_scope else "out_of_scope")
 
     def verdict(self, layer: str) -> LayerVerdict | None:
         for verdict in self.trace:

@@ -1,5 +1,5 @@
-"""The benchmark's router: a RouteTable built from a labelled train JSONL, a
-RouterMesh with the product's defaults, run by local mode's own code.
+"""The benchmark's router: a RouteTable (:mod:`routermesh.bench.tables`), a RouterMesh
+with the product's defaults, run by local mode's own code; and the eval rows.
 
 The YAML is written to ``<out>/stack/`` so a reader can rerun exactly what was
 measured (``router-mesh local -f <out>/stack``).
@@ -7,6 +7,7 @@ measured (``router-mesh local -f <out>/stack``).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from routermesh import bootstrap
+from routermesh.bench.tables import TableSource, table_manifest
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.operator import api
 from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
@@ -31,36 +32,114 @@ class BenchError(Exception):
     pass
 
 
+KINDS = ("in_scope", "out_of_scope", "multi_step")
+
+
 @dataclass(frozen=True)
 class EvalRow:
     text: str
     gold: str
     in_scope: bool
+    kind: str = "in_scope"
+    """``in_scope``, ``out_of_scope`` (no route handles it) or ``multi_step`` (it needs the
+    routes of ``plan``); both of the last escalate."""
+    plan: tuple[str, ...] = ()
+
+
+def _labelled_rows(path: Path) -> list[dict[str, Any]]:
+    """The eval JSONL's objects: "text", "route", optional "kind" and "routes"."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BenchError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise BenchError(f'{path}:{number}: expected an object with "text" and "route"')
+        if not isinstance(row.get("route"), str):
+            raise BenchError(f'{path}:{number}: expected an object with "text" and "route"')
+        kind = row.get("kind", "in_scope" if row["route"] != ESCALATE_ROUTE else "out_of_scope")
+        if kind not in KINDS:
+            raise BenchError(f"{path}:{number}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        rows.append({**row, "kind": kind})
+    return rows
 
 
 def eval_rows(
-    path: Path, routes: Sequence[str], escalation_route: str, limit: int | None, seed: int
+    path: Path,
+    routes: Sequence[str],
+    escalation_route: str,
+    limit: int | None,
+    seed: int,
+    *,
+    absent: Sequence[str] = (),
 ) -> list[EvalRow]:
-    """The eval JSONL as gold labels of the bench mesh (out-of-scope -> escalation route).
+    """The eval JSONL as gold labels of the bench mesh (out-of-scope and multi-step rows ->
+    the escalation route). Rows of an ``absent`` route (left out of the table) are out of
+    scope.
 
     With ``limit``, a seeded random sample (so a quick run still sees every route).
     """
     rows = []
     known = set(routes)
-    for row in bootstrap.read_rows(path):
-        in_scope = row.route != ESCALATE_ROUTE
-        gold = route_name_from_label(row.route) if in_scope else escalation_route
-        if in_scope and gold not in known:
+    gone = set(absent)
+    for row in _labelled_rows(path):
+        kind = row["kind"]
+        route = route_name_from_label(row["route"]) if row["route"] != ESCALATE_ROUTE else ""
+        if kind == "in_scope" and route in gone:
+            kind = "out_of_scope"
+        if kind == "in_scope" and route not in known:
             raise BenchError(
-                f"{path}: route {row.route!r} is not in the train set's routes "
+                f"{path}: route {row['route']!r} is not in the table's routes "
                 f"({', '.join(sorted(known))})"
             )
-        rows.append(EvalRow(text=row.text, gold=gold, in_scope=in_scope))
+        plan = tuple(route_name_from_label(r) for r in row.get("routes") or ())
+        rows.append(
+            EvalRow(
+                text=row["text"],
+                gold=route if kind == "in_scope" else escalation_route,
+                in_scope=kind == "in_scope",
+                kind=kind,
+                plan=plan,
+            )
+        )
     if not rows:
         raise BenchError(f"{path}: no rows")
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)  # noqa: S311 - sampling, not secrets
     return rows
+
+
+JOINS = (" and ", " and then ", ", then ", ". Also, ", "; after that ")
+
+
+def multi_step_rows(
+    rows: Sequence[EvalRow], count: int, escalation_route: str, seed: int
+) -> list[EvalRow]:
+    """``count`` synthetic multi-step rows: two in-scope rows of different routes joined the
+    way people join tasks (seeded). For data sets that have none of their own."""
+    pool = [r for r in rows if r.kind == "in_scope"]
+    if count <= 0 or len({r.gold for r in pool}) < 2:
+        return []
+    rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
+    made: list[EvalRow] = []
+    while len(made) < count:
+        first, second = rng.sample(pool, 2)
+        if first.gold == second.gold:
+            continue
+        text = first.text.rstrip(" ?.!") + rng.choice(JOINS) + second.text
+        made.append(
+            EvalRow(
+                text=text,
+                gold=escalation_route,
+                in_scope=False,
+                kind="multi_step",
+                plan=(first.gold, second.gold),
+            )
+        )
+    return made
 
 
 def mesh_manifest(
@@ -86,25 +165,16 @@ def mesh_manifest(
 
 
 def write_stack(
-    train: Path,
+    source: TableSource,
     out: Path,
     *,
-    examples_per_route: int,
     thresholds: dict[str, float] | None = None,
     route_thresholds: dict[str, dict[str, float]] | None = None,
     layers: dict[str, Any] | None = None,
-) -> Path:
-    """Write the RouterMesh and the RouteTable YAML under ``out/stack``; returns the folder."""
-    rows = list(bootstrap.read_rows(train))
-    table = bootstrap.routetable_from_rows(
-        rows,
-        name=MESH,
-        examples_per_route=examples_per_route,
-        examples_from=api.ExamplesFrom(
-            uri=train.resolve().as_uri(), sha256=bootstrap.sha256_of(train)
-        ),
-    )
-    manifest = table.manifest()
+) -> tuple[Path, list[str]]:
+    """Write the RouterMesh and the RouteTable YAML under ``out/stack``; returns the folder
+    and the routes left out of the table (``source.absent``)."""
+    manifest, absent = table_manifest(source, MESH)
     for route in manifest["spec"]["routes"]:
         if route["name"] in (route_thresholds or {}):
             route["thresholds"] = route_thresholds[route["name"]]  # type: ignore[index]
@@ -114,7 +184,7 @@ def write_stack(
     (folder / "routermesh.yaml").write_text(
         yaml.safe_dump(mesh_manifest(thresholds, layers), sort_keys=False, width=100)
     )
-    return folder
+    return folder, absent
 
 
 def start(

@@ -30,6 +30,7 @@ from routermesh import API_GROUP, API_VERSION
 from routermesh.runtime.config import (
     DEFAULT_MAX_MESSAGE_CHARS,
     DNS_LABEL_PATTERN,
+    MAX_CANDIDATES,
     MAX_MESSAGE_CHARS_LIMIT,
 )
 
@@ -471,11 +472,36 @@ def _adaptive() -> Any:
 
 
 class Layer(ApiModel):
-    """Fields every local layer has; each layer class sets its own defaults."""
+    """Fields every generative layer has; each layer class sets its own defaults.
 
-    enabled: bool = Field(default=True, description="Run this layer. Default: true.")
+    A generative layer judges among the routes L0 ranks highest for a message (their
+    descriptions and nearest examples), plus "none of these" and "needs several", so its
+    prompt stays bounded whatever the size of the RouteTables. Off by default: with the
+    default models on CPU a judgement takes longer than the layer's timeout and is right
+    less often than L0 (docs/benchmarks.md); enable it with a model that earns its time."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Run this layer (a model server container in every pod). Default: false: "
+        "the default models do not beat L0 within their timeouts on CPU.",
+    )
     engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
     adaptive: Adaptive = _adaptive()
+    candidates: int = Field(
+        default=3,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Routes judged per message (L0's best ranked), besides 'none' and "
+        "'several'. Default: 3.",
+    )
+    context_tokens: int = Field(
+        default=4096,
+        ge=512,
+        le=131072,
+        description="The model server's context per request (tokens). The longest prompt "
+        "the layer can send must fit; validation refuses a spec where it does not. "
+        "Default: 4096.",
+    )
     agree_with_l0: bool = Field(
         default=True,
         alias="agreeWithL0",
@@ -484,6 +510,12 @@ class Layer(ApiModel):
         "steer the model. No effect while L0 is disabled. Default: true.",
     )
 
+
+DEFAULT_MULTI_STEP_THRESHOLD = 0.4
+DEFAULT_L0_THRESHOLD = 0.5
+"""L0's confidence is P(in scope) x P(route | in scope); 0.5 is the balance measured on
+small hand-written tables (docs/benchmarks.md): most out-of-scope and multi-step requests
+escalate, and what routes is right."""
 
 DEFAULT_HEAD_BASE = ModelSource(uri="hf://sentence-transformers/all-MiniLM-L6-v2")
 
@@ -510,11 +542,29 @@ class TrainedHead(ApiModel):
     )
 
 
+class MultiStep(ApiModel):
+    """Multi-step detection: the message is cut into clauses where people join tasks
+    ("and", "then", "after that", commas, "before", ...) and L0 judges each clause; when two
+    clauses go to different routes with at least ``threshold`` confidence, the request
+    escalates with reason multi_step and those routes as its plan."""
+
+    enabled: bool = Field(default=True, description="Detect multi-step requests. Default: true.")
+    threshold: Probability = Field(
+        default=DEFAULT_MULTI_STEP_THRESHOLD,
+        description=f"Confidence each clause needs. Default: {DEFAULT_MULTI_STEP_THRESHOLD}.",
+    )
+
+
 class L0Layer(ApiModel):
-    """L0: the semantic layer. The message's nearest RouteTable examples (inline and
-    examplesFrom) in a sentence-embedding space vote for their routes; the confidence is
-    calibrated on the examples themselves. Runs inside the orchestrator (no model server):
-    give the orchestrator the memory of the encoder and the examples' vectors."""
+    """L0: the semantic layer. The message's nearest evidence in a sentence-embedding space
+    (the RouteTable's examples, inline and examplesFrom, and the phrases of each route's
+    description) votes for a route. Its confidence is P(in scope) x P(that route | in
+    scope), both calibrated on the examples themselves (leave-one-out, and leave-route-out
+    for requests whose route does not exist), pulled towards a prior measured on many small
+    tables. A message more likely outside every route escalates with reason out_of_scope;
+    one whose clauses go to different routes with reason multi_step. Runs inside the
+    orchestrator (no model server): give the orchestrator the memory of the encoder and the
+    evidence vectors."""
 
     enabled: bool = Field(default=True, description="Run this layer. Default: true.")
     engine: Literal["onnx"] = Field(
@@ -527,7 +577,7 @@ class L0Layer(ApiModel):
             "onnx/model_quantized.onnx). Default: all-MiniLM-L6-v2."
         ),
     )
-    threshold: Probability = _threshold(0.8)
+    threshold: Probability = _threshold(DEFAULT_L0_THRESHOLD)
     calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(100)
     k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote. Default: 10.")
@@ -536,6 +586,10 @@ class L0Layer(ApiModel):
         description="A routing head trained from the examples (off by default).",
     )
     adaptive: Adaptive = _adaptive()
+    multi_step: MultiStep = Field(
+        default_factory=MultiStep,
+        description="Escalate requests that need several routes (reason multi_step).",
+    )
 
 
 class L1Layer(Layer):

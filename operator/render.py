@@ -160,6 +160,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             k=l0.k,
             calibration=_platt(l0.calibration),
             adaptive=_adaptive(l0.adaptive),
+            multi_step_threshold=l0.multi_step.threshold if l0.multi_step.enabled else None,
         )
     ]
     for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):
@@ -179,6 +180,8 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                 calibration=_platt(layer.calibration),
                 agree_with="l0" if spec.layers.l0.enabled and layer.agree_with_l0 else None,
                 adaptive=_adaptive(layer.adaptive),
+                candidates=layer.candidates,
+                context_tokens=layer.context_tokens,
             )
         )
     redis = spec.cache.redis

@@ -118,6 +118,14 @@ class LayerTrace(BaseModel):
     route: str | None = Field(description="The layer's top route (null when it abstained).")
     confidence: float
     reason: str | None = Field(description="Why it abstained (null when it answered).")
+    cause: str | None = Field(
+        default=None,
+        description="Why the layer said the message escalates (out_of_scope, multi_step).",
+    )
+    plan: list[str] = Field(default_factory=list, description="Routes of a multi-step request.")
+    out_of_scope: float | None = Field(
+        default=None, description="The layer's probability that no route handles the message."
+    )
     ms: float
 
 
@@ -130,7 +138,13 @@ class RouteResponse(BaseModel):
     config_hash: str
     cache_hit: bool
     escalation_reason: str | None = Field(
-        description="Why the request goes to the escalation route (null when routed)."
+        description="Why the request goes to the escalation route (null when routed): "
+        "out_of_scope, multi_step, low_confidence, a layer failure, or cached."
+    )
+    plan: list[str] = Field(
+        default_factory=list,
+        description="For a multi-step request: the routes it needs, in order (what the "
+        "escalation endpoint has to coordinate).",
     )
     trace: list[LayerTrace] | None = Field(
         default=None, description="Each asked layer's verdict, in order (only with `explain`)."
@@ -158,12 +172,17 @@ def _problems(error: RequestValidationError | ValidationError) -> list[dict[str,
 
 
 def _decision_headers(decision: Decision) -> dict[str, str]:
-    return {
+    headers = {
         "X-Router-Route": decision.route,
         "X-Router-Layer": decision.layer,
         "X-Router-Confidence": f"{decision.confidence:.4f}",
         "X-Router-Config-Hash": decision.config_hash,
     }
+    if decision.escalation_reason is not None:
+        headers["X-Router-Escalation-Reason"] = decision.escalation_reason
+    if decision.plan:
+        headers["X-Router-Plan"] = ",".join(decision.plan)
+    return headers
 
 
 def _lifespan(
@@ -276,6 +295,9 @@ def create_app(
                     route=o.route,
                     confidence=round(o.confidence, 6),
                     reason=o.reason,
+                    cause=o.cause,
+                    plan=list(o.plan),
+                    out_of_scope=None if o.out_of_scope is None else round(o.out_of_scope, 6),
                     ms=round(o.seconds * 1000, 3),
                 )
                 for o in decision.trace
@@ -292,6 +314,7 @@ def create_app(
             config_hash=decision.config_hash,
             cache_hit=decision.cache_hit,
             escalation_reason=decision.escalation_reason,
+            plan=list(decision.plan),
             trace=trace,
         )
 
@@ -435,6 +458,7 @@ def _add_operations(
                 "degraded": await router.degraded(),
                 "config_hash": state.config.config_hash if state else None,
                 "config_error": router.last_error,
+                "problems": router.problems(),
                 "learned": {
                     layer.name: len(layer.learned)
                     for layer in (state.cascade.layers if state else ())

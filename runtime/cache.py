@@ -53,6 +53,9 @@ class CachedDecision(BaseModel):
     route: str
     layer: str = Field(pattern=r"^[a-z][a-z0-9]*$", description="deciding layer or 'escalated'")
     confidence: float = Field(ge=0.0, le=1.0)
+    plan: tuple[str, ...] = Field(
+        default=(), description="The routes a multi-step escalation needs, in order."
+    )
     verdicts: tuple[tuple[str, str, float], ...] = Field(
         default=(),
         description="(layer, route, confidence) of each layer that answered: what feedback "

@@ -12,8 +12,14 @@ What it guarantees:
   escalation route (fail open);
 - a layer routes only when its confidence reaches the threshold for the route it
   chose (per-route override first, then the layer's own);
-- an escalation route chosen confidently by a layer is that layer's decision
-  (``layer`` names it) and counts as an escalation with reason ``chose_escalation``;
+- a layer may say a message must escalate: multi-step (decisive, with the ``plan``
+  of routes it needs), out of scope (when its probability that no route handles the
+  message reaches its threshold), or the escalation route chosen confidently. That
+  layer then decides (``layer`` names it) and the reason says why;
+- when no layer decides, the escalation reason is the first cause a layer gave
+  (``multi_step``, ``out_of_scope``), else why the last layer did not decide;
+- later layers that judge among candidates (the generative layers) get the routes
+  the first layer ranked highest, so their prompts stay bounded;
 - decisions are cached (route, layer, confidence); an escalation is cached only
   when every layer answered and none was confident, never after a layer failure,
   so the cascade retries the models once they recover.
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
 from routermesh.runtime.config import RouterConfig
-from routermesh.runtime.decision import Classifier, Learning, Reason, Verdict
+from routermesh.runtime.decision import Candidate, Classifier, Judge, Learning, Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
 
 log = logging.getLogger("routermesh.decisions")
@@ -47,6 +53,11 @@ class LayerOutcome:
     confidence: float
     reason: Reason | None
     seconds: float
+    cause: Reason | None = None
+    plan: tuple[str, ...] = ()
+    out_of_scope: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    decisive: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class Decision:
     trace: tuple[LayerOutcome, ...] = field(default=())
     seconds: float = 0.0
     """Time the cascade took to decide (cache lookup and layers)."""
+    plan: tuple[str, ...] = ()
+    """For a multi-step escalation: the routes the request needs, in order."""
 
     @property
     def escalated(self) -> bool:
@@ -138,6 +151,7 @@ class Cascade:
                     if cached.route == self.config.escalation.route
                     else None,
                     cache_hit=True,
+                    plan=cached.plan,
                 ),
             )
         if explain:
@@ -168,37 +182,40 @@ class Cascade:
         """Ask the layers in order; the first sure one decides, else the escalation route."""
         trace: list[LayerOutcome] = []
         last_reason = Reason.NO_LAYER
+        hint: tuple[Reason, tuple[str, ...]] | None = None
         any_failure = False
+        candidates: tuple[Candidate, ...] = ()
         for index, layer in enumerate(self.layers):
-            outcome = self._checked(await self._ask(layer, message), trace)
+            outcome = self._checked(await self._ask(layer, message, candidates), trace)
             trace.append(outcome)
+            candidates = candidates or outcome.candidates
             if outcome.route is None or outcome.reason is not None:
                 last_reason = outcome.reason or Reason.LAYER_ERROR
                 if last_reason.is_error:
                     any_failure = True
                     self._metrics.layer_errors.labels(layer=layer.name, reason=last_reason).inc()
                 continue
-            threshold = self.config.threshold_for(
-                layer.name, outcome.route, self.adapted.get(layer.name)
-            )
-            if outcome.confidence < threshold:
+            decided = self._decides(outcome)
+            if decided is None:
                 last_reason = Reason.LOW_CONFIDENCE
+                hint = hint or self._hint(outcome)
                 continue
-
+            route, confidence, reason, plan = decided
             decision = Decision(
-                route=outcome.route,
+                route=route,
                 layer=layer.name,
-                confidence=outcome.confidence,
+                confidence=confidence,
                 config_hash=self.config.config_hash,
-                escalation_reason=Reason.CHOSE_ESCALATION
-                if outcome.route == self.config.escalation.route
-                else None,
+                escalation_reason=reason,
                 trace=tuple(trace),
+                plan=plan,
             )
             if explain:
                 if all_layers:
                     for later in self.layers[index + 1 :]:
-                        trace.append(self._checked(await self._ask(later, message), trace))
+                        trace.append(
+                            self._checked(await self._ask(later, message, candidates), trace)
+                        )
                     decision = replace(decision, trace=tuple(trace))
             else:
                 await self._remember(key, message, decision)
@@ -210,8 +227,9 @@ class Cascade:
             layer="escalated",
             confidence=best,
             config_hash=self.config.config_hash,
-            escalation_reason=last_reason,
+            escalation_reason=hint[0] if hint else last_reason,
             trace=tuple(trace),
+            plan=hint[1] if hint else (),
         )
         if trace and not explain:
             failure_ttl = self.config.cache.failure_ttl_seconds
@@ -221,6 +239,46 @@ class Cascade:
                 await self._remember(key, message, decision, failure_ttl)
         return decision
 
+    def _decides(
+        self, outcome: LayerOutcome
+    ) -> tuple[str, float, Reason | None, tuple[str, ...]] | None:
+        """(route, confidence, escalation reason, plan) when ``outcome`` decides, else None."""
+        escalation = self.config.escalation.route
+        route = outcome.route
+        if route is None:
+            return None
+        if outcome.decisive:
+            return (
+                escalation,
+                outcome.confidence,
+                outcome.cause or Reason.CHOSE_ESCALATION,
+                outcome.plan,
+            )
+        threshold = self.config.threshold_for(outcome.layer, route, self.adapted.get(outcome.layer))
+        if outcome.confidence >= threshold:
+            if route == escalation:
+                return (
+                    route,
+                    outcome.confidence,
+                    outcome.cause or Reason.CHOSE_ESCALATION,
+                    outcome.plan,
+                )
+            return route, outcome.confidence, None, ()
+        layer_threshold = self.config.threshold_for(
+            outcome.layer, escalation, self.adapted.get(outcome.layer)
+        )
+        if outcome.out_of_scope is not None and outcome.out_of_scope >= layer_threshold:
+            return escalation, outcome.out_of_scope, Reason.OUT_OF_SCOPE, ()
+        return None
+
+    def _hint(self, outcome: LayerOutcome) -> tuple[Reason, tuple[str, ...]] | None:
+        """Why ``outcome`` leans towards escalating, though not surely enough to decide."""
+        if outcome.route == self.config.escalation.route and outcome.cause is not None:
+            return outcome.cause, outcome.plan
+        if outcome.out_of_scope is not None and outcome.out_of_scope > 0.5:
+            return Reason.OUT_OF_SCOPE, ()
+        return None
+
     def _checked(self, outcome: LayerOutcome, trace: list[LayerOutcome]) -> LayerOutcome:
         """``outcome``, abstaining (``disagreement``) when its route is not the top route of
         the earlier layer it must agree with, whatever either confidence: a label pushed by
@@ -229,18 +287,30 @@ class Cascade:
         configured = self._layer_configs.get(outcome.layer)
         if outcome.route is None or configured is None or configured.agree_with is None:
             return outcome
+        if outcome.route == self.config.escalation.route:
+            return outcome  # saying "escalate" steers nothing: never a disagreement
         earlier = next((o for o in trace if o.layer == configured.agree_with), None)
         if earlier is None or earlier.route is None:
             return outcome  # that layer is off, failed or had no candidate: decide alone
-        if earlier.route == outcome.route:
+        # The earlier layer's top route: its candidates lead with it even when it said the
+        # message escalates.
+        top = earlier.candidates[0].route if earlier.candidates else earlier.route
+        if top == outcome.route:
             return outcome
         return replace(outcome, reason=Reason.DISAGREEMENT)
 
-    async def _ask(self, layer: Classifier, message: str) -> LayerOutcome:
+    async def _ask(
+        self, layer: Classifier, message: str, candidates: tuple[Candidate, ...] = ()
+    ) -> LayerOutcome:
         started = time.perf_counter()
         budget = self._timeouts.get(layer.name, 1.0) + GUARD_SECONDS
+        work = (
+            layer.judge(message, candidates)
+            if candidates and isinstance(layer, Judge)
+            else layer.classify(message)
+        )
         try:
-            verdict = await asyncio.wait_for(layer.classify(message), budget)
+            verdict = await asyncio.wait_for(work, budget)
         except TimeoutError:
             verdict = Verdict.abstain(Reason.TIMEOUT)
         except Exception:  # a broken layer must not fail the request
@@ -248,14 +318,19 @@ class Cascade:
         if verdict.route is not None and verdict.route not in self._labels:
             verdict = Verdict.abstain(Reason.INVALID_LABEL)
         configured = self._layer_configs.get(layer.name)
-        if verdict.route is not None and configured is not None:
-            verdict = Verdict(verdict.route, configured.calibrated(verdict.confidence))
+        if verdict.route is not None and configured is not None and not verdict.decisive:
+            verdict = replace(verdict, confidence=configured.calibrated(verdict.confidence))
         return LayerOutcome(
             layer=layer.name,
             route=verdict.route,
             confidence=verdict.confidence,
             reason=verdict.reason,
             seconds=time.perf_counter() - started,
+            cause=verdict.cause,
+            plan=verdict.plan,
+            out_of_scope=verdict.out_of_scope,
+            candidates=verdict.candidates,
+            decisive=verdict.decisive,
         )
 
     def _journal_key(self, message: str) -> str:
@@ -270,7 +345,10 @@ class Cascade:
         await self._cache.set(
             key,
             CachedDecision(
-                route=decision.route, layer=decision.layer, confidence=decision.confidence
+                route=decision.route,
+                layer=decision.layer,
+                confidence=decision.confidence,
+                plan=decision.plan,
             ),
             lifetime,
         )
@@ -308,11 +386,12 @@ class Cascade:
                 "latency_ms": round(seconds * 1000, 3),
                 "cache_hit": decision.cache_hit,
                 "escalation_reason": decision.escalation_reason,
+                "plan": list(decision.plan),
                 "layers": {
                     o.layer: {
                         "route": o.route,
                         "confidence": round(o.confidence, 4),
-                        "reason": o.reason,
+                        "reason": o.reason or o.cause,
                         "ms": round(o.seconds * 1000, 3),
                     }
                     for o in decision.trace

@@ -59,6 +59,36 @@ OPERATIONS_PORT = 9090
 API so that each can be exposed (and authenticated or firewalled) on its own."""
 
 ESCALATE_ROUTE = "__escalate__"
+
+JUDGE_LABELS = ("none", "several")
+"""The generative judges' answers besides the candidate routes: no candidate handles the
+message, or it needs several. Route names may not begin them or be begun by them."""
+
+MAX_CANDIDATES = 8
+
+JUDGE_NAME_BYTES = 63
+JUDGE_DESCRIPTION_BYTES = 240
+JUDGE_EXAMPLE_BYTES = 160
+JUDGE_MESSAGE_BYTES = 400
+"""The generative judges' prompt parts are cut to these UTF-8 byte lengths."""
+JUDGE_FIXED_BYTES = 1024
+"""An upper bound on the judge prompt's fixed text (instruction, chat template, options,
+one line's framing per candidate aside): ``runtime/prompts.py`` stays below it."""
+JUDGE_LINE_BYTES = 32
+"""An upper bound on the framing of one candidate's lines (dash, colon, quotes)."""
+
+
+def judge_prompt_bound(candidates: int) -> int:
+    """Most tokens a judge prompt with ``candidates`` routes can take, the answer included.
+
+    Byte-level BPE tokenizers (SmolLM2's, Qwen2.5's) never make more tokens than the text
+    has UTF-8 bytes, so a bound in bytes is a bound in tokens."""
+    per_candidate = (
+        JUDGE_LINE_BYTES + JUDGE_NAME_BYTES + JUDGE_DESCRIPTION_BYTES + JUDGE_EXAMPLE_BYTES
+    )
+    return JUDGE_FIXED_BYTES + candidates * per_candidate + JUDGE_MESSAGE_BYTES + 1
+
+
 """Route value that labelled datasets use for out-of-scope requests."""
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -185,6 +215,25 @@ class LayerConfig(ContractModel):
     adaptive: AdaptiveConfig | None = Field(
         default=None, description="Move the threshold by feedback outcomes (none: fixed)."
     )
+    multi_step_threshold: Probability | None = Field(
+        default=None,
+        description="Embedding layers: escalate a message as multi-step when two of its "
+        "clauses go to different routes with at least this confidence (none: off).",
+    )
+    candidates: int = Field(
+        default=3,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Generative layers: routes judged per message (the earlier layer's best "
+        "ranked), besides 'none' and 'several'.",
+    )
+    context_tokens: int = Field(
+        default=4096,
+        ge=512,
+        le=131_072,
+        description="Generative layers: the model server's context per request; the longest "
+        "prompt the layer can send must fit.",
+    )
 
     def calibrated(self, confidence: float) -> float:
         if self.calibration is None:
@@ -200,11 +249,20 @@ class LayerConfig(ContractModel):
             raise ValueError(f"layer {self.name}: an embedding layer runs on engine 'onnx'")
         if self.head is not None and self.kind != "embedding":
             raise ValueError(f"layer {self.name}: only an embedding layer has a trained head")
+        if self.multi_step_threshold is not None and self.kind != "embedding":
+            raise ValueError(f"layer {self.name}: only an embedding layer detects multi-step")
         if self.kind == "generative":
             if self.engine == "onnx":
                 raise ValueError(f"layer {self.name}: a generative layer needs llamacpp or vllm")
             if not self.url:
                 raise ValueError(f"layer {self.name}: a generative layer needs its server url")
+            needed = judge_prompt_bound(self.candidates)
+            if needed > self.context_tokens:
+                raise ValueError(
+                    f"layer {self.name}: a prompt with {self.candidates} candidates can take up "
+                    f"to {needed} tokens, more than the context of {self.context_tokens}; "
+                    "lower candidates or raise contextTokens"
+                )
         return self
 
 
@@ -302,6 +360,14 @@ class RouterConfig(ContractModel):
                 "RouteTable route"
             )
         labels = [*names, self.escalation.route]
+        if any(layer.enabled and layer.kind == "generative" for layer in self.layers):
+            reserved = sorted(set(labels) & set(JUDGE_LABELS))
+            if reserved:
+                raise ValueError(
+                    f"route name {reserved[0]!r} is an answer of the generative layers "
+                    f"({', '.join(JUDGE_LABELS)}); rename the route"
+                )
+            labels += JUDGE_LABELS
         for label in labels:
             longer = sorted(other for other in labels if other != label and other.startswith(label))
             if longer:
@@ -403,6 +469,8 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
                     "agree_with",
                     "head",
                     "adaptive",
+                    "multi_step_threshold",
+                    "candidates",
                 },
             )
             for layer in config.layers

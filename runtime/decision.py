@@ -34,9 +34,16 @@ class Reason(StrEnum):
     LAYER_ERROR = "layer_error"
     """A layer raised instead of abstaining (a bug): metered, and the cascade goes on."""
     CHOSE_ESCALATION = "chose_escalation"
+    OUT_OF_SCOPE = "out_of_scope"
+    """No route handles the message: it is far from every route's evidence, or a judge
+    said none of the candidates does."""
+    MULTI_STEP = "multi_step"
+    """The message needs several routes (its ``plan``): one tool server would do half."""
     CACHED = "cached"
     """A cached escalation (all layers were unsure of this message before)."""
     NO_LAYER = "no_layer"
+    NO_CANDIDATES = "no_candidates"
+    """A judge layer had no ranking from L0 and the table is larger than it judges at once."""
     DISABLED = "disabled"
 
     @property
@@ -57,18 +64,44 @@ _ERRORS = frozenset(
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A route an earlier layer ranked high for a message, with the route's evidence
+    nearest to it: what a judge layer chooses among."""
+
+    route: str
+    example: str = ""
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """A layer's answer: ``route`` with ``confidence`` in [0, 1], or an abstention."""
+    """A layer's answer: ``route`` with ``confidence`` in [0, 1], or an abstention.
+
+    ``route`` may be the escalation route: the layer says the message must escalate,
+    and ``cause`` says why (``out_of_scope``, ``multi_step`` with the routes in
+    ``plan``). ``out_of_scope`` is the layer's probability that no route handles the
+    message (None when it has no such view); ``candidates`` rank routes for later
+    layers. ``decisive``: the layer applied its own test (multi-step detection), so the
+    cascade takes the verdict without comparing it with a threshold.
+    """
 
     route: str | None
     confidence: float
     reason: Reason | None = None
+    cause: Reason | None = None
+    plan: tuple[str, ...] = ()
+    out_of_scope: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    decisive: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"confidence {self.confidence} is outside [0, 1]")
         if (self.route is None) == (self.reason is None):
             raise ValueError("a verdict has a route or an abstention reason, not both")
+        if self.cause is not None and self.route is None:
+            raise ValueError("only a verdict that escalates has a cause")
+        if self.out_of_scope is not None and not 0.0 <= self.out_of_scope <= 1.0:
+            raise ValueError(f"out_of_scope {self.out_of_scope} is outside [0, 1]")
 
     @classmethod
     def abstain(cls, reason: Reason, confidence: float = 0.0) -> Verdict:
@@ -95,6 +128,16 @@ class Classifier(Protocol):
     async def warm(self) -> None:
         """Prepare for traffic after a config load (fill a model server's prompt cache);
         never raises."""
+        ...
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A layer that can choose among the candidates an earlier layer ranked (the
+    generative layers): its prompt stays bounded whatever the table's size."""
+
+    async def judge(self, message: str, candidates: tuple[Candidate, ...]) -> Verdict:
+        """Choose one of ``candidates``, none of them, or several; never raises."""
         ...
 
 

@@ -11,7 +11,7 @@ the examples a model was trained on cannot give honestly.
 
 The artifact is a folder the serving path reads like any L0 encoder folder:
 ``model.onnx`` (the fine-tuned encoder, exported by this module's own BERT so its
-inputs and output are what :class:`~routermesh.runtime.embedding.Encoder` uses),
+inputs and output are what :class:`~routermesh.runtime.encoder.Encoder` uses),
 ``tokenizer.json`` and ``head.json`` (:class:`HeadManifest`: routes, head weights,
 calibration, the digest of the examples it was trained on, measurements). It is
 written into a temporary folder beside the target and renamed into place, so a
@@ -34,18 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from routermesh.runtime.calibration import fit_platt
 from routermesh.runtime.config import HeadConfig, LayerConfig, RouterConfig
-from routermesh.runtime.embedding import (
-    TOKENIZER_FILE,
-    Encoder,
-    FloatArray,
-    IntArray,
-    RouteGroups,
-    TrainedHead,
-    fit_platt,
-    head_features,
-    route_examples,
-)
+from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
+from routermesh.runtime.evidence import route_examples
+from routermesh.runtime.example_index import IntArray, RouteGroups, TrainedHead, head_features
 from routermesh.runtime.head_artifact import (
     FORMAT,
     HEAD_FILE,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from routermesh.runtime.decision import Reason, Verdict
 
@@ -88,3 +89,32 @@ def verdict_from_logprobs(top_logprobs: Mapping[str, float], labels: Sequence[st
         return Verdict.abstain(Reason.INVALID_LABEL)
     confidence = min(1.0, scores.mass[best] / scores.total)
     return Verdict(route=best, confidence=confidence)
+
+
+def parse_top_logprobs(data: Any) -> dict[str, float]:
+    """The first generated token's top log-probabilities from a completions response.
+
+    Two shapes exist: the OpenAI legacy completions shape (vLLM), where
+    ``logprobs.top_logprobs[0]`` maps token to log-probability, and the chat-style
+    shape (llama.cpp's ``llama-server``), where ``logprobs.content[0].top_logprobs``
+    lists ``{"token", "logprob"}`` objects. Raises ``ValueError`` (or
+    ``KeyError``/``TypeError``/``IndexError``) for anything else.
+    """
+    logprobs = data["choices"][0]["logprobs"]
+    if isinstance(logprobs, dict) and "content" in logprobs:
+        entries = logprobs["content"][0]["top_logprobs"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("no top_logprobs for the first token")
+        top: dict[str, float] = {}
+        for entry in entries:
+            token = str(entry["token"])
+            # Two token ids may decode to one string: both are that text, so add them.
+            logprob = float(entry["logprob"])
+            if token in top:
+                logprob = math.log(math.exp(top[token]) + math.exp(logprob))
+            top[token] = logprob
+        return top
+    legacy = logprobs["top_logprobs"][0]
+    if not isinstance(legacy, dict) or not legacy:
+        raise ValueError("no top_logprobs for the first token")
+    return {str(token): float(logprob) for token, logprob in legacy.items()}

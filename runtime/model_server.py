@@ -171,7 +171,7 @@ def server_command(
     python: str = "python3",
     port: int | None = None,
     threads: int | None = None,
-    context: int = 2048,
+    context: int | None = None,
     parallel: int = 1,
     host: str = "127.0.0.1",
 ) -> ServerCommand:
@@ -187,6 +187,8 @@ def server_command(
         )
     model = resolve_model(layer, models_dir)
     port = port or layer_port(layer)
+    # The layer's context holds its longest prompt (the config refuses one that cannot).
+    context = context or layer.context_tokens
     threads = threads or max(1, len(os.sched_getaffinity(0)))
     if layer.engine == "llamacpp":
         return llamacpp_command(

@@ -447,6 +447,19 @@ class Router:
             return ["cache"]
         return []
 
+    def problems(self) -> dict[str, str]:
+        """Why a layer cannot serve, by layer (a warm-up the model server refused, with its
+        own words): what /readyz shows beside the checks."""
+        state = self._state
+        if state is None:
+            return {}
+        found = {}
+        for layer in state.cascade.layers:
+            problem = getattr(layer, "problem", None) or getattr(layer, "error", None)
+            if problem:
+                found[layer.name] = str(problem)
+        return found
+
     async def readiness(self) -> dict[str, bool]:
         """``config`` and one entry per enabled layer: True when it can answer.
 

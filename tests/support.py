@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,8 +29,8 @@ from starlette.routing import Route
 
 from routermesh.local import LocalOptions, render
 from routermesh.runtime.config import LayerConfig, RouterConfig
-from routermesh.runtime.generative import SUFFIX
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
+from routermesh.runtime.prompts import SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which("redis-server")
@@ -66,6 +67,18 @@ def layer_of(config: RouterConfig, name: str) -> LayerConfig:
 def homelab_rendered() -> RouterConfig:
     """The seed sample (samples/homelab) rendered as the operator and local mode render it."""
     return render(LocalOptions(files=[REPO / "samples/homelab"]))
+
+
+def homelab_with_generative(folder: Path) -> Path:
+    """samples/homelab with L1 and L2 switched on (the sample writes them out, off), in
+    ``folder``: for tests of the generative layers and of the three-container pod."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mesh = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
+    for name in ("l1", "l2"):
+        mesh["spec"]["layers"][name]["enabled"] = True
+    (folder / "routermesh.yaml").write_text(yaml.safe_dump(mesh, sort_keys=False))
+    shutil.copyfile(REPO / "samples/homelab/routetable.yaml", folder / "routetable.yaml")
+    return folder
 
 
 def llama_server() -> str | None:

@@ -624,7 +624,9 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     serve_model.add_argument("--port", type=int, help="default: the layer's port (8081, 8082)")
     serve_model.add_argument("--threads", type=int, help="default: the CPUs this process may use")
     serve_model.add_argument(
-        "--context", type=int, default=2048, help="context tokens per slot (default: %(default)s)"
+        "--context",
+        type=int,
+        help="context tokens per slot (default: the layer's contextTokens, 4096 unless set)",
     )
     serve_model.add_argument(
         "--parallel",

@@ -210,7 +210,7 @@ def test_eval_rows_map_labels_and_sample_reproducibly(tmp_path: Path) -> None:
     assert eval_rows(path, ["credit-cards", "travel"], ESC, 2, 7) == eval_rows(
         path, ["credit-cards", "travel"], ESC, 2, 7
     )
-    with pytest.raises(BenchError, match="not in the train set"):
+    with pytest.raises(BenchError, match="is not in the table's routes"):
         eval_rows(path, ["travel"], ESC, None, 0)
 
 

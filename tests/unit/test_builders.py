@@ -25,14 +25,16 @@ VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
 
 def _mesh(patch: dict[str, Any] | None = None) -> api.RouterMesh:
+    """The homelab sample with L1 and L2 on (the full three-container pod), patched."""
     raw = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
+    patch = {"spec.layers.l1.enabled": True, "spec.layers.l2.enabled": True, **(patch or {})}
     raw["metadata"].update(
         namespace="tools",
         uid="0b5e8a5c-7f1e-4f43-9a43-5d0f2c1e9a11",
         labels={"argocd.argoproj.io/instance": "homelab-app", "team": "ops"},
         annotations={"kubectl.kubernetes.io/last-applied-configuration": "{}"},
     )
-    for path, value in (patch or {}).items():
+    for path, value in patch.items():
         node = raw
         *parents, leaf = path.split(".")
         for key in parents:
@@ -235,7 +237,7 @@ def test_the_download_job_fetches_the_config_models_and_is_named_by_them() -> No
 
 def test_a_threshold_change_touches_only_the_configmap() -> None:
     before = _by_kind(_children(_mesh()))
-    after = _by_kind(_children(_mesh({"spec.layers.l1": {"threshold": 0.6}})))
+    after = _by_kind(_children(_mesh({"spec.layers.l1": {"enabled": True, "threshold": 0.6}})))
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == ["ConfigMap"]
 
@@ -244,7 +246,13 @@ def test_a_model_change_waits_for_its_download() -> None:
     old_mesh = _mesh()
     old = _config(old_mesh)
     new_mesh = _mesh(
-        {"spec.layers.l1": {"model": {"uri": "hf://org/other-135m/model.gguf"}, "threshold": 0.6}}
+        {
+            "spec.layers.l1": {
+                "enabled": True,
+                "model": {"uri": "hf://org/other-135m/model.gguf"},
+                "threshold": 0.6,
+            }
+        }
     )
     new = _config(new_mesh)
     pending = b.with_models_of(new, old)  # the new Job has not succeeded yet

@@ -59,7 +59,7 @@ def test_l1_and_l2_agree_with_l0_by_default() -> None:
 
 
 def test_a_steered_answer_steps_aside_and_an_agreeing_one_routes() -> None:
-    unsure_unifi = Verdict("unifi", 0.55)  # L0 below its threshold, but its top route
+    unsure_unifi = Verdict("unifi", 0.45)  # L0 below its threshold, but its top route
     steered = _decide(CONFIG, unsure_unifi, Verdict("proxmox", 0.99), Verdict("proxmox", 0.99))
     assert steered.layer == "escalated"
     assert steered.escalation_reason == Reason.DISAGREEMENT
@@ -121,7 +121,7 @@ def test_concurrent_misses_for_one_message_share_one_pass_through_the_layers() -
     metrics = RouterMetrics()
     slow = Scripted("l1", Verdict.abstain(Reason.TIMEOUT), delay=0.2)  # not cacheable
     layers = [
-        Scripted("l0", Verdict("unifi", 0.5)),
+        Scripted("l0", Verdict("unifi", 0.4)),
         slow,
         Scripted("l2", Verdict.abstain(Reason.TIMEOUT)),
     ]

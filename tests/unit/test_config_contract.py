@@ -69,7 +69,7 @@ def test_rendered_content() -> None:
         "http://127.0.0.1:8081",
         "http://127.0.0.1:8082",
     ]
-    assert config.threshold_for("l0", "unifi") == 0.8
+    assert config.threshold_for("l0", "unifi") == 0.5
     assert config.threshold_for("l1", "unifi") == 0.85
     assert config.threshold_for("l2", "unifi") == 0.75
     assert config.escalation.target == "http://cortex.agents.svc:8080/v1/escalate"

@@ -1,8 +1,9 @@
 """The semantic layer (L0) with the real all-MiniLM-L6-v2 int8 encoder from its PyPI
-package: embeddings, the nearest-examples vote, the leave-one-out calibration, the
-example sources, vectors reused across reloads, abstention when the encoder is
-missing, and L0 deciding through the real orchestrator API while a slow index build
-never blocks the running config."""
+package: embeddings, the nearest-evidence vote, the calibration (leave-one-out,
+leave-route-out, the prior), description phrases as evidence, out-of-scope and
+multi-step verdicts, the example sources, vectors reused across reloads, abstention
+when the encoder is missing, and L0 deciding through the real orchestrator API while
+a slow index build never blocks the running config."""
 
 from __future__ import annotations
 
@@ -19,15 +20,10 @@ from routermesh.runtime import embedding
 from routermesh.runtime.app import create_app
 from routermesh.runtime.config import CacheConfig, ExamplesSource, RouterConfig
 from routermesh.runtime.decision import Reason
-from routermesh.runtime.embedding import (
-    EmbeddingLayer,
-    Encoder,
-    EncoderStore,
-    build_index,
-    fit_platt,
-    neighbour_features,
-    route_examples,
-)
+from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.runtime.encoder import Encoder, EncoderStore
+from routermesh.runtime.evidence import description_phrases, route_examples
+from routermesh.runtime.example_index import RouteGroups, build_index, neighbour_features
 from routermesh.runtime.packaged import PACKAGED, materialize
 from routermesh.runtime.router import Router
 from tests.support import homelab_rendered, layer_of, wait_until
@@ -86,44 +82,96 @@ def test_embeddings_are_unit_length_and_put_paraphrases_together(encoder: Encode
     assert np.allclose(again[1], vectors[0], atol=1e-5)
 
 
-def test_neighbour_features_vote_by_similarity() -> None:
-    sims = np.array([[0.9, 0.8, 0.7, 0.1]], dtype=np.float32)
+def test_neighbour_features_vote_by_similarity_and_best_similarity() -> None:
+    sims = np.array([[0.9, 0.8, 0.7, 0.1], [0.5, 0.1, 0.9, 0.45]], dtype=np.float32)
     labels = np.array([0, 0, 1, 1])
-    (features,) = neighbour_features(sims, labels, routes=2, k=3)
-    assert features.route == 0
-    assert features.share == pytest.approx(1.7 / 2.4)
-    assert features.best == pytest.approx(0.9)
-    assert features.margin == pytest.approx(0.2)
+    (first, second), scores = neighbour_features(sims, labels, RouteGroups(labels, 2), k=3)
+    assert first.route == 0
+    assert first.share == pytest.approx(1.7 / 2.4)
+    assert first.best == pytest.approx(0.9)
+    assert first.margin == pytest.approx(0.2)
+    # Route 1 has the best single match and the larger vote share: it wins.
+    assert second.route == 1
+    assert second.share == pytest.approx(1.35 / 1.85)
+    assert second.best == pytest.approx(0.9) and second.margin == pytest.approx(0.4)
+    assert scores[1, 1] == pytest.approx(1.35 / 1.85 + 0.9)
 
 
-def test_platt_fit_recovers_a_known_logistic_model() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4000, 3))
-    truth = np.array([1.5, -2.0, 0.5, 0.3])
-    p = 1 / (1 + np.exp(-(x @ truth[:3] + truth[3])))
-    y = rng.random(4000) < p
-    weights = fit_platt(x.tolist(), y.tolist())
-    assert np.allclose(weights, truth, atol=0.2)
+def test_masked_evidence_is_never_a_neighbour() -> None:
+    """Leave-route-out masks a whole route: its best similarity is -1, it gets no vote."""
+    sims = np.array([[-np.inf, -np.inf, 0.3, 0.2]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    (features,), _ = neighbour_features(sims, labels, RouteGroups(labels, 2), k=3)
+    assert (features.route, features.share) == (1, pytest.approx(1.0))
+    assert features.best == pytest.approx(0.3) and features.margin == pytest.approx(0.3)
 
 
-def test_the_index_routes_held_out_homelab_messages_with_calibrated_confidence(
-    encoder: Encoder,
-) -> None:
+def test_description_phrases_are_evidence_of_their_route() -> None:
+    assert description_phrases(
+        "UniFi controller: Wi-Fi networks and SSIDs, access points (APs), DHCP leases."
+    ) == [
+        "UniFi controller: Wi-Fi networks and SSIDs, access points (APs), DHCP leases.",
+        "UniFi controller",
+        "Wi-Fi networks",
+        "access points",
+        "DHCP leases",
+    ]
+    assert description_phrases("   ") == []
+
+
+def _homelab_index(encoder: Encoder) -> tuple[object, list[str]]:
     config = homelab_rendered()
     pairs, routes = route_examples(config, MODELS)
-    assert len(pairs) == 40 and routes[-1] == "cortex"
-    index = build_index(encoder.encode([t for t, _ in pairs]), pairs, routes, k=5)
-    assert 0.0 < index.loo_accuracy <= 1.0
+    phrases = [
+        (phrase, route.name)
+        for route in config.routes
+        for phrase in description_phrases(route.description)
+    ]
+    evidence = pairs + phrases
+    index = build_index(
+        encoder.encode([t for t, _ in evidence]),
+        [routes.index(r) for _, r in evidence],
+        routes,
+        k=10,
+        queries=np.array([True] * len(pairs) + [False] * len(phrases)),
+        texts=[t for t, _ in evidence],
+    )
+    return index, routes
+
+
+def test_the_index_routes_held_out_homelab_messages_and_knows_what_is_out_of_scope(
+    encoder: Encoder,
+) -> None:
+    index, routes = _homelab_index(encoder)
+    assert len(routes) == 5 and routes[-1] == "cortex"
+    assert 0.0 < index.loo_accuracy <= 1.0  # type: ignore[attr-defined]
     rows = [json.loads(line) for line in MESSAGES.read_text().splitlines()]
     in_scope = [r for r in rows if r["route"] != "__escalate__"]
-    vectors = encoder.encode([r["text"] for r in in_scope])
-    answers = [index.classify(v) for v in vectors]
-    right = sum(route == r["route"] for (route, _, _), r in zip(answers, in_scope, strict=True))
-    assert right / len(in_scope) >= 0.8  # 10 examples per route, messages never seen
-    confidences = [c for _, c, _ in answers]
-    assert all(0.0 <= c <= 1.0 for c in confidences)
-    unrelated = index.classify(encoder.encode(["write a sonnet about autumn leaves"])[0])
-    assert unrelated[1] < float(np.median(confidences))
+    judged = [index.classify(v) for v in encoder.encode([r["text"] for r in in_scope])]  # type: ignore[attr-defined]
+    right = sum(j.route == r["route"] for j, r in zip(judged, in_scope, strict=True))
+    assert right / len(in_scope) >= 0.85  # 10 examples and a description per route
+    assert all(0.0 <= j.confidence <= j.in_scope <= 1.0 for j in judged)
+    # Far from every route: more likely out of scope than in, and below every routed one's
+    # median confidence.
+    for text in ("write a sonnet about autumn leaves", "what's the weather in denver tomorrow"):
+        far = index.classify(encoder.encode([text])[0])  # type: ignore[attr-defined]
+        assert far.in_scope < 0.5
+        assert far.confidence < float(np.median([j.confidence for j in judged]))
+
+
+def test_a_near_copy_of_an_example_is_confident_with_ten_examples_per_route(
+    encoder: Encoder,
+) -> None:
+    """The prior keeps a small table's calibration from flattening out: an example itself
+    (or a near copy) routes at the default threshold."""
+    index, _ = _homelab_index(encoder)
+    for text, route in (
+        ("take a snapshot of vm 104 before I upgrade it", "proxmox"),
+        ("restart the access point in the living room please", "unifi"),
+    ):
+        judged = index.classify(encoder.encode([text])[0])  # type: ignore[attr-defined]
+        assert judged.route == route
+        assert judged.confidence >= 0.8
 
 
 def test_examples_come_from_the_table_and_examples_from_files(tmp_path: Path) -> None:
@@ -188,6 +236,8 @@ def test_l0_decides_through_the_api_and_a_slow_build_never_blocks_routing(
         assert 0.5 <= body["confidence"] <= 1.0
         index = client.get("/v1/config").json()["layers"][0]["index"]
         assert index["examples"] == 40 and index["loo_accuracy"] > 0
+        assert index["description_phrases"] == 32
+        assert 0.2 < index["calibration"]["half_in_scope_similarity"] < 0.8
 
         release = threading.Event()
         original = embedding.build_index

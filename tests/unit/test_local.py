@@ -16,7 +16,7 @@ from routermesh import local
 from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
 from routermesh.runtime.config import CONFIG_FILENAME, RouterConfig
 from routermesh.runtime.fetch import MARKER
-from tests.support import layer_of
+from tests.support import homelab_with_generative, layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +71,7 @@ def test_unreachable_models_fall_back_to_the_packaged_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     options = _options(tmp_path, offline=True)
+    options.files = [homelab_with_generative(tmp_path / "yaml")]
     made: list[str] = []
 
     def fake_materialize(out: Path, names: list[str]) -> dict[str, Path]:

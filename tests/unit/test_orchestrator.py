@@ -59,19 +59,14 @@ def homelab_config(
         )
         for r in config.routes
     )
-    # The generative layers only: these tests script their model servers (L0 has its own).
+    # The generative layers only (enabled, judging all four routes at once without L0's
+    # ranking): these tests script their model servers (L0 has its own).
+    judging = {"enabled": True, "candidates": 4, "agree_with": None, "timeout_ms": 2000}
     layers = (
         layer_of(config, "l1").model_copy(
-            update={
-                "url": l1.url,
-                "timeout_ms": 2000,
-                "threshold": l1_threshold,
-                "agree_with": None,
-            }
+            update={**judging, "url": l1.url, "threshold": l1_threshold}
         ),
-        layer_of(config, "l2").model_copy(
-            update={"url": l2.url, "timeout_ms": 2000, "agree_with": None}
-        ),
+        layer_of(config, "l2").model_copy(update={**judging, "url": l2.url}),
     )
     escalation = config.escalation.model_copy(
         update={"target": f"{target.url}/mcp", "credentials_file": None}
@@ -303,12 +298,24 @@ def test_both_layers_failing_escalates_and_is_cached_only_briefly(stack: Stack) 
     assert wait_until(lambda: stack.route("reboot node again")["layer"] == "l2", timeout=5)
 
 
-def test_a_layer_may_choose_the_escalation_route(stack: Stack) -> None:
-    stack.l1.answer("migrate all vms and update dashboards", {" cortex": 0.9, " proxmox": 0.1})
+def test_a_judge_may_say_none_or_several(stack: Stack) -> None:
+    stack.l1.answer("migrate all vms and update dashboards", {" several": 0.9, " proxmox": 0.1})
     body = stack.route("migrate all vms and update dashboards")
     assert (body["route"], body["layer"]) == ("cortex", "l1")
-    assert body["escalation_reason"] == "chose_escalation"
-    assert stack.metric("router_escalations_total", reason="chose_escalation") == 1
+    assert body["escalation_reason"] == "multi_step"
+    assert body["plan"] == ["unifi", "proxmox", "grafana", "elastic"]  # the routes it judged
+    assert stack.metric("router_escalations_total", reason="multi_step") == 1
+    stack.l1.answer("book a table for two", {" none": 0.95, " unifi": 0.05})
+    body = stack.route("book a table for two")
+    assert (body["route"], body["layer"], body["escalation_reason"]) == (
+        "cortex",
+        "l1",
+        "out_of_scope",
+    )
+    # A model that names the escalation route itself gives no valid answer: it abstains.
+    stack.l1.answer("anything", {" cortex": 0.9})
+    stack.l2.answer("anything", {" cortex": 0.9})
+    assert stack.route("anything")["escalation_reason"] == "invalid_label"
 
 
 def test_dispatch_forwards_the_body_with_router_headers(stack: Stack) -> None:

@@ -1,0 +1,139 @@
+"""``router-mesh bench prior``: the calibration prior of L0 (``runtime/calibration.py``).
+
+A RouteTable of ten examples per route gives L0's calibration a few dozen rows, too
+few to fit on their own; the fit is pulled towards a prior measured here on many
+few-shot tables drawn from labelled *train* files (never the splits a benchmark
+reports): random subsets of routes, a few examples each, descriptions for most,
+the other routes' rows (and ``__escalate__`` rows) as requests no route handles.
+Every row is judged by the serving path's own code (evidence, features); the two
+models are fitted the way the per-table fit is (the in-scope classes weigh the same).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routermesh import bootstrap
+from routermesh.runtime.calibration import fit_logistic, logit
+from routermesh.runtime.config import ESCALATE_ROUTE, route_name_from_label
+from routermesh.runtime.encoder import Encoder
+from routermesh.runtime.evidence import description_phrases
+from routermesh.runtime.example_index import RouteGroups, neighbour_features
+
+SIZES = (5, 8, 10, 15, 20)
+QUERIES_PER_ROUTE = 20
+OUT_OF_SCOPE_PER_ABSENT_ROUTE = 8
+DESCRIBED = 0.7
+"""Share of routes that get their description (people do not always write one)."""
+
+
+@dataclass(frozen=True)
+class PriorSource:
+    train: Path
+    descriptions: dict[str, str]
+
+
+def fit_prior(
+    sources: list[PriorSource], encoder: Encoder, *, tables: int, k: int, seed: int
+) -> dict[str, Any]:
+    """Draw ``tables`` tables per source, judge their rows, fit both models."""
+    rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
+    best_in: list[float] = []
+    best_out: list[float] = []
+    shares: list[float] = []
+    margins: list[float] = []
+    correct: list[bool] = []
+    for source in sources:
+        grouped, escalate = _grouped(source.train)
+        names = sorted(grouped)
+        for _ in range(tables):
+            table = _draw(grouped, escalate, names, source.descriptions, rng)
+            features = _judge(encoder, table, k)
+            for (_, gold, inside), f in zip(table.rows, features, strict=True):
+                if inside:
+                    best_in.append(f.best)
+                    shares.append(f.share)
+                    margins.append(f.margin)
+                    correct.append(table.routes[f.route] == gold)
+                else:
+                    best_out.append(f.best)
+    positives, negatives = len(best_in), len(best_out)
+    in_scope = fit_logistic(
+        [[b] for b in [*best_in, *best_out]],
+        [True] * positives + [False] * negatives,
+        weights=[0.5 / positives] * positives + [0.5 / negatives] * negatives,
+        strength=1e-6,
+    )
+    right = fit_logistic([[logit(s), m] for s, m in zip(shares, margins, strict=True)], correct)
+    return {
+        "in_scope": [round(w, 2) for w in in_scope],
+        "correct": [round(w, 2) for w in right],
+        "tables": tables * len(sources),
+        "in_scope_rows": positives,
+        "out_of_scope_rows": negatives,
+        "top1_accuracy": round(sum(correct) / max(len(correct), 1), 4),
+        "k": k,
+        "seed": seed,
+        "sources": [str(s.train) for s in sources],
+    }
+
+
+@dataclass(frozen=True)
+class _Table:
+    routes: list[str]
+    evidence: list[tuple[str, int]]
+    rows: list[tuple[str, str, bool]]
+
+
+def _grouped(train: Path) -> tuple[dict[str, list[str]], list[str]]:
+    grouped: defaultdict[str, list[str]] = defaultdict(list)
+    escalate = []
+    for row in bootstrap.read_rows(train):
+        if row.route == ESCALATE_ROUTE:
+            escalate.append(row.text)
+        else:
+            grouped[route_name_from_label(row.route)].append(row.text)
+    return dict(grouped), escalate
+
+
+def _draw(
+    grouped: dict[str, list[str]],
+    escalate: list[str],
+    names: list[str],
+    descriptions: dict[str, str],
+    rng: random.Random,
+) -> _Table:
+    chosen = rng.sample(names, rng.randint(4, max(4, len(names) - 2)))
+    size = rng.choice(SIZES)
+    evidence: list[tuple[str, int]] = []
+    rows: list[tuple[str, str, bool]] = []
+    for label, route in enumerate(chosen):
+        texts = rng.sample(grouped[route], size + QUERIES_PER_ROUTE)
+        evidence += [(text, label) for text in texts[:size]]
+        if rng.random() < DESCRIBED:
+            evidence += [(p, label) for p in description_phrases(descriptions.get(route, ""))]
+        rows += [(text, route, True) for text in texts[size:]]
+    for route in names:
+        if route not in chosen:
+            rows += [
+                (text, "", False)
+                for text in rng.sample(grouped[route], OUT_OF_SCOPE_PER_ABSENT_ROUTE)
+            ]
+    if escalate:
+        rows += [(text, "", False) for text in rng.sample(escalate, min(10, len(escalate)))]
+    return _Table(routes=chosen, evidence=evidence, rows=rows)
+
+
+def _judge(encoder: Encoder, table: _Table, k: int) -> list[Any]:
+    vectors = encoder.encode([text for text, _ in table.evidence])
+    labels = np.array([label for _, label in table.evidence], dtype=np.int64)
+    queries = encoder.encode([text for text, _, _ in table.rows])
+    groups = RouteGroups(labels, len(table.routes))
+    features, _ = neighbour_features(queries @ vectors.T, labels, groups, k)
+    return features

@@ -1,0 +1,161 @@
+"""L0's confidence: two small logistic models over nearest-example features.
+
+A route decision is right when the message belongs to some route at all *and* the
+route chosen is that one, so L0's confidence is a product of two calibrated
+probabilities:
+
+- ``in_scope``: that some route handles the message, from the best similarity to
+  the route's evidence. Fitted on the table itself: each example queried against
+  the others (leave-one-out) is in scope; each example queried against the table
+  *without its own route* (leave-route-out) stands for a request whose route does
+  not exist, the nearest thing to an out-of-scope request the table can show.
+- ``correct``: that the chosen route is the right one when the message is in
+  scope, from the vote share and the margin to the runner-up route. Fitted
+  leave-one-out.
+
+A table of ten examples per route gives too few rows to fit either model well, so
+both fits are maximum-a-posteriori: the weights are pulled towards a prior measured
+on many tables (:data:`PRIOR_IN_SCOPE`, :data:`PRIOR_CORRECT`) with a strength that
+a few dozen rows barely move and thousands of rows override. Out-of-scope requests
+are far from every example, which the similarity sees and a vote share does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+PRIOR_IN_SCOPE: tuple[float, float] = (10.47, -4.19)
+"""Prior weights (best similarity, bias) of ``in_scope`` for the all-MiniLM-L6-v2
+encoder, fitted by ``router-mesh bench prior`` (its defaults) on 20 few-shot tables
+drawn from the CLINC150 and HWU64 *train* splits (4 to all-but-two routes, 5-20 examples
+each, descriptions for most, other routes' rows and CLINC's out-of-scope rows as
+requests no route handles); bench/results/prior/prior.json has the run."""
+
+PRIOR_CORRECT: tuple[float, float, float] = (0.91, 9.98, 0.44)
+"""Prior weights (logit of the vote share, margin, bias) of ``correct``; same fit."""
+
+PRIOR_STRENGTH = 20.0
+"""Ridge strength towards the prior: worth about as much as a few dozen rows."""
+
+
+def fit_logistic(
+    x: Sequence[Sequence[float]] | npt.NDArray[np.float64],
+    y: Sequence[bool] | npt.NDArray[np.bool_],
+    *,
+    weights: Sequence[float] | npt.NDArray[np.float64] | None = None,
+    prior: Sequence[float] | None = None,
+    strength: float = 1e-3,
+    steps: int = 50,
+) -> list[float]:
+    """Logistic regression by Newton's method, ridge-penalized towards ``prior`` (zero
+    by default); returns ``[w..., b]``. ``weights`` weigh the rows."""
+    features = np.asarray(x, dtype=np.float64)
+    design = np.hstack([features, np.ones((len(features), 1))])
+    target = np.asarray(y, dtype=np.float64)
+    row_weights = np.ones(len(target)) if weights is None else np.asarray(weights, np.float64)
+    center = np.zeros(design.shape[1]) if prior is None else np.asarray(prior, np.float64)
+    if center.shape != (design.shape[1],):
+        raise ValueError(f"prior has {center.size} weights, expected {design.shape[1]}")
+    ridge = strength * np.eye(design.shape[1])
+
+    def loss(weights: npt.NDArray[np.float64]) -> float:
+        z = design @ weights
+        # log(1 + e^z) - y z, computed without overflow
+        nll = np.logaddexp(0.0, z) - target * z
+        penalty = 0.5 * (weights - center) @ ridge @ (weights - center)
+        return float(row_weights @ nll + penalty)
+
+    coefficients = center.copy()
+    current = loss(coefficients)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(design @ coefficients, -30, 30)))
+        gradient = design.T @ (row_weights * (p - target)) + ridge @ (coefficients - center)
+        hessian = design.T @ (design * (row_weights * p * (1 - p))[:, None]) + ridge
+        step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        # Newton's step, halved until the loss goes down: near-separable rows (a feature
+        # that barely varies) make plain Newton overshoot.
+        scale = 1.0
+        while scale > 1e-4:
+            candidate = coefficients - scale * step
+            value = loss(candidate)
+            if value <= current:
+                break
+            scale /= 2
+        else:
+            break
+        coefficients, current = candidate, value
+        if float(np.abs(scale * step).max()) < 1e-8:
+            break
+    return [float(w) for w in coefficients]
+
+
+def fit_platt(x: Sequence[Sequence[float]], y: Sequence[bool], steps: int = 50) -> list[float]:
+    """Plain Platt scaling (a small ridge towards zero); returns ``[w..., b]``."""
+    return fit_logistic(x, y, steps=steps)
+
+
+def logistic(weights: Sequence[float], features: Sequence[float]) -> float:
+    z = sum(w * f for w, f in zip(weights[:-1], features, strict=True)) + weights[-1]
+    return 1 / (1 + math.exp(-max(min(z, 30.0), -30.0)))
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The two fitted models (weights as :func:`fit_logistic` returns them)."""
+
+    in_scope: tuple[float, float] = PRIOR_IN_SCOPE
+    correct: tuple[float, float, float] = PRIOR_CORRECT
+
+    def p_in_scope(self, best: float) -> float:
+        return logistic(self.in_scope, [best])
+
+    def p_correct(self, share: float, margin: float) -> float:
+        return logistic(self.correct, [logit(share), margin])
+
+
+def fit_calibration(
+    in_scope_best: Sequence[float],
+    out_of_scope_best: Sequence[float],
+    shares: Sequence[float],
+    margins: Sequence[float],
+    correct: Sequence[bool],
+) -> Calibration:
+    """Both models from a table's own rows, each pulled towards its prior.
+
+    ``in_scope_best`` / ``out_of_scope_best``: best similarities of leave-one-out and
+    leave-route-out queries; the two classes weigh the same in total, so the fit makes
+    no assumption about how much traffic is out of scope. ``shares``, ``margins``,
+    ``correct``: the leave-one-out queries' features and whether their route was right.
+    """
+    in_scope: tuple[float, float] = PRIOR_IN_SCOPE
+    if in_scope_best and out_of_scope_best:
+        positives, negatives = len(in_scope_best), len(out_of_scope_best)
+        fitted = fit_logistic(
+            [[b] for b in [*in_scope_best, *out_of_scope_best]],
+            [True] * positives + [False] * negatives,
+            weights=[0.5 / positives] * positives + [0.5 / negatives] * negatives,
+            prior=PRIOR_IN_SCOPE,
+            # Weights sum to one: the strength is relative to a whole table's evidence.
+            strength=PRIOR_STRENGTH / max(positives + negatives, 1),
+        )
+        in_scope = (fitted[0], fitted[1])
+    correct_weights: tuple[float, float, float] = PRIOR_CORRECT
+    if correct:
+        fitted = fit_logistic(
+            [[logit(s), m] for s, m in zip(shares, margins, strict=True)],
+            list(correct),
+            prior=PRIOR_CORRECT,
+            strength=PRIOR_STRENGTH,
+        )
+        correct_weights = (fitted[0], fitted[1], fitted[2])
+    return Calibration(in_scope=in_scope, correct=correct_weights)

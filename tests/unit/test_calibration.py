@@ -1,0 +1,79 @@
+"""L0's calibration: the logistic fit, the pull towards the prior, and the two models
+fitted from a table's own rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from routermesh.runtime.calibration import (
+    PRIOR_CORRECT,
+    PRIOR_IN_SCOPE,
+    Calibration,
+    fit_calibration,
+    fit_logistic,
+    fit_platt,
+)
+
+
+def _logistic_rows(truth: list[float], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(truth) - 1))
+    p = 1 / (1 + np.exp(-(x @ np.array(truth[:-1]) + truth[-1])))
+    return x, rng.random(n) < p
+
+
+def test_the_fit_recovers_a_known_logistic_model() -> None:
+    x, y = _logistic_rows([1.5, -2.0, 0.5, 0.3], 4000, 0)
+    assert np.allclose(fit_platt(x.tolist(), y.tolist()), [1.5, -2.0, 0.5, 0.3], atol=0.2)
+
+
+def test_the_prior_decides_for_few_rows_and_the_data_for_many() -> None:
+    prior = [0.0, 3.0]
+    x_few, y_few = _logistic_rows([2.0, -1.0], 10, 1)
+    few = fit_logistic(x_few, y_few, prior=prior, strength=20.0)
+    assert abs(few[1] - 3.0) < abs(few[1] - (-1.0))  # still near the prior's bias
+    x_many, y_many = _logistic_rows([2.0, -1.0], 20000, 2)
+    many = fit_logistic(x_many, y_many, prior=prior, strength=20.0)
+    assert many == pytest.approx([2.0, -1.0], abs=0.1)
+
+
+def test_rows_with_a_feature_that_barely_varies_do_not_blow_the_fit_up() -> None:
+    """Newton's method alone overshot here (a vote share of 1 for nearly every row): the
+    fit must stay finite and keep the data's direction."""
+    rng = np.random.default_rng(3)
+    share = np.where(rng.random(15000) < 0.97, 9.21, rng.uniform(-2, 9, 15000))
+    margin = rng.uniform(0, 0.5, 15000)
+    correct = rng.random(15000) < 1 / (1 + np.exp(-(12 * margin - 1)))
+    weights = fit_logistic(np.column_stack([share, margin]), correct, prior=PRIOR_CORRECT)
+    assert all(math.isfinite(w) for w in weights)
+    assert weights[1] > 5.0  # the margin still carries the signal
+
+
+def test_weights_weigh_rows() -> None:
+    x = [[0.0]] * 4
+    y = [True, False, False, False]
+    plain = fit_logistic(x, y, strength=1e-9)
+    balanced = fit_logistic(x, y, weights=[3.0, 1.0, 1.0, 1.0], strength=1e-9)
+    assert 1 / (1 + math.exp(-plain[-1])) == pytest.approx(0.25, abs=1e-3)
+    assert 1 / (1 + math.exp(-balanced[-1])) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_table_separates_in_scope_similarity_from_leave_route_out_similarity() -> None:
+    rng = np.random.default_rng(4)
+    inside = rng.normal(0.7, 0.05, 200).tolist()
+    outside = rng.normal(0.3, 0.05, 200).tolist()
+    calibration = fit_calibration(inside, outside, [0.9] * 200, [0.3] * 200, [True] * 200)
+    assert calibration.p_in_scope(0.7) > 0.85
+    assert calibration.p_in_scope(0.3) < 0.2
+    # The similarity at which in_scope is one half moves from the prior's (0.40) towards
+    # the table's own boundary (0.5).
+    slope, bias = calibration.in_scope
+    assert -PRIOR_IN_SCOPE[1] / PRIOR_IN_SCOPE[0] == pytest.approx(0.40, abs=0.01)
+    assert 0.44 < -bias / slope <= 0.5
+
+
+def test_without_rows_the_prior_is_the_calibration() -> None:
+    assert fit_calibration([], [], [], [], []) == Calibration(PRIOR_IN_SCOPE, PRIOR_CORRECT)
