@@ -4,7 +4,7 @@ Run with the vLLM venv's Python (transformers and gguf installed there):
     .cache/vllm-venv/bin/python bench/convert_gguf.py MODEL.gguf OUT_DIR
 
 transformers dequantizes the GGUF weights on load; the quantization config it attaches
-is cleared so the folder is a plain bf16 checkpoint (DESIGN.md, "Models available").
+is cleared so the folder is a plain bf16 checkpoint (vLLM's CPU build cannot serve GGUF).
 """
 
 from __future__ import annotations

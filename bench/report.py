@@ -64,6 +64,63 @@ def _ms(summary: dict[str, Any] | None) -> str:
     return f"{summary['p50']:.1f} / {summary['p95']:.1f} / {summary['p99']:.1f}"
 
 
+def _command(run: dict[str, Any], folder: Path) -> str:
+    """The `bench quality` command line that produced a run (from its run.json)."""
+    source = (
+        f"--routetable {run['routetable']}"
+        if run.get("routetable")
+        else f"--train {run.get('train')}"
+        + (f" --few-shot {run['few_shot']}" if run.get("few_shot") else "")
+        + (f" --descriptions {run['descriptions']}" if run.get("descriptions") else "")
+    )
+    settings = run.get("settings") or {}
+    return (
+        f"router-mesh bench quality {source} --eval {run.get('eval')} --out {folder.as_posix()}"
+        + (f" --absent {run['absent']}" if run.get("absent") else "")
+        + (f" --multi {run['synthetic_multi_step']}" if run.get("synthetic_multi_step") else "")
+        + (f" --limit {run['limit']}" if run.get("limit") else "")
+        + (f" --thresholds {run['thresholds_from']}" if run.get("thresholds_from") else "")
+        + "".join(
+            f" --set {layer}.{field}={json.dumps(value)}"
+            for layer, fields in settings.items()
+            for field, value in fields.items()
+        )
+        + "".join(f" --disable {d}" for d in run.get("disabled", []))
+        + ("" if run.get("all_layers", True) else " --no-all-layers")
+        + (f" --head {run['head_epochs']}" if run.get("head_epochs") else "")
+    )
+
+
+def _few_shot_summary(folders: list[Path]) -> list[str]:
+    """Small tables first: routed accuracy, coverage, out-of-scope and multi-step escalated,
+    latency, and the command of every run under ``fewshot/``."""
+    lines = [
+        "## Small hand-written tables (the few-shot protocol)",
+        "",
+        "Each run routes over a RouteTable of a description and a handful of examples per "
+        "route, with requests outside every route and requests that need several routes. "
+        "*Multi-step escalated*: the share of multi-step requests sent to the escalation "
+        "route; *in-scope accuracy*: the share of routed in-scope requests routed right.",
+        "",
+        "| run | rows (in / out / multi) | routed accuracy | coverage | OOS escalated "
+        "| multi-step escalated | in-scope accuracy | ms p50 / p95 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for folder in folders:
+        q = json.loads((folder / "quality.json").read_text())
+        latency = q.get("latency_ms") or {}
+        rows = f"{q['n_in_scope']} / {q['n_out_of_scope']} / {q.get('n_multi_step', 0)}"
+        lines.append(
+            f"| {folder.name} | {rows} | {_pct(q['routed_accuracy'])} | {_pct(q['coverage'])}"
+            f" | {_pct(q['oos_escalated'])} | {_pct(q.get('multi_step_escalated'))}"
+            f" | {_pct(q.get('in_scope_accuracy'))}"
+            f" | {_num(latency.get('p50'), 1)} / {_num(latency.get('p95'), 1)} |"
+        )
+        commands.append(f"- {folder.name}: `{_command(q.get('run', {}), folder)}`")
+    return [*lines, "", *commands, ""]
+
+
 def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
     q = json.loads((folder / "quality.json").read_text())
     run = q.get("run", {})
@@ -75,14 +132,7 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
     lines = [
         f"### {name}",
         "",
-        f"`router-mesh bench quality --train {run.get('train')} --eval {run.get('eval')} "
-        f"--out {folder.as_posix()}"
-        + (f" --limit {run['limit']}" if run.get("limit") else "")
-        + (f" --thresholds {run['thresholds_from']}" if run.get("thresholds_from") else "")
-        + "".join(f" --disable {d}" for d in run.get("disabled", []))
-        + ("" if run.get("all_layers", True) else " --no-all-layers")
-        + (f" --head {run['head_epochs']}" if run.get("head_epochs") else "")
-        + "`",
+        f"`{_command(run, folder)}`",
         "",
         f"Layers: {layers or 'n/a'}. Measured {run.get('machine', {}).get('date', '?')} on "
         f"{run.get('machine', {}).get('cpus', '?')} CPUs in {run.get('seconds', '?')} s.",
@@ -376,6 +426,9 @@ def write_report(results: Path, output: Path) -> Path:
     notes = results / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
+    few_shot = sorted(p.parent for p in (results / "fewshot").glob("*/quality.json"))
+    if few_shot:
+        lines += _few_shot_summary(few_shot)
     lines += ["## Routing quality", ""]
     quality = sorted(p.parent for p in (results / "quality").glob("*/quality.json"))
     if not quality:

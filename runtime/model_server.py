@@ -154,7 +154,7 @@ def vllm_command(
         "20",
     ]
     env = {
-        # DESIGN.md: vLLM's CPU build binds one core unless told otherwise.
+        # vLLM's CPU build binds one core unless told otherwise (docs/engines.md).
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": "1",

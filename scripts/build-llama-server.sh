@@ -9,7 +9,7 @@
 # CPU flags (LLAMA_CPU_TARGET):
 #   detect (default): GGML_NATIVE=OFF, then each of AVX/AVX2/FMA/F16C/AVX512(+VNNI,+BF16)
 #     switched on only when /proc/cpuinfo lists it. The native build would also enable
-#     AMX, which dies with "Illegal instruction" on these VMs (DESIGN.md): AMX stays off.
+#     AMX, which dies with "Illegal instruction" on some VMs (seen on 2-core cloud VMs): AMX stays off.
 #   x86-64-v3: AVX2/FMA/F16C only, for an image that runs on any x86-64-v3 CPU
 #     (runtime/Dockerfile uses it; the builder's CPU says nothing about the nodes').
 set -euo pipefail

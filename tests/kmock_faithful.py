@@ -1,5 +1,5 @@
-"""A kmock Kubernetes emulator faithful enough for kopf (DESIGN.md, "Testing on machines
-without a cluster"): plain kmock keeps no resourceVersion, uid or generation and replays
+"""A kmock Kubernetes emulator faithful enough for kopf (the operator's tests run without a
+cluster): plain kmock keeps no resourceVersion, uid or generation and replays
 every object on each new watch, so kopf would run handlers repeatedly and could not add
 its finalizers. This subclass adds, on every write: uid, generation (bumped by spec
 changes), creationTimestamp and an increasing resourceVersion; 409 for a stale

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from routermesh.bench.records import read_records
-from tests.support import consecutive_free_ports, free_port, llama_server
+from tests.support import consecutive_free_ports, free_port, homelab_with_generative, llama_server
 
 pytestmark = [
     pytest.mark.e2e,
@@ -61,6 +61,11 @@ def test_bench_quality_on_the_real_cascade(tmp_path: Path) -> None:
             str(consecutive_free_ports(3)),
             "--models-dir",
             str(REPO / ".cache/models"),
+            # The generative layers are off by default; this run asks every layer.
+            "--set",
+            "l1.enabled=true",
+            "--set",
+            "l2.enabled=true",
         ],
         tmp_path,
     )
@@ -84,14 +89,22 @@ def test_bench_quality_on_the_real_cascade(tmp_path: Path) -> None:
             (
                 v
                 for v in record.trace
-                if v.route is not None and v.reason is None and v.confidence >= layers[v.layer]
+                if v.route is not None
+                and v.reason is None
+                and (
+                    (v.layer == "l0" and v.cause == "multi_step")  # L0's plan is decisive
+                    or v.confidence >= layers[v.layer]
+                    or (v.out_of_scope or 0.0) >= layers[v.layer]
+                )
             ),
             None,
         )
         if decider is None:
             assert record.layer == "escalated"
-        else:
+        elif decider.route != "escalate" and decider.confidence >= layers[decider.layer]:
             assert (record.layer, record.route) == (decider.layer, decider.route)
+        else:  # a layer that said the message escalates
+            assert (record.layer, record.route) == (decider.layer, "escalate")
 
 
 def test_bench_perf_writes_every_measure(tmp_path: Path) -> None:
@@ -101,6 +114,8 @@ def test_bench_perf_writes_every_measure(tmp_path: Path) -> None:
     done = _run(
         [
             "perf",
+            "-f",
+            str(homelab_with_generative(tmp_path / "yaml")),
             "--messages",
             str(messages),
             "--out",

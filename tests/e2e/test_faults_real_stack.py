@@ -102,6 +102,9 @@ class Stack:
                     "threshold": 1.0 if layer.name == "l1" else layer.threshold,
                     "timeout_ms": 3000 if layer.name == "l1" else 5000,
                     "agree_with": None,  # no L0 here
+                    # On (they are off by default), judging all four routes without L0.
+                    "enabled": True,
+                    "candidates": 4,
                 }
             )
             for layer in config.layers
@@ -368,8 +371,11 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
     load.assert_no_failure()
     assert stack.metric("router_cache_errors_total") > errors_before
     assert load.layers["cache"] >= 1  # repeats answered from the in-process fallback or Redis
-    # Decisions reach the restarted Redis again (it started empty).
-    assert wait_until(lambda: len(stack.redis.client().keys("*")) > 0, timeout=30)
+    # Decisions reach the restarted Redis again (it started empty): a fresh message's
+    # decision is written when it is made (a failure's for failureTtlSeconds, 5 s).
+    fresh = stack.api.post("/v1/route", json={"message": "after the restart: list the vlans"})
+    assert fresh.status_code == 200
+    assert wait_until(lambda: len(stack.redis.client().keys("*")) > 0, timeout=5)
 
 
 @needs_llama_server

@@ -1,13 +1,13 @@
-"""``router-mesh local`` on the seed sample, as a user runs it: the hub is unreachable (a
-closed HF_ENDPOINT), so the packaged models stand in; real llama.cpp servers and the
-orchestrator start as children; real messages are routed over HTTP; a threshold edited
-in the YAML reloads live without restarting a model server; SIGTERM stops everything and
-leaves no child process."""
+"""``router-mesh local`` as a user runs it: the hub is unreachable (a closed HF_ENDPOINT),
+so the packaged models stand in; real llama.cpp servers and the orchestrator start as
+children; real messages are routed over HTTP; a threshold edited in the YAML reloads
+live without restarting a model server; SIGTERM stops everything and leaves no child
+process. A table at the API's limits (64 routes x 50 examples) gets ready with both
+generative layers on: their prompts are bounded, whatever the table."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from tests.support import consecutive_free_ports, free_port, llama_server, wait_until
+from tests.support import (
+    consecutive_free_ports,
+    free_port,
+    homelab_with_generative,
+    llama_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,11 +57,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built (scripts/test.sh)")
-def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> None:
-    samples = tmp_path / "homelab"
-    shutil.copytree(REPO / "samples/homelab", samples)
-    port = consecutive_free_ports(3)
+def _start(files: Path, port: int, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
     env = {
         **os.environ,
         "ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER),
@@ -69,7 +72,7 @@ def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> Non
                 "routermesh.cli",
                 "local",
                 "-f",
-                str(samples),
+                str(files),
                 "--port",
                 str(port),
                 "--models-dir",
@@ -84,6 +87,14 @@ def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> Non
             env=env,
             cwd=REPO,
         )
+    return local, stdout, stderr
+
+
+@pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built (scripts/test.sh)")
+def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> None:
+    samples = homelab_with_generative(tmp_path / "homelab")
+    port = consecutive_free_ports(3)
+    local, stdout, stderr = _start(samples, port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         ready = wait_until(
@@ -129,5 +140,83 @@ def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> Non
         assert wait_until(lambda: not any(_alive(pid) for pid in descendants), timeout=30)
     finally:
         if local.poll() is None:
+            local.kill()
+            local.wait()
+
+
+def _largest_table(folder: Path) -> Path:
+    """64 routes of 50 examples each (the API's limits), long descriptions and examples."""
+    folder.mkdir(parents=True)
+    services = [f"svc{i:02d}" for i in range(64)]
+    routes = [
+        {
+            "name": name,
+            "description": f"Service {name} of the lab: "
+            + ", ".join(f"{name} task {t} and its reports" for t in range(12)),
+            "examples": [
+                f"please run task {j} on {name} for the team and send the results to the "
+                f"{name} channel, then attach the logs of the last run of task {j} " + "x" * 60
+                for j in range(50)
+            ],
+            "target": {"url": f"http://{name}.mcp.svc:8000/mcp"},
+        }
+        for name in services
+    ]
+    table = {
+        "apiVersion": "routermesh.io/v1alpha1",
+        "kind": "RouteTable",
+        "metadata": {"name": "largest"},
+        "spec": {"routes": routes},
+    }
+    mesh = {
+        "apiVersion": "routermesh.io/v1alpha1",
+        "kind": "RouterMesh",
+        "metadata": {"name": "largest"},
+        "spec": {
+            "routeTables": {"names": ["largest"]},
+            # Generous timeouts: the test asserts that the judges answer, not how fast.
+            "layers": {
+                "l1": {"enabled": True, "timeoutMs": 30000},
+                "l2": {"enabled": True, "timeoutMs": 30000},
+            },
+        },
+    }
+    (folder / "mesh.yaml").write_text(yaml.safe_dump_all([mesh, table], sort_keys=False))
+    return folder
+
+
+@pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built (scripts/test.sh)")
+def test_a_table_of_64_routes_by_50_examples_gets_ready_with_every_layer(tmp_path: Path) -> None:
+    files = _largest_table(tmp_path / "largest")
+    port = consecutive_free_ports(3)
+    local, stdout, stderr = _start(files, port, tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_until(
+            lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=600
+        )
+        assert ready and local.poll() is None, stderr.read_text()[-3000:]
+        with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
+            readiness = client.get("/readyz")
+            assert readiness.status_code == 200, readiness.text
+            body = readiness.json()
+            assert body["checks"] == {"config": True, "l0": True, "l1": True, "l2": True}
+            assert body["problems"] == {}
+            explained = client.post(
+                "/v1/route",
+                json={"message": "run task 7 on svc42 please", "explain": True, "all_layers": True},
+            ).json()
+            trace = {t["layer"]: t for t in explained["trace"]}
+            assert trace["l0"]["route"] == "svc42"
+            # Both judges answered a prompt with three candidates and their examples.
+            for layer in ("l1", "l2"):
+                assert trace[layer]["reason"] is None or trace[layer]["reason"] == "disagreement"
+                assert trace[layer]["route"] is not None, trace
+        assert "exceeds the available context size" not in stderr.read_text()
+    finally:
+        local.send_signal(signal.SIGTERM)
+        try:
+            local.wait(timeout=60)
+        except subprocess.TimeoutExpired:
             local.kill()
             local.wait()

@@ -109,8 +109,12 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
 
 
 def _sample(name: str) -> dict[str, Any]:
+    """A homelab sample; the mesh with L1 and L2 on (the full three-container pod)."""
     body: dict[str, Any] = yaml.safe_load((REPO / f"samples/homelab/{name}.yaml").read_text())
     body["metadata"]["namespace"] = NS
+    if body["kind"] == "RouterMesh":
+        for layer in ("l1", "l2"):
+            body["spec"]["layers"][layer]["enabled"] = True
     return body
 
 
