@@ -31,16 +31,23 @@ def _targets(pairs: list[str]) -> dict[str, float]:
 
 
 def _settings(pairs: list[str]) -> dict[str, dict[str, object]]:
-    """``LAYER.FIELD=VALUE`` pairs (VALUE as YAML: numbers, booleans, strings)."""
+    """``LAYER.FIELD=VALUE`` pairs (VALUE as YAML: numbers, booleans, strings; FIELD may be
+    a dotted path such as ``multiStep.threshold``)."""
     import yaml  # noqa: PLC0415
 
     settings: dict[str, dict[str, object]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        layer, dot, name = key.partition(".")
-        if not sep or not dot or not layer or not name:
+        layer, *path = key.split(".")
+        if not sep or not layer or not path or not all(path):
             raise argparse.ArgumentTypeError(f"--set expects LAYER.FIELD=VALUE, got {pair!r}")
-        settings.setdefault(layer, {})[name] = yaml.safe_load(value)
+        node: dict[str, object] = settings.setdefault(layer, {})
+        for name in path[:-1]:  # l0.multiStep.threshold: a nested field
+            child = node.setdefault(name, {})
+            if not isinstance(child, dict):
+                raise argparse.ArgumentTypeError(f"--set {key}: {name} is not an object")
+            node = child
+        node[path[-1]] = yaml.safe_load(value)
     return settings
 
 

@@ -83,12 +83,23 @@ def _command(run: dict[str, Any], folder: Path) -> str:
         + "".join(
             f" --set {layer}.{field}={json.dumps(value)}"
             for layer, fields in settings.items()
-            for field, value in fields.items()
+            for field, value in _flat(fields)
         )
         + "".join(f" --disable {d}" for d in run.get("disabled", []))
         + ("" if run.get("all_layers", True) else " --no-all-layers")
         + (f" --head {run['head_epochs']}" if run.get("head_epochs") else "")
     )
+
+
+def _flat(fields: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested layer fields as dotted paths (``multiStep.threshold``)."""
+    flat: list[tuple[str, Any]] = []
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            flat += _flat(value, f"{prefix}{name}.")
+        else:
+            flat.append((f"{prefix}{name}", value))
+    return flat
 
 
 def _few_shot_summary(folders: list[Path]) -> list[str]:

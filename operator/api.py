@@ -32,6 +32,7 @@ from routermesh.runtime.config import (
     DNS_LABEL_PATTERN,
     MAX_CANDIDATES,
     MAX_MESSAGE_CHARS_LIMIT,
+    judge_prompt_bound,
 )
 
 API_GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -471,6 +472,12 @@ def _adaptive() -> Any:
     )
 
 
+JUDGE_PROMPT_FIXED = judge_prompt_bound(0)
+JUDGE_PROMPT_PER_CANDIDATE = judge_prompt_bound(1) - judge_prompt_bound(0)
+"""The judge prompt's token bound is linear in its candidates (see the runtime config)."""
+DEFAULT_CANDIDATES = 3
+DEFAULT_CONTEXT_TOKENS = 4096
+
 class Layer(ApiModel):
     """Fields every generative layer has; each layer class sets its own defaults.
 
@@ -485,22 +492,39 @@ class Layer(ApiModel):
         description="Run this layer (a model server container in every pod). Default: false: "
         "the default models do not beat L0 within their timeouts on CPU.",
     )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=(
+                f"(has(self.contextTokens) ? self.contextTokens : {DEFAULT_CONTEXT_TOKENS}) >= "
+                f"{JUDGE_PROMPT_FIXED} + {JUDGE_PROMPT_PER_CANDIDATE} * "
+                f"(has(self.candidates) ? self.candidates : {DEFAULT_CANDIDATES})"
+            ),
+            message="contextTokens cannot hold the longest prompt of this many candidates "
+            f"({JUDGE_PROMPT_FIXED} + {JUDGE_PROMPT_PER_CANDIDATE} per candidate tokens): "
+            "lower candidates or raise contextTokens",
+            check=lambda layer: (
+                layer.context_tokens >= judge_prompt_bound(layer.candidates)
+            ),
+            field_path=".contextTokens",
+        ),
+    )
     engine: Engine = Field(default="llamacpp", description=_ENGINE_DOC)
     adaptive: Adaptive = _adaptive()
     candidates: int = Field(
-        default=3,
+        default=DEFAULT_CANDIDATES,
         ge=1,
         le=MAX_CANDIDATES,
         description="Routes judged per message (L0's best ranked), besides 'none' and "
-        "'several'. Default: 3.",
+        f"'several'. Default: {DEFAULT_CANDIDATES}.",
     )
     context_tokens: int = Field(
-        default=4096,
+        default=DEFAULT_CONTEXT_TOKENS,
         ge=512,
         le=131072,
         description="The model server's context per request (tokens). The longest prompt "
         "the layer can send must fit; validation refuses a spec where it does not. "
-        "Default: 4096.",
+        f"Default: {DEFAULT_CONTEXT_TOKENS}.",
     )
     agree_with_l0: bool = Field(
         default=True,

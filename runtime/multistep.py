@@ -7,9 +7,9 @@ words and punctuation people join tasks with ("and", "then", "after that", comma
 semicolons, "before", ...); L0 judges each clause like a message, and when at least
 two clauses go confidently to different routes the request is multi-step.
 
-A clause that goes nowhere confidently ("from node exporter") changes nothing, and
-one request that merely mentions two things of one server ("the cpu and memory
-graphs") stays one route.
+A clause that goes nowhere confidently ("from node exporter") changes nothing, one
+request that merely mentions two things of one server ("the cpu and memory graphs")
+stays one route, and a message L0 is very sure of as a whole is not split at all.
 """
 
 from __future__ import annotations

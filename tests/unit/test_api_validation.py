@@ -59,6 +59,12 @@ def test_defaults_are_the_seeds() -> None:
         {"metadata": {"name": "m"}, "spec": {"routeTables": {"names": ["t"]}}}
     )
     spec = mesh.spec
+    # L0 decides alone unless told otherwise (docs/benchmarks.md: the judges do not pay on
+    # CPU), and says no to out-of-scope and multi-step requests.
+    assert (spec.layers.l0.threshold, spec.layers.l0.multi_step.threshold) == (0.5, 0.4)
+    assert spec.layers.l0.multi_step.enabled
+    assert not spec.layers.l1.enabled and not spec.layers.l2.enabled
+    assert (spec.layers.l1.candidates, spec.layers.l1.context_tokens) == (3, 4096)
     assert spec.layers.l1.threshold == 0.85 and "SmolLM2-135M" in spec.layers.l1.model.uri
     assert spec.layers.l2.threshold == 0.75 and "Qwen2.5-0.5B" in spec.layers.l2.model.uri
     assert spec.escalation.route == "cortex" and spec.cache.redis is None
@@ -255,6 +261,13 @@ INVALID: list[tuple[str, dict[str, Any], Mutation, str, bool]] = [
             {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
         ),
         "spec.routeTables.selector.matchExpressions.0",
+        True,
+    ),
+    (
+        "judge-context-too-small",
+        MESH,
+        _set("spec.layers.l1", {"enabled": True, "candidates": 8, "contextTokens": 4096}),
+        "spec.layers.l1",
         True,
     ),
     # Unknown fields: the API server prunes them (and `kubectl apply` warns or fails under

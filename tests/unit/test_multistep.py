@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from routermesh.runtime.config import RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore
+from routermesh.runtime.example_index import Features, Judgement
 from routermesh.runtime.multistep import ClauseRoute, clauses, plan_of
 from routermesh.runtime.packaged import materialize
 from tests.support import homelab_rendered, layer_of
@@ -98,3 +100,35 @@ async def test_the_seed_examples_are_decided_as_the_seed_shows(
     far = await layer.classify("what's the weather tomorrow")
     assert far.out_of_scope is not None and far.out_of_scope > 0.5
     assert far.confidence < 0.5
+
+
+class _Index:
+    """Judges vectors by their first number: 0 the whole message, 1 and 2 its clauses."""
+
+    texts = ("reboot the switch", "migrate vm 101")
+
+    def __init__(self, whole: float) -> None:
+        self.answers = {
+            0.0: Judgement("unifi", whole, 0.99, Features(0, 1.0, 0.9, 0.5)),
+            1.0: Judgement("unifi", 0.8, 0.99, Features(0, 1.0, 0.9, 0.5)),
+            2.0: Judgement("proxmox", 0.8, 0.99, Features(1, 1.0, 0.9, 0.5)),
+        }
+
+    def classify(self, vector: np.ndarray) -> Judgement:
+        return self.answers[float(vector[0])]
+
+
+@pytest.mark.parametrize(("whole", "multi"), [(0.6, True), (0.89, True), (0.9, False)])
+def test_a_message_l0_is_very_sure_of_is_not_split(
+    homelab_l0: tuple[EmbeddingLayer, RouterConfig], whole: float, multi: bool
+) -> None:
+    layer, _ = homelab_l0
+    vectors = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    verdict = layer._verdict(
+        _Index(whole),  # type: ignore[arg-type]
+        vectors[0],
+        ["reboot the switch", "migrate vm 101"],
+        vectors[1:],
+    )
+    assert (verdict.cause is Reason.MULTI_STEP) is multi
+    assert verdict.route == ("cortex" if multi else "unifi")
