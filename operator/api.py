@@ -478,6 +478,7 @@ JUDGE_PROMPT_PER_CANDIDATE = judge_prompt_bound(1) - judge_prompt_bound(0)
 DEFAULT_CANDIDATES = 3
 DEFAULT_CONTEXT_TOKENS = 4096
 
+
 class Layer(ApiModel):
     """Fields every generative layer has; each layer class sets its own defaults.
 
@@ -503,9 +504,7 @@ class Layer(ApiModel):
             message="contextTokens cannot hold the longest prompt of this many candidates "
             f"({JUDGE_PROMPT_FIXED} + {JUDGE_PROMPT_PER_CANDIDATE} per candidate tokens): "
             "lower candidates or raise contextTokens",
-            check=lambda layer: (
-                layer.context_tokens >= judge_prompt_bound(layer.candidates)
-            ),
+            check=lambda layer: layer.context_tokens >= judge_prompt_bound(layer.candidates),
             field_path=".contextTokens",
         ),
     )

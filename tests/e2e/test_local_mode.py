@@ -90,6 +90,13 @@ def _start(files: Path, port: int, tmp_path: Path) -> tuple[subprocess.Popen[byt
     return local, stdout, stderr
 
 
+def _wait_ready(local: subprocess.Popen[bytes], stdout: Path, stderr: Path, timeout: float) -> None:
+    ready = wait_until(
+        lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=timeout
+    )
+    assert ready and local.poll() is None, stderr.read_text()[-3000:]
+
+
 @pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built (scripts/test.sh)")
 def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> None:
     samples = homelab_with_generative(tmp_path / "homelab")
@@ -97,10 +104,7 @@ def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> Non
     local, stdout, stderr = _start(samples, port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        ready = wait_until(
-            lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=400
-        )
-        assert ready and local.poll() is None, stderr.read_text()[-3000:]
+        _wait_ready(local, stdout, stderr, timeout=400)
         assert f"ready at {url}" in stdout.read_text()
         log = stderr.read_text()
         assert '"event": "packaged_model", "layer": "l1"' in log
@@ -192,10 +196,7 @@ def test_a_table_of_64_routes_by_50_examples_gets_ready_with_every_layer(tmp_pat
     local, stdout, stderr = _start(files, port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        ready = wait_until(
-            lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=600
-        )
-        assert ready and local.poll() is None, stderr.read_text()[-3000:]
+        _wait_ready(local, stdout, stderr, timeout=600)
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
             readiness = client.get("/readyz")
             assert readiness.status_code == 200, readiness.text

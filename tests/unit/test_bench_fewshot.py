@@ -12,6 +12,7 @@ import yaml
 
 from routermesh.bench import metrics
 from routermesh.bench.records import LayerVerdict, Record
+from routermesh.bench.report import write_report
 from routermesh.bench.stack import BenchError, EvalRow, eval_rows, multi_step_rows
 from routermesh.bench.tables import TableError, TableSource, read_descriptions, table_manifest
 from routermesh.operator import api
@@ -160,3 +161,30 @@ def test_quality_counts_multi_step_rows_and_escalation_reasons() -> None:
         "multi_step": {"low_confidence": 1, "multi_step": 1},
         "out_of_scope": {"out_of_scope": 1},
     }
+
+
+def test_the_report_puts_small_tables_first_with_their_commands(tmp_path: Path) -> None:
+    records = [
+        _record("in_scope", "a", "a", None),
+        _record("out_of_scope", ESC, ESC, "out_of_scope"),
+        _record("multi_step", ESC, ESC, "multi_step", ("a", "b")),
+        _record("multi_step", ESC, "b", None, ("a", "b")),
+    ]
+    run = {
+        "routetable": "samples/homelab/routetable.yaml",
+        "eval": "bench/data/homelab-dev.jsonl",
+        "synthetic_multi_step": 100,
+        "settings": {"l0": {"multiStep": {"enabled": False}}},
+        "disabled": [],
+    }
+    folder = tmp_path / "results/fewshot/homelab-dev"
+    folder.mkdir(parents=True)
+    (folder / "quality.json").write_text(json.dumps({**metrics.quality(records, ESC), "run": run}))
+    page = write_report(tmp_path / "results", tmp_path / "docs/benchmarks.md").read_text()
+    assert page.index("## Small hand-written tables") < page.index("## Routing quality")
+    assert "| homelab-dev | 1 / 1 / 2 | 50.0 % | 100.0 % | 100.0 % | 50.0 % | 100.0 % |" in page
+    assert (
+        "`router-mesh bench quality --routetable samples/homelab/routetable.yaml --eval "
+        f"bench/data/homelab-dev.jsonl --out {folder.as_posix()} --multi 100 "
+        "--set l0.multiStep.enabled=false`"
+    ) in page

@@ -460,3 +460,43 @@ def test_the_training_job_is_desired_once_the_models_are_active_until_trained() 
     assert name not in jobs(b.with_models_of(config, old))
     assert name in jobs(config)
     assert jobs(config, trained=True) == []  # a Job gone after its TTL is not made again
+
+
+def test_the_largest_table_fits_its_configmap_and_pod_with_both_judges() -> None:
+    """64 routes x 50 examples of the longest length (the API's limits): the ConfigMap stays
+    under the API server's 1 MiB, the pod gets both model servers, and every child
+    validates; the judges' prompts do not grow with the table (their context is the
+    layer's, 4096 tokens by default, read by serve-model from the config)."""
+    routes = [
+        {
+            "name": f"svc{i:02d}",
+            "description": "d" * api.MAX_DESCRIPTION_LENGTH,
+            "examples": [
+                f"e{i:02d}-{j:02d}-" + "x" * (api.MAX_EXAMPLE_LENGTH - 7) for j in range(50)
+            ],
+            "target": {"url": f"http://svc{i:02d}.mcp.svc:8000/mcp"},
+        }
+        for i in range(api.MAX_ROUTES_PER_TABLE)
+    ]
+    table = api.parse(
+        api.RouteTable,
+        {
+            "apiVersion": api.API_GROUP_VERSION,
+            "kind": "RouteTable",
+            "metadata": {"name": "homelab", "namespace": "tools"},
+            "spec": {"routes": routes},
+        },
+    )
+    mesh = _mesh()
+    config = render_config(mesh, [table])
+    children = _by_kind(b.desired_children(mesh, config, config))
+    data = children["ConfigMap"]["data"]
+    assert sum(len(v.encode()) for v in data.values()) < 1024 * 1024
+    containers = children["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["orchestrator", "l1", "l2"]
+    assert {layer.name: layer.context_tokens for layer in config.layers if layer.name != "l0"} == {
+        "l1": 4096,
+        "l2": 4096,
+    }
+    for child in children.values():
+        kubernetes_validate.validate(child, VERSIONS[-1], strict=True)
