@@ -483,7 +483,11 @@ def test_the_largest_table_fits_its_configmap_and_pod_with_both_judges() -> None
         {
             "apiVersion": api.API_GROUP_VERSION,
             "kind": "RouteTable",
-            "metadata": {"name": "homelab", "namespace": "tools"},
+            "metadata": {
+                "name": "homelab",
+                "namespace": "tools",
+                "labels": {"routermesh.io/mesh": "homelab"},
+            },
             "spec": {"routes": routes},
         },
     )
