@@ -262,7 +262,7 @@ class EmbeddingLayer:
         # request ("the balance and the routing number") is no second task.
         if parts and threshold is not None and judged.confidence < SINGLE_ROUTE_CONFIDENCE:
             steps = [
-                ClauseRoute(clause, (j := index.classify(vector)).route, j.confidence)
+                ClauseRoute(clause, (j := index.classify(vector, 0)).route, j.confidence)
                 for clause, vector in zip(parts, part_vectors, strict=True)
             ]
             plan = plan_of(steps, threshold, escalation)

@@ -68,6 +68,14 @@ class RouteGroups:
         self.starts = np.searchsorted(grouped, self.present)
         self.routes = routes
 
+    def rows(self, route: int) -> IntArray:
+        """The evidence rows of ``route`` (none: an empty array), without a scan."""
+        at = int(np.searchsorted(self.present, route))
+        if at >= len(self.present) or self.present[at] != route:
+            return np.zeros(0, dtype=np.int64)
+        end = self.starts[at + 1] if at + 1 < len(self.starts) else len(self.order)
+        return self.order[self.starts[at] : end]
+
     def best(self, sims: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
         """Each route's best similarity: ``sims`` is one row (evidence) or a block
         (queries x evidence); a route without evidence (or all masked) gets -1."""
@@ -217,7 +225,7 @@ class ExampleIndex:
         order = np.argsort(-scores)[:count]
         ranked = []
         for route in order:
-            rows = np.flatnonzero(self.labels == route)
+            rows = self.groups.rows(int(route))
             if not rows.size:
                 continue
             nearest = int(rows[np.argmax(sims[rows])])
