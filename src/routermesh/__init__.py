@@ -1,10 +1,11 @@
 """router-mesh: a Kubernetes-native intent router for LLM tool fleets.
 
-The distribution installs three import packages under one namespace:
+The distribution installs these import packages (the benchmarks, ``routermesh_bench`` from
+bench/, come with a source checkout only):
 
-- ``routermesh.runtime`` (folder ``runtime/``): what runs inside the router pod;
+- ``routermesh.runtime``: what runs inside the router pod;
   ``routermesh.runtime.config`` is the config contract shared with the operator.
-- ``routermesh.operator`` (folder ``operator/``): the kopf operator, its API
+- ``routermesh.operator``: the kopf operator, its API
   types, builders and CRD generator. It may import ``routermesh.runtime.config``;
   the runtime never imports the operator.
 - ``routermesh.cli``: the ``router-mesh`` command, the composition root that

@@ -639,9 +639,35 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     serve_model.set_defaults(func=cmd_serve_model)
 
-    from routermesh.bench.commands import add_bench_commands  # noqa: PLC0415 - light module
+    _add_bench(sub)
 
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The benchmark commands come from a checkout (bench/); the images install the router
+    without them, and there `router-mesh bench` says so instead of breaking every command."""
+    try:
+        from routermesh_bench.commands import add_bench_commands  # noqa: PLC0415 - optional
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("routermesh_bench"):
+            raise
+        absent = sub.add_parser(
+            "bench",
+            help="benchmarks (not installed here: install router-mesh from a checkout)",
+            add_help=False,
+        )
+        absent.add_argument("rest", nargs=argparse.REMAINDER)
+        absent.set_defaults(func=_bench_absent)
+        return
     add_bench_commands(sub)
+
+
+def _bench_absent(_args: argparse.Namespace) -> int:
+    sys.stderr.write(
+        "router-mesh bench: the benchmark commands are not installed in this environment "
+        "(the images leave them out); install router-mesh from a source checkout: "
+        "pip install -e '.[bench]'\n"
+    )
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from routermesh.bench.records import read_records
+from routermesh_bench.records import read_records
 from tests.support import consecutive_free_ports, free_port, homelab_with_generative, llama_server
 
 pytestmark = [

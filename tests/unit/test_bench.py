@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from routermesh.bench import calibrate, metrics
-from routermesh.bench.perf import replay_stream
-from routermesh.bench.records import LayerVerdict, Record, read_records, write_records
-from routermesh.bench.report import write_report
-from routermesh.bench.stack import BenchError, eval_rows, mesh_manifest
 from routermesh.cli import main
+from routermesh_bench import calibrate, metrics
+from routermesh_bench.perf import replay_stream
+from routermesh_bench.records import LayerVerdict, Record, read_records, write_records
+from routermesh_bench.report import write_report
+from routermesh_bench.stack import BenchError, eval_rows, mesh_manifest
 
 ESC = "escalate"
 
@@ -352,8 +352,8 @@ def test_calibrations_compose() -> None:
 
 
 def test_the_adaptive_replay_moves_the_threshold_fed_on_one_half() -> None:
-    from routermesh.bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
     from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+    from routermesh_bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
 
     rng = random.Random(3)  # noqa: S311 - test data
     rows = []

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from routermesh.bench import metrics
-from routermesh.bench.records import LayerVerdict, Record
-from routermesh.bench.report import write_report
-from routermesh.bench.stack import BenchError, EvalRow, eval_rows, multi_step_rows
-from routermesh.bench.tables import TableError, TableSource, read_descriptions, table_manifest
 from routermesh.operator import api
+from routermesh_bench import metrics
+from routermesh_bench.records import LayerVerdict, Record
+from routermesh_bench.report import write_report
+from routermesh_bench.stack import BenchError, EvalRow, eval_rows, multi_step_rows
+from routermesh_bench.tables import TableError, TableSource, read_descriptions, table_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 ESC = "escalate"

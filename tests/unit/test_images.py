@@ -10,8 +10,8 @@ from pathlib import Path
 from routermesh.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "runtime/Dockerfile"
-OPERATOR_DOCKERFILE = REPO / "operator/Dockerfile"
+DOCKERFILE = REPO / "images/runtime/Dockerfile"
+OPERATOR_DOCKERFILE = REPO / "images/operator/Dockerfile"
 
 
 def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:

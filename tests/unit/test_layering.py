@@ -15,9 +15,9 @@ import routermesh.operator.api
 import routermesh.runtime
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_FILES = sorted((REPO / "runtime").rglob("*.py"))
+RUNTIME_FILES = sorted((REPO / "src/routermesh/runtime").rglob("*.py"))
 PROJECT_FILES = sorted(
-    p for folder in ("runtime", "operator", "src") for p in (REPO / folder).rglob("*.py")
+    p for folder in ("src", "bench/routermesh_bench") for p in (REPO / folder).rglob("*.py")
 )
 
 
@@ -42,15 +42,17 @@ def test_no_bare_operator_import(path: Path) -> None:
 
 
 def test_installed_names_map_to_the_folders() -> None:
-    assert Path(routermesh.operator.api.__file__).resolve().parent == REPO / "operator"
-    assert Path(routermesh.runtime.__file__).resolve().parent == REPO / "runtime"
+    assert Path(routermesh.operator.api.__file__).resolve().parent == (
+        REPO / "src/routermesh/operator"
+    )
+    assert Path(routermesh.runtime.__file__).resolve().parent == REPO / "src/routermesh/runtime"
     assert hasattr(stdlib_operator, "itemgetter")
 
 
 def test_the_operator_folder_never_shadows_the_stdlib() -> None:
-    """`python -c`/`python -m` put the working directory first on sys.path. operator/ has no
-    __init__.py on purpose: a namespace portion never wins over the stdlib module."""
-    assert not (REPO / "operator" / "__init__.py").exists()
+    """`python -c`/`python -m` put the working directory first on sys.path: no folder at
+    the checkout's root may be named like the stdlib module."""
+    assert not (REPO / "operator").exists() and not (REPO / "operator.py").exists()
     done = subprocess.run(
         [sys.executable, "-c", "import collections, operator; print(operator.__file__)"],
         cwd=REPO,

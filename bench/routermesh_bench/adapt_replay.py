@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from routermesh.bench.calibrate import LayerFit, expected
-from routermesh.bench.records import Record
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
 from routermesh.runtime.config import AdaptiveConfig
+from routermesh_bench.calibrate import LayerFit, expected
+from routermesh_bench.records import Record
 
 
 @dataclass(frozen=True)

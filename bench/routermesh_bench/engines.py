@@ -32,7 +32,7 @@ from routermesh.local import LocalOptions, render
 from routermesh.runtime.config import CONFIG_FILENAME, ModelRef, RouterConfig
 from routermesh.runtime.generative import GenerativeLayer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench/results"
 
 

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from routermesh.bench.records import Record, layer_names
+from routermesh_bench.records import Record, layer_names
 
 BINS = 10
 CURVE_THRESHOLDS = (*(round(i / 100, 2) for i in range(0, 100, 5)), 0.97, 0.98, 0.99)

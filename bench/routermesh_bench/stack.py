@@ -1,4 +1,4 @@
-"""The benchmark's router: a RouteTable (:mod:`routermesh.bench.tables`), a RouterMesh
+"""The benchmark's router: a RouteTable (:mod:`routermesh_bench.tables`), a RouterMesh
 with the product's defaults, run by local mode's own code; and the eval rows.
 
 The YAML is written to ``<out>/stack/`` so a reader can rerun exactly what was
@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from routermesh.bench.tables import TableSource, table_manifest
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.operator import api
 from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
+from routermesh_bench.tables import TableSource, table_manifest
 
-log = logging.getLogger("routermesh.bench")
+log = logging.getLogger("routermesh_bench")
 
 MESH = "bench"
 ESCALATION_ROUTE = "escalate"

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routermesh.bench.metrics import reliability
-from routermesh.bench.records import Record, layer_names
 from routermesh.runtime.adaptive import lowest_threshold
 from routermesh.runtime.calibration import fit_platt
+from routermesh_bench.metrics import reliability
+from routermesh_bench.records import Record, layer_names
 
 DEFAULT_TARGETS = {"l0": 0.98, "l1": 0.95, "l2": 0.92}
 DEFAULT_TARGET = 0.95

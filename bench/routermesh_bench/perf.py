@@ -35,14 +35,14 @@ from typing import Any
 import httpx
 
 from routermesh import bootstrap
-from routermesh.bench import metrics, plots
-from routermesh.bench.client import Progress
-from routermesh.bench.quality import machine
-from routermesh.bench.records import dumps
 from routermesh.local import Child, LocalOptions, LocalPod, write_config
 from routermesh.runtime.config import CacheConfig, RouterConfig
+from routermesh_bench import metrics, plots
+from routermesh_bench.client import Progress
+from routermesh_bench.quality import machine
+from routermesh_bench.records import dumps
 
-log = logging.getLogger("routermesh.bench")
+log = logging.getLogger("routermesh_bench")
 
 SEED_MS = {"l1": 20.0, "l2": 50.0, "cache": 5.0}
 SEED_END_TO_END_MS = {"p50": 25.0, "p95": 75.0}

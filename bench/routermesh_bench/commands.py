@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from routermesh.bench.quality import RunOptions
+    from routermesh_bench.quality import RunOptions
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -52,7 +52,7 @@ def _settings(pairs: list[str]) -> dict[str, dict[str, object]]:
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
-    from routermesh.bench.quality import RunOptions  # noqa: PLC0415
+    from routermesh_bench.quality import RunOptions  # noqa: PLC0415
 
     return RunOptions(
         train=Path(args.train) if args.train else None,
@@ -94,8 +94,8 @@ def _check_inputs(args: argparse.Namespace) -> str | None:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from routermesh.bench.quality import run_quality  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh_bench.quality import run_quality  # noqa: PLC0415
 
     problem = _check_inputs(args)
     if problem:
@@ -121,8 +121,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from routermesh.bench.quality import run_calibrate  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh_bench.quality import run_calibrate  # noqa: PLC0415
 
     problem = _check_inputs(args)
     if problem:
@@ -156,8 +156,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from routermesh.bench.perf import PerfOptions, run_perf  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh_bench.perf import PerfOptions, run_perf  # noqa: PLC0415
 
     configure_logging(args.log_level)
     try:
@@ -182,8 +182,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from routermesh.bench.load import LoadOptions, run_load  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh_bench.load import LoadOptions, run_load  # noqa: PLC0415
 
     configure_logging(args.log_level)
     try:
@@ -219,10 +219,10 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from routermesh.bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
-    from routermesh.bench.records import dumps, read_records  # noqa: PLC0415
-    from routermesh.bench.stack import ESCALATION_ROUTE  # noqa: PLC0415
     from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+    from routermesh_bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
+    from routermesh_bench.records import dumps, read_records  # noqa: PLC0415
+    from routermesh_bench.stack import ESCALATION_ROUTE  # noqa: PLC0415
 
     records_path = Path(args.records)
     run = records_path.parent / "run.json"
@@ -268,10 +268,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_prior(args: argparse.Namespace) -> int:
-    from routermesh.bench.prior import PriorSource, fit_prior  # noqa: PLC0415
-    from routermesh.bench.records import dumps  # noqa: PLC0415
-    from routermesh.bench.tables import TableError, read_descriptions  # noqa: PLC0415
     from routermesh.runtime.encoder import Encoder, EncoderError  # noqa: PLC0415
+    from routermesh_bench.prior import PriorSource, fit_prior  # noqa: PLC0415
+    from routermesh_bench.records import dumps  # noqa: PLC0415
+    from routermesh_bench.tables import TableError, read_descriptions  # noqa: PLC0415
 
     if len(args.descriptions) not in (0, len(args.train)):
         sys.stderr.write("bench prior: give one --descriptions per --train, or none\n")
@@ -305,7 +305,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from routermesh.bench.report import write_report  # noqa: PLC0415
+    from routermesh_bench.report import write_report  # noqa: PLC0415
 
     try:
         path = write_report(Path(args.results), Path(args.output))

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench/results"
 LIMITS_MIB = {"l1": 512, "l2": 2048}
 """The seed's pod memory limits per model-server container."""

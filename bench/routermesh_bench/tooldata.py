@@ -16,7 +16,7 @@ Everything is derived from the data directory and ``seed``: the same inputs give
 same output bytes. Only the standard library is used, so the builder runs before the
 project's virtual environment exists.
 
-Run: ``python -m routermesh.bench.tooldata --data DIR --out DIR`` (or the file itself).
+Run: ``python -m routermesh_bench.tooldata --data DIR --out DIR`` (or the file itself).
 """
 
 from __future__ import annotations
@@ -1595,7 +1595,7 @@ their requests are out of scope.
 
 ## How it was built
 
-`python -m routermesh.bench.tooldata --data <bfcl_eval/data> --out <dir> --seed {seed}`
+`python -m routermesh_bench.tooldata --data <bfcl_eval/data> --out <dir> --seed {seed}`
 (`bench/tooldata.py`, standard library only; the same inputs give the same bytes).
 
 1. Every BFCL function is mapped to one server by the explicit table `SERVERS` in

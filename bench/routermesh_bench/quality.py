@@ -26,20 +26,20 @@ from typing import Any
 import httpx
 import yaml
 
-from routermesh.bench import calibrate, metrics, plots
-from routermesh.bench.client import route_rows
-from routermesh.bench.records import Record, dumps, read_records, write_records
-from routermesh.bench.stack import (
+from routermesh.runtime.config import RouterConfig
+from routermesh_bench import calibrate, metrics, plots
+from routermesh_bench.client import route_rows
+from routermesh_bench.records import Record, dumps, read_records, write_records
+from routermesh_bench.stack import (
     ESCALATION_ROUTE,
     eval_rows,
     multi_step_rows,
     start,
     write_stack,
 )
-from routermesh.bench.tables import TableSource, read_descriptions
-from routermesh.runtime.config import RouterConfig
+from routermesh_bench.tables import TableSource, read_descriptions
 
-log = logging.getLogger("routermesh.bench")
+log = logging.getLogger("routermesh_bench")
 
 
 @dataclass

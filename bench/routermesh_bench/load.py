@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 
 from routermesh import bootstrap
-from routermesh.bench import metrics, plots
-from routermesh.bench.client import Progress
-from routermesh.bench.perf import tree_rss_mib
-from routermesh.bench.quality import machine
-from routermesh.bench.records import dumps
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig
+from routermesh_bench import metrics, plots
+from routermesh_bench.client import Progress
+from routermesh_bench.perf import tree_rss_mib
+from routermesh_bench.quality import machine
+from routermesh_bench.records import dumps
 
 
 @dataclass

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import httpx
 
-from routermesh.bench.records import LayerVerdict, Record
-from routermesh.bench.stack import EvalRow
+from routermesh_bench.records import LayerVerdict, Record
+from routermesh_bench.stack import EvalRow
 
-log = logging.getLogger("routermesh.bench")
+log = logging.getLogger("routermesh_bench")
 
 PROGRESS_SECONDS = 10.0
 
