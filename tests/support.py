@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from routermesh.local import LocalOptions, render
-from routermesh.runtime.config import LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
 from routermesh.runtime.prompts import SUFFIX
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
-from routermesh.runtime.config import AdaptiveConfig
+from routermesh.runtime.contract.config import AdaptiveConfig
 from routermesh_bench.calibrate import LayerFit, expected
 from routermesh_bench.records import Record
 

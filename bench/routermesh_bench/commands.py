@@ -219,7 +219,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.config import AdaptiveConfig  # noqa: PLC0415
     from routermesh_bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
     from routermesh_bench.records import dumps, read_records  # noqa: PLC0415
     from routermesh_bench.stack import ESCALATION_ROUTE  # noqa: PLC0415

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from routermesh.local import LocalOptions, render
-from routermesh.runtime.config import CONFIG_FILENAME, ModelRef, RouterConfig
+from routermesh.runtime.contract.config import CONFIG_FILENAME, ModelRef, RouterConfig
 from routermesh.runtime.generative import GenerativeLayer
 
 REPO = Path(__file__).resolve().parents[2]

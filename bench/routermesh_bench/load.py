@@ -29,7 +29,7 @@ import httpx
 
 from routermesh import bootstrap
 from routermesh.local import LocalOptions, LocalPod
-from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig
 from routermesh_bench import metrics, plots
 from routermesh_bench.client import Progress
 from routermesh_bench.perf import tree_rss_mib

@@ -36,7 +36,7 @@ import httpx
 
 from routermesh import bootstrap
 from routermesh.local import Child, LocalOptions, LocalPod, write_config
-from routermesh.runtime.config import CacheConfig, RouterConfig
+from routermesh.runtime.contract.config import CacheConfig, RouterConfig
 from routermesh_bench import metrics, plots
 from routermesh_bench.client import Progress
 from routermesh_bench.quality import machine

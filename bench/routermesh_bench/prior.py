@@ -21,7 +21,7 @@ import numpy as np
 
 from routermesh import bootstrap
 from routermesh.runtime.calibration import fit_logistic, logit
-from routermesh.runtime.config import ESCALATE_ROUTE, route_name_from_label
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.evidence import description_phrases
 from routermesh.runtime.example_index import RouteGroups, neighbour_features

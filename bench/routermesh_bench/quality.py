@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh_bench import calibrate, metrics, plots
 from routermesh_bench.client import route_rows
 from routermesh_bench.records import Record, dumps, read_records, write_records

@@ -19,7 +19,7 @@ import yaml
 
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.operator import api
-from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
 from routermesh_bench.tables import TableSource, table_manifest
 
 log = logging.getLogger("routermesh_bench")

@@ -23,7 +23,7 @@ import yaml
 
 from routermesh import bootstrap
 from routermesh.operator import api
-from routermesh.runtime.config import ESCALATE_ROUTE, route_name_from_label
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
 
 
 class TableError(ValueError):

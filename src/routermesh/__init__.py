@@ -4,9 +4,9 @@ The distribution installs these import packages (the benchmarks, ``routermesh_be
 bench/, come with a source checkout only):
 
 - ``routermesh.runtime``: what runs inside the router pod;
-  ``routermesh.runtime.config`` is the config contract shared with the operator.
+  ``routermesh.runtime.contract.config`` is the config contract shared with the operator.
 - ``routermesh.operator``: the kopf operator, its API
-  types, builders and CRD generator. It may import ``routermesh.runtime.config``;
+  types, builders and CRD generator. It may import ``routermesh.runtime.contract.config``;
   the runtime never imports the operator.
 - ``routermesh.cli``: the ``router-mesh`` command, the composition root that
   may use both.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from routermesh.operator import api
-from routermesh.runtime.config import ESCALATE_ROUTE, route_name_from_label
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
 
 
 class JsonlError(ValueError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from routermesh import __version__
-from routermesh.runtime.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
+from routermesh.runtime.contract.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
 
 if TYPE_CHECKING:
     from routermesh.manifests import Manifests
@@ -272,12 +272,14 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_models(args: argparse.Namespace) -> int:
-    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.models import (  # noqa: PLC0415
+        items_from_config,
+        items_from_json,
+    )
     from routermesh.runtime.fetch import (  # noqa: PLC0415
         FetchError,
         fetch_all,
-        items_from_config,
-        items_from_json,
         items_from_uris,
         read_token,
     )
@@ -306,7 +308,7 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.config import RouterConfig  # noqa: PLC0415
     from routermesh.runtime.finetune import TrainingError, train_head  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
 
@@ -339,7 +341,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
-    from routermesh.runtime.config import RouterConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.config import RouterConfig  # noqa: PLC0415
     from routermesh.runtime.model_server import (  # noqa: PLC0415
         ModelServerError,
         exec_server,

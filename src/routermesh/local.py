@@ -42,7 +42,7 @@ import httpx
 
 from routermesh import manifests
 from routermesh.operator.render import RenderError, render_config
-from routermesh.runtime.config import (
+from routermesh.runtime.contract.config import (
     CONFIG_FILENAME,
     CacheConfig,
     ExamplesSource,
@@ -50,7 +50,8 @@ from routermesh.runtime.config import (
     ModelRef,
     RouterConfig,
 )
-from routermesh.runtime.fetch import FetchError, FetchItem, fetch_one, is_present
+from routermesh.runtime.contract.models import FetchItem
+from routermesh.runtime.fetch import FetchError, fetch_one, is_present
 from routermesh.runtime.head_artifact import HEAD_FILE
 from routermesh.runtime.model_server import ModelServerError, find_llama_server
 from routermesh.runtime.packaged import PACKAGED, PackagedModelError, materialize

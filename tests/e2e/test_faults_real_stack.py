@@ -14,6 +14,7 @@ The tests share one stack and run in file order (each clears its own fault)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -29,12 +30,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from routermesh.runtime.config import (
+from routermesh.operator.reconcile import probe_readiness
+from routermesh.runtime.contract.config import (
     ApiConfig,
     CacheConfig,
     ModelRef,
     RouterConfig,
 )
+from routermesh.runtime.contract.readiness import ReadinessReport
 from routermesh.runtime.packaged import PACKAGED, materialize
 from tests.real_pod import LLAMA_SERVER, PACKAGED_DIR, PodProcesses
 from tests.support import (
@@ -397,6 +400,25 @@ def test_the_escalation_endpoint_down(stack: Stack) -> None:
     assert response.status_code == 200 and response.headers["x-router-route"]
 
 
+def _operator_probe(stack: Stack) -> ReadinessReport | None:
+    """The operator's own probe (the one that sets ConfigApplied) against this pod."""
+    pod = {"metadata": {"name": "router-0"}, "status": {"podIP": "127.0.0.1"}}
+    return asyncio.run(probe_readiness([pod, {"status": {}}], port=stack.ops_port))[0]
+
+
+@needs_llama_server
+def test_the_operator_probe_reads_the_real_orchestrator(stack: Stack) -> None:
+    report = _operator_probe(stack)
+    assert report is not None
+    assert report.ready is True
+    assert report.config_hash == stack.config.config_hash
+    assert report.checks == {"config": True, "l0": True, "l1": True, "l2": True}
+    assert report.config_error is None and report.degraded == []
+    # No pod IP yet, or nothing listening: no report, never an exception.
+    pods = [{"status": {}}, {"status": {"podIP": "127.0.0.1"}}]
+    assert asyncio.run(probe_readiness(pods, port=free_port())) == [None, None]
+
+
 @needs_llama_server
 def test_an_invalid_config_pushed_live(stack: Stack) -> None:
     running = stack.config.config_hash
@@ -405,6 +427,9 @@ def test_an_invalid_config_pushed_live(stack: Stack) -> None:
         load.until(2)
         publish(stack.config_dir, '{"schema_version": 1, "mesh": {"name": 7}}')
         assert wait_until(lambda: stack.readyz()["config_error"] is not None, timeout=20)
+        probed = _operator_probe(stack)
+        assert probed is not None and probed.config_hash == running
+        assert probed.config_error is not None and "mesh.name" in probed.config_error
         load.until(12)
         ready = stack.readyz()
         assert ready["status"] == 200 and ready["config_hash"] == running

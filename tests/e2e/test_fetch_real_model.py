@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from routermesh.runtime.config import model_dir_name
+from routermesh.runtime.contract.config import model_dir_name
 from routermesh.runtime.fetch import MARKER
 from routermesh.runtime.packaged import PACKAGED, materialize
 from tests.support import FileServer

@@ -14,7 +14,7 @@ import pytest
 
 from routermesh import bootstrap
 from routermesh.local import LocalOptions, LocalPod
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh_bench.load import bounded_round, injection_run, read_attacks, workload
 from routermesh_bench.perf import tree_rss_mib
 from tests.support import consecutive_free_ports, llama_server

@@ -19,7 +19,7 @@ import yaml
 
 from routermesh.operator import handlers
 from routermesh.operator.kube import Connection, Kube
-from routermesh.operator.reconcile import PodReport
+from routermesh.runtime.contract.readiness import ReadinessReport
 from tests.kmock_faithful import VERBS, FaithfulEmulator
 from tests.operator_login import TARGET
 
@@ -78,15 +78,18 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
     stop, ready = asyncio.Event(), asyncio.Event()
     kube = Kube(Connection(server=str(cluster.url), insecure=True))
 
-    async def probe(pods: list[dict[str, Any]]) -> list[PodReport | None]:
+    async def probe(pods: list[dict[str, Any]]) -> list[ReadinessReport | None]:
         # No pod network here: each pod "reports" its hash and learned examples in test
         # annotations.
-        reports: list[PodReport | None] = []
+        reports: list[ReadinessReport | None] = []
         for pod in pods:
             notes = pod["metadata"].get("annotations") or {}
             value = notes.get("test/config-hash")
             learned = int(notes.get("test/learned", "0"))
-            reports.append(PodReport(value, learned) if value else None)
+            report = ReadinessReport(
+                ready=True, checks={"config": True}, config_hash=value, learned={"l0": learned}
+            )
+            reports.append(report if value else None)
         return reports
 
     task = asyncio.create_task(

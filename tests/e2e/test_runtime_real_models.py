@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
+from routermesh.runtime.contract.config import CONFIG_FILENAME, CacheConfig, ModelRef, RouterConfig
 from routermesh.runtime.packaged import PACKAGED, materialize
 from tests.real_pod import LLAMA_SERVER, PACKAGED_DIR, PodProcesses
 from tests.support import RedisProcess, free_port, homelab_rendered, needs_redis

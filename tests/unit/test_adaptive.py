@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt, lowest_threshold
 from routermesh.runtime.app import create_app
-from routermesh.runtime.config import AdaptiveConfig, CacheConfig, RouterConfig
+from routermesh.runtime.contract.config import AdaptiveConfig, CacheConfig, RouterConfig
 from routermesh.runtime.packaged import materialize
 from routermesh.runtime.router import Router
 from tests.support import homelab_rendered, layer_of, wait_until

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from routermesh.runtime.app import body_limit, create_app
-from routermesh.runtime.config import DEFAULT_MAX_MESSAGE_CHARS, ApiConfig, RouterConfig
+from routermesh.runtime.contract.config import DEFAULT_MAX_MESSAGE_CHARS, ApiConfig, RouterConfig
 from routermesh.runtime.logs import DECISION_LOGGER, JsonFormatter
 from tests.support import wait_until
 from tests.unit.test_orchestrator import Stack, publish

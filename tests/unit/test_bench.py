@@ -352,7 +352,7 @@ def test_calibrations_compose() -> None:
 
 
 def test_the_adaptive_replay_moves_the_threshold_fed_on_one_half() -> None:
-    from routermesh.runtime.config import AdaptiveConfig  # noqa: PLC0415
+    from routermesh.runtime.contract.config import AdaptiveConfig  # noqa: PLC0415
     from routermesh_bench.adapt_replay import ReplayOptions, replay  # noqa: PLC0415
 
     rng = random.Random(3)  # noqa: S311 - test data

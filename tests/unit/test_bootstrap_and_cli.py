@@ -14,7 +14,7 @@ import yaml
 from routermesh import bootstrap
 from routermesh.cli import main
 from routermesh.operator import api
-from routermesh.runtime import config as rc
+from routermesh.runtime.contract import config as rc
 
 REPO = Path(__file__).resolve().parents[2]
 

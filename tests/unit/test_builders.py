@@ -16,8 +16,8 @@ import yaml
 from routermesh.operator import api
 from routermesh.operator import builders as b
 from routermesh.operator.render import render_config
-from routermesh.runtime import config as rc
-from routermesh.runtime.fetch import items_from_json
+from routermesh.runtime.contract import config as rc
+from routermesh.runtime.contract.models import items_from_json
 from tests.support import layer_of
 
 REPO = Path(__file__).resolve().parents[2]

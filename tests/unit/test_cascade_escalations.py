@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from routermesh.runtime.cache import MemoryCache
 from routermesh.runtime.cascade import Cascade, Decision
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
 from tests.support import homelab_rendered, layer_of

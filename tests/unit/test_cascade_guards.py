@@ -18,7 +18,7 @@ from routermesh.operator import api
 from routermesh.operator.render import render_config
 from routermesh.runtime.cache import MemoryCache
 from routermesh.runtime.cascade import Cascade
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.decision import Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
 from tests.support import homelab_rendered, layer_of

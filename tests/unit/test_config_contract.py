@@ -18,7 +18,7 @@ from routermesh.operator.render import (
     render_config,
     selected_tables,
 )
-from routermesh.runtime import config as rc
+from routermesh.runtime.contract import config as rc
 
 REPO = Path(__file__).resolve().parents[2]
 MESH_DOC = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())

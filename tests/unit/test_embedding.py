@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from routermesh.runtime import embedding
 from routermesh.runtime.app import create_app
-from routermesh.runtime.config import CacheConfig, ExamplesSource, RouterConfig
+from routermesh.runtime.contract.config import CacheConfig, ExamplesSource, RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder, EncoderStore

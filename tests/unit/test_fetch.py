@@ -17,14 +17,13 @@ from huggingface_hub import errors as hf_errors
 
 from routermesh.cli import main
 from routermesh.runtime import fetch
-from routermesh.runtime.config import RouterConfig, model_dir_name
+from routermesh.runtime.contract.config import RouterConfig, model_dir_name
+from routermesh.runtime.contract.models import FetchItem, items_from_config
 from routermesh.runtime.fetch import (
     MARKER,
     FetchError,
-    FetchItem,
     fetch_all,
     fetch_one,
-    items_from_config,
     parse_uri,
 )
 from tests.support import FileServer

@@ -15,7 +15,7 @@ import yaml
 
 from routermesh.operator import api
 from routermesh.operator.render import render_config
-from routermesh.runtime.config import (
+from routermesh.runtime.contract.config import (
     LAYER_PORTS,
     LayerConfig,
     ModelRef,

@@ -9,7 +9,8 @@ import pytest
 
 from routermesh.operator import api
 from routermesh.operator import reconcile as r
-from routermesh.runtime import config as rc
+from routermesh.runtime.contract import config as rc
+from routermesh.runtime.contract.readiness import ReadinessReport
 
 MESH = api.parse(
     api.RouterMesh,
@@ -27,7 +28,7 @@ HEAD = rc.HeadConfig(
 
 def _status(
     phase: r.JobPhase = "absent",
-    reports: list[r.PodReport] | None = None,
+    reports: list[ReadinessReport] | None = None,
     *,
     active: bool = True,
     trained: bool = False,
@@ -46,9 +47,14 @@ def _status(
     return status
 
 
-def _pod(state: str, path: str = HEAD.path, accuracy: float = 0.97) -> r.PodReport:
-    return r.PodReport(
-        config_hash="h", head={"state": state, "path": path, "holdout_accuracy": accuracy}
+def _pod(state: str, path: str = HEAD.path, accuracy: float = 0.97) -> ReadinessReport:
+    return ReadinessReport.model_validate(
+        {
+            "ready": True,
+            "checks": {"config": True, "l0": True},
+            "config_hash": "h",
+            "heads": {"l0": {"state": state, "path": path, "holdout_accuracy": accuracy}},
+        }
     )
 
 
@@ -93,8 +99,10 @@ def test_a_failure_is_announced_once() -> None:
 
 
 def test_adaptive_thresholds_come_from_the_pod_with_the_most_outcomes() -> None:
-    def report(samples: int, threshold: float) -> r.PodReport:
-        return r.PodReport(
+    def report(samples: int, threshold: float) -> ReadinessReport:
+        return ReadinessReport(
+            ready=True,
+            checks={"config": True},
             config_hash="h",
             thresholds={
                 "l0": {
@@ -109,13 +117,19 @@ def test_adaptive_thresholds_come_from_the_pod_with_the_most_outcomes() -> None:
             },
         )
 
-    assert r.threshold_status([r.PodReport(config_hash="h")]) is None
+    assert r.threshold_status([ReadinessReport(ready=True, checks={}, config_hash="h")]) is None
     statuses = r.threshold_status([report(10, 0.75), report(80, 0.7)])
     assert statuses is not None and len(statuses) == 1
     assert (statuses[0].layer, statuses[0].threshold, statuses[0].samples) == ("l0", 0.7, 80)
     status = api.RouterMeshStatus(thresholds=statuses)
     dumped = status.model_dump(by_alias=True, exclude_none=True, mode="json")
     assert dumped["thresholds"][0]["configured"] == 0.8
-    # A pod of another version reporting another shape is skipped, not fatal.
-    odd = r.PodReport(config_hash="h", thresholds={"l0": {"threshold": "high"}})
+    # A pod of another version reporting another shape: that entry is dropped, the rest of
+    # its report (the config hash ConfigApplied counts) still reads.
+    odd = ReadinessReport.model_validate_json(
+        '{"ready": true, "checks": {"config": true}, "config_hash": "h",'
+        ' "thresholds": {"l0": {"threshold": "high"}, "l1": 3},'
+        ' "heads": {"l0": {"state": "exploded"}}}'
+    )
+    assert (odd.config_hash, odd.thresholds, odd.heads) == ("h", {}, {})
     assert r.threshold_status([odd]) is None

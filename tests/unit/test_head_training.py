@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from routermesh.cli import main
 from routermesh.runtime.app import create_app
-from routermesh.runtime.config import (
+from routermesh.runtime.contract.config import (
     ESCALATE_ROUTE,
     CacheConfig,
     EscalationConfig,

@@ -61,3 +61,29 @@ def test_the_operator_folder_never_shadows_the_stdlib() -> None:
         check=True,
     )
     assert "/operator/" not in done.stdout and done.stdout.strip().endswith("operator.py")
+
+
+OPERATOR_FILES = sorted((REPO / "src/routermesh/operator").rglob("*.py"))
+CONTRACT_FILES = sorted((REPO / "src/routermesh/runtime/contract").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", OPERATOR_FILES, ids=lambda p: p.name)
+def test_the_operator_reaches_the_runtime_only_through_its_contract(path: Path) -> None:
+    """The builders and reconcile import the contract (config, model set, readiness
+    report), never the pod's I/O modules (downloader, servers, layers)."""
+    runtime = {n for n in _imports(path) if n.startswith("routermesh.runtime")}
+    assert runtime <= {
+        "routermesh.runtime.contract",
+        "routermesh.runtime.contract.config",
+        "routermesh.runtime.contract.models",
+        "routermesh.runtime.contract.readiness",
+    }
+
+
+@pytest.mark.parametrize("path", CONTRACT_FILES, ids=lambda p: p.name)
+def test_the_contract_is_pure_data(path: Path) -> None:
+    allowed_project = {f"routermesh.runtime.contract.{m}" for m in ("config", "models")}
+    io_modules = {"httpx", "socket", "subprocess", "fcntl", "shutil", "redis", "onnxruntime"}
+    names = _imports(path)
+    assert not names & io_modules
+    assert {n for n in names if n.startswith("routermesh")} <= allowed_project

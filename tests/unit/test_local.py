@@ -14,7 +14,7 @@ import yaml
 
 from routermesh import local
 from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
-from routermesh.runtime.config import CONFIG_FILENAME, RouterConfig
+from routermesh.runtime.contract.config import CONFIG_FILENAME, RouterConfig
 from routermesh.runtime.fetch import MARKER
 from tests.support import homelab_with_generative, layer_of
 

@@ -17,7 +17,7 @@ import pytest
 
 from routermesh.cli import main
 from routermesh.runtime import packaged
-from routermesh.runtime.config import CONFIG_FILENAME, LayerConfig, ModelRef, RouterConfig
+from routermesh.runtime.contract.config import CONFIG_FILENAME, LayerConfig, ModelRef, RouterConfig
 from routermesh.runtime.model_server import (
     ModelServerError,
     layer_port,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from routermesh.runtime.app import create_app
-from routermesh.runtime.config import CONFIG_FILENAME, CacheConfig, RouterConfig
+from routermesh.runtime.contract.config import CONFIG_FILENAME, CacheConfig, RouterConfig
 from routermesh.runtime.generative import WARM_MESSAGE
 from routermesh.runtime.logs import JsonFormatter
 from routermesh.runtime.router import Router

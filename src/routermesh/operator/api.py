@@ -27,7 +27,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from routermesh import API_GROUP, API_VERSION
-from routermesh.runtime.config import (
+from routermesh.runtime.contract.config import (
     DEFAULT_MAX_MESSAGE_CHARS,
     DNS_LABEL_PATTERN,
     MAX_CANDIDATES,

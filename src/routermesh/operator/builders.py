@@ -29,8 +29,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routermesh.operator.api import Resources, RouterMesh, SecretKeyRef
-from routermesh.runtime import config as rc
-from routermesh.runtime.fetch import FetchItem, items_digest, items_from_config, items_to_json
+from routermesh.runtime.contract import config as rc
+from routermesh.runtime.contract.models import (
+    FetchItem,
+    items_digest,
+    items_from_config,
+    items_to_json,
+)
 
 Manifest = dict[str, Any]
 

@@ -19,7 +19,7 @@ from routermesh.operator.metrics import MESHES, RECONCILE_SECONDS, RECONCILES
 from routermesh.operator.reconcile import (
     ConfigProbe,
     Result,
-    probe_config_hashes,
+    probe_readiness,
     reconcile_mesh,
 )
 
@@ -118,7 +118,7 @@ def _count_ready() -> None:
 def _probe(memo: kopf.Memo) -> ConfigProbe:
     """How pods are asked for their config hash (a test may put its own in the memo)."""
     probe = memo.get("probe")
-    return probe if callable(probe) else probe_config_hashes
+    return probe if callable(probe) else probe_readiness
 
 
 def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:

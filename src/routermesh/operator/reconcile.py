@@ -22,7 +22,8 @@ from routermesh.operator import builders as b
 from routermesh.operator.conditions import DeploymentState, JobPhase, Observed, evaluate
 from routermesh.operator.kube import Kube
 from routermesh.operator.render import RenderError, render_config
-from routermesh.runtime import config as rc
+from routermesh.runtime.contract import config as rc
+from routermesh.runtime.contract.readiness import ReadinessReport
 
 PRUNED_KINDS = (
     ("v1", "ConfigMap"),
@@ -36,20 +37,8 @@ PRUNED_KINDS = (
 long as the RouterMesh (ownerReference), so a spec edit never throws the models away."""
 
 
-@dataclass(frozen=True)
-class PodReport:
-    """What a ready router pod says on ``/readyz``."""
-
-    config_hash: str
-    learned: int = 0
-    """Reported misroutes its layers learned (the feedback loop)."""
-    head: dict[str, Any] | None = None
-    """L0's trained head as the pod reports it (state, path, holdout_accuracy)."""
-    thresholds: dict[str, Any] = field(default_factory=dict)
-    """Adaptive layers' thresholds as the pod reports them, by layer."""
-
-
-ConfigProbe = Callable[[list[dict[str, Any]]], Awaitable[list[PodReport | None]]]
+ConfigProbe = Callable[[list[dict[str, Any]]], Awaitable[list[ReadinessReport | None]]]
+"""What each router pod reports on ``/readyz`` (None: no usable answer), in pod order."""
 
 
 @dataclass
@@ -59,31 +48,21 @@ class Result:
     """(type, reason, message) to post on the RouterMesh."""
 
 
-async def probe_config_hashes(pods: list[dict[str, Any]]) -> list[PodReport | None]:
-    """What each ready router pod reports on ``/readyz`` (None: no usable answer)."""
+async def probe_readiness(
+    pods: list[dict[str, Any]], port: int = rc.OPERATIONS_PORT
+) -> list[ReadinessReport | None]:
+    """What each router pod reports on ``/readyz``: the typed report whether the pod is
+    ready or not (503 carries the same body); None when it gives no usable answer."""
 
-    async def one(client: httpx.AsyncClient, pod: dict[str, Any]) -> PodReport | None:
+    async def one(client: httpx.AsyncClient, pod: dict[str, Any]) -> ReadinessReport | None:
         ip = (pod.get("status") or {}).get("podIP")
         if not ip:
             return None
         try:
-            response = await client.get(f"http://{ip}:{rc.OPERATIONS_PORT}/readyz")
-            body = response.json()
-            value = body.get("config_hash")
-            learned = body.get("learned") or {}
-            total = sum(v for v in learned.values() if isinstance(v, int))
-            head = (body.get("heads") or {}).get("l0")
-            thresholds = body.get("thresholds") or {}
-        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            response = await client.get(f"http://{ip}:{port}/readyz")
+            return ReadinessReport.model_validate_json(response.content)
+        except (httpx.HTTPError, ValueError):
             return None
-        if not isinstance(value, str):
-            return None
-        return PodReport(
-            config_hash=value,
-            learned=total,
-            head=head if isinstance(head, dict) else None,
-            thresholds=thresholds if isinstance(thresholds, dict) else {},
-        )
 
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         return list(await asyncio.gather(*(one(client, pod) for pod in pods)))
@@ -186,7 +165,7 @@ async def reconcile_mesh(
     body: dict[str, Any],
     table_bodies: Iterable[dict[str, Any]],
     *,
-    probe: ConfigProbe = probe_config_hashes,
+    probe: ConfigProbe = probe_readiness,
     now: str | None = None,
 ) -> Result:
     now = now or _now()
@@ -252,7 +231,7 @@ async def reconcile_mesh(
     deployment = await kube.get("apps/v1", "Deployment", namespace, names["deployment"])
     pods = await _ready_pods(kube, mesh)
     reports = [r for r in (await probe(pods) if pods else []) if r is not None]
-    reported = [r.config_hash for r in reports]
+    reported = [r.config_hash for r in reports if r.config_hash is not None]
     generation = mesh.metadata.generation or 0
     observed = Observed(
         generation=generation,
@@ -275,7 +254,7 @@ async def reconcile_mesh(
         # The config the pods are to run (the model set pending a download excluded).
         config_hash=(active or config).config_hash,
         endpoint=f"http://{names['service']}.{namespace}.svc:{rc.ORCHESTRATOR_PORT}",
-        learned_examples=max((r.learned for r in reports), default=None),
+        learned_examples=max((r.learned_total for r in reports), default=None),
         thresholds=threshold_status(reports),
         head=head_status(
             mesh,
@@ -298,12 +277,12 @@ async def reconcile_mesh(
     return Result(status.model_dump(by_alias=True, exclude_none=True, mode="json"), events)
 
 
-def threshold_status(reports: list[PodReport]) -> list[api.ThresholdStatus] | None:
+def threshold_status(reports: list[ReadinessReport]) -> list[api.ThresholdStatus] | None:
     """The adaptive thresholds of the ready pod with the most outcomes (with Redis every
     replica replays the same feedback, so they agree); None without adaptive layers."""
     best = max(
         (r for r in reports if r.thresholds),
-        key=lambda r: sum(int(t.get("samples") or 0) for t in r.thresholds.values()),
+        key=lambda r: sum(t.samples for t in r.thresholds.values()),
         default=None,
     )
     if best is None:
@@ -311,7 +290,9 @@ def threshold_status(reports: list[PodReport]) -> list[api.ThresholdStatus] | No
     statuses = []
     for layer, report in sorted(best.thresholds.items()):
         try:
-            statuses.append(api.ThresholdStatus.model_validate({"layer": layer, **report}))
+            statuses.append(
+                api.ThresholdStatus.model_validate({"layer": layer, **report.model_dump()})
+            )
         except ValueError:
             continue  # a pod of another version: skipped, not fatal
     return statuses or None
@@ -370,7 +351,7 @@ def head_status(
     head: rc.HeadConfig | None,
     phase: JobPhase,
     message: str,
-    reports: list[PodReport],
+    reports: list[ReadinessReport],
     models_active: bool,
     trained: bool,
 ) -> api.HeadStatus | None:
@@ -378,14 +359,11 @@ def head_status(
     if head is None:
         return None
     loaded = [
-        r.head
+        report
         for r in reports
-        if r.head and r.head.get("state") == "loaded" and r.head.get("path") == head.path
+        if (report := r.heads.get("l0")) and report.state == "loaded" and report.path == head.path
     ]
-    accuracy = next(
-        (h["holdout_accuracy"] for h in loaded if isinstance(h.get("holdout_accuracy"), float)),
-        None,
-    )
+    accuracy = next((h.holdout_accuracy for h in loaded if h.holdout_accuracy is not None), None)
     state: str
     if loaded:
         state = "Loaded"

@@ -21,7 +21,7 @@ from routermesh.operator.api import (
     Target,
     TrainedHead,
 )
-from routermesh.runtime import config as rc
+from routermesh.runtime.contract import config as rc
 
 
 class RenderError(ValueError):

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from routermesh.runtime.config import AdaptiveConfig
+from routermesh.runtime.contract.config import AdaptiveConfig
 
 MIN_CHANGE = 0.005
 """Smaller moves are not made (no jitter in the cache key and the metrics)."""

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routermesh.runtime.cascade import Decision
-from routermesh.runtime.config import ApiConfig
+from routermesh.runtime.contract.config import ApiConfig
+from routermesh.runtime.contract.readiness import ReadinessReport
 from routermesh.runtime.decision import Learning
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
 from routermesh.runtime.edge import BearerAuth, PortSplit, RequestId
@@ -448,12 +449,10 @@ def _add_operations(
     @app.get("/readyz", response_model=None)
     async def readyz() -> JSONResponse:
         checks = await router.readiness()
-        ready = all(checks.values())
         state = router.state
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={
-                "ready": ready,
+        report = ReadinessReport.model_validate(
+            {
+                "ready": all(checks.values()),
                 "checks": checks,
                 "degraded": await router.degraded(),
                 "config_hash": state.config.config_hash if state else None,
@@ -470,7 +469,10 @@ def _add_operations(
                     for layer in (state.cascade.layers if state else ())
                     if isinstance(layer, EmbeddingLayer) and "head" in layer.stats
                 },
-            },
+            }
+        )
+        return JSONResponse(
+            status_code=200 if report.ready else 503, content=report.model_dump(mode="json")
         )
 
     @app.get("/metrics")

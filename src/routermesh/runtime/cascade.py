@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.decision import Candidate, Classifier, Judge, Learning, Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from routermesh.runtime.config import RouterConfig
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.router import ConfigError, read_secret_file
 
 ROUTE_TIMEOUT_SECONDS = 30.0

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from routermesh.runtime.config import LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.encoder import STORE, Encoder, EncoderError, EncoderStore, FloatArray
 from routermesh.runtime.evidence import Evidence, description_evidence, route_examples

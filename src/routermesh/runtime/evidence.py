@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from routermesh.runtime.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
+from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
 
 _PHRASE_BREAK = re.compile(r"[,;:()]|\.(?:\s|$)|\s+-\s+|\s+and\s+")
 MIN_PHRASE_WORDS = 2

@@ -37,14 +37,15 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from routermesh.runtime.config import RouterConfig, model_dir_name
+from routermesh.runtime.contract.config import model_dir_name
+from routermesh.runtime.contract.models import FetchItem
 
 log = logging.getLogger("routermesh.fetch")
 
@@ -120,38 +121,6 @@ def parse_uri(uri: str, base_dir: Path | None = None) -> Source:
     raise FetchError(f"{uri}: unsupported scheme (use hf://, https:// or file:)")
 
 
-@dataclass(frozen=True)
-class FetchItem:
-    uri: str
-    sha256: str | None
-    path: str
-    """Relative to the models directory."""
-    kind: Literal["model", "examples"] = "model"
-    """A model lands in the folder ``path``; an examples set is the file ``path``."""
-
-
-def items_from_config(config: RouterConfig) -> list[FetchItem]:
-    items = [
-        FetchItem(uri=layer.model.uri, sha256=layer.model.sha256, path=layer.model.path)
-        for layer in config.layers
-        if layer.enabled
-    ]
-    # A trained head's base encoder is fetched with the models (the training Job reads it).
-    items += [
-        FetchItem(uri=layer.head.base.uri, sha256=layer.head.base.sha256, path=layer.head.base.path)
-        for layer in config.layers
-        if layer.enabled and layer.head is not None
-    ]
-    items += [
-        FetchItem(uri=source.uri, sha256=source.sha256, path=source.path, kind="examples")
-        for source in config.examples_from
-    ]
-    unique: dict[str, FetchItem] = {}
-    for item in items:
-        unique.setdefault(item.path, item)
-    return list(unique.values())
-
-
 def items_from_uris(uris: list[str], digests: list[str]) -> list[FetchItem]:
     if digests and len(digests) != len(uris):
         raise FetchError(f"{len(uris)} --model given but {len(digests)} --sha256; give one each")
@@ -159,24 +128,6 @@ def items_from_uris(uris: list[str], digests: list[str]) -> list[FetchItem]:
         FetchItem(uri=uri, sha256=(digests[i] if digests else None), path=model_dir_name(uri))
         for i, uri in enumerate(uris)
     ]
-
-
-def items_to_json(items: list[FetchItem]) -> str:
-    """The compact form the model-download Job receives (``--items-json``)."""
-    return json.dumps([asdict(item) for item in items], separators=(",", ":"), sort_keys=True)
-
-
-def items_from_json(text: str) -> list[FetchItem]:
-    try:
-        raw = json.loads(text)
-        return [FetchItem(**entry) for entry in raw]
-    except (ValueError, TypeError) as error:
-        raise FetchError(f"--items-json is not a list of fetch items: {error}") from error
-
-
-def items_digest(items: list[FetchItem]) -> str:
-    """Digest of a model set: a new set gets a new download Job."""
-    return hashlib.sha256(items_to_json(items).encode()).hexdigest()
 
 
 # --- digests and progress -----------------------------------------------------------------------

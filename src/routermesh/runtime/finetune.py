@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from routermesh.runtime.calibration import fit_platt
-from routermesh.runtime.config import HeadConfig, LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
 from routermesh.runtime.evidence import route_examples
 from routermesh.runtime.example_index import IntArray, RouteGroups, TrainedHead, head_features

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from routermesh.runtime.config import JUDGE_LABELS, LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import JUDGE_LABELS, LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.labels import parse_top_logprobs, verdict_from_logprobs
 from routermesh.runtime.prompts import all_routes, judge_prompt

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from routermesh.runtime.config import MODELS_DIR, LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import MODELS_DIR, LayerConfig, RouterConfig
 from routermesh.runtime.decision import Classifier, Preparable
 from routermesh.runtime.embedding import EmbeddingLayer, FeedbackSource
 from routermesh.runtime.generative import GenerativeLayer

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from routermesh.runtime.config import LAYER_PORTS, LayerConfig, RouterConfig
+from routermesh.runtime.contract.config import LAYER_PORTS, LayerConfig, RouterConfig
 
 LLAMA_SERVER_ENV = "ROUTER_MESH_LLAMA_SERVER"
 LOCAL_BUILD = Path(".cache/llama-server/bin/llama-server")

@@ -6,7 +6,7 @@ nearest to the message), plus two answers of its own, ``none`` (no candidate han
 it) and ``several`` (it needs more than one). So the prompt is bounded whatever the
 size of the table: every part is capped in UTF-8 bytes, and a byte-level BPE
 tokenizer (SmolLM2's, Qwen2.5's) never makes more tokens than bytes, so
-:func:`routermesh.runtime.config.judge_prompt_bound` is a true upper bound on the
+:func:`routermesh.runtime.contract.config.judge_prompt_bound` is a true upper bound on the
 prompt's tokens, and the config refuses a layer whose context cannot hold it.
 
 The fixed instruction comes first, so the model server's prefix cache keeps it; the
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from routermesh.runtime.config import (
+from routermesh.runtime.contract.config import (
     JUDGE_DESCRIPTION_BYTES,
     JUDGE_EXAMPLE_BYTES,
     JUDGE_LABELS,

@@ -34,7 +34,12 @@ from pydantic import ValidationError
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
 from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
 from routermesh.runtime.cascade import Cascade
-from routermesh.runtime.config import CONFIG_FILENAME, MODELS_DIR, CacheConfig, RouterConfig
+from routermesh.runtime.contract.config import (
+    CONFIG_FILENAME,
+    MODELS_DIR,
+    CacheConfig,
+    RouterConfig,
+)
 from routermesh.runtime.decision import Classifier, Learning
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback

@@ -8,7 +8,7 @@ import socket
 import uvicorn
 
 from routermesh.runtime.app import create_app
-from routermesh.runtime.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
+from routermesh.runtime.contract.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
 from routermesh.runtime.logs import configure_logging
 from routermesh.runtime.router import POLL_SECONDS, Router
 

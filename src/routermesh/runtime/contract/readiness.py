@@ -1,0 +1,83 @@
+"""What a router pod answers on ``/readyz``: the orchestrator writes it, the operator's
+probe reads it (the pod's config hash for ConfigApplied, thresholds and the head for the
+RouterMesh status). Unknown fields are ignored, so pods and operators of neighbouring
+versions still read each other during a rollout."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ThresholdReport(_Report):
+    """An adaptive layer's threshold as the pod currently applies it."""
+
+    configured: float
+    threshold: float
+    state: Literal["configured", "adapted", "rolled_back"]
+    samples: int = Field(ge=0)
+    accuracy: float | None = None
+    reason: str = ""
+    updates: int = Field(default=0, ge=0)
+
+
+class HeadReport(_Report):
+    """L0's trained head as the pod sees it on the models volume."""
+
+    state: Literal["loaded", "pending", "stale", "invalid"]
+    path: str | None = None
+    holdout_accuracy: float | None = None
+    error: str | None = None
+    digest: str | None = None
+    trained_examples: int | None = None
+    train_seconds: float | None = None
+
+
+class ReadinessReport(_Report):
+    ready: bool
+    checks: dict[str, bool]
+    """``config`` and one entry per enabled layer: True when it can answer."""
+    degraded: list[str] = Field(default_factory=list)
+    """Dependencies down while a fallback serves (``cache``: Redis); never unready."""
+    config_hash: str | None = None
+    """The hash of the config the pod routes with; None before one is loaded."""
+    config_error: str | None = None
+    """Why the last config pushed to the pod was refused (it keeps the previous one)."""
+    problems: dict[str, str] = Field(default_factory=dict)
+    """Why a layer cannot serve, by layer."""
+    learned: dict[str, int] = Field(default_factory=dict)
+    """Misroutes each layer learned from feedback."""
+    thresholds: dict[str, ThresholdReport] = Field(default_factory=dict)
+    heads: dict[str, HeadReport] = Field(default_factory=dict)
+
+    @field_validator("thresholds", "heads", mode="before")
+    @classmethod
+    def _drop_unreadable_entries(cls, value: Any, info: ValidationInfo) -> Any:
+        """An entry of a shape this version does not know (a neighbouring pod version) is
+        dropped, so it never hides the rest of the report."""
+        if not isinstance(value, dict):
+            return {}
+        model = ThresholdReport if info.field_name == "thresholds" else HeadReport
+        kept = {}
+        for name, entry in value.items():
+            try:
+                kept[name] = model.model_validate(entry)
+            except ValidationError:
+                continue
+        return kept
+
+    @property
+    def learned_total(self) -> int:
+        return sum(self.learned.values())
