@@ -97,12 +97,31 @@ def _assert_router_works(python: Path, cwd: Path) -> None:
     assert operator.returncode == 0, operator.stdout + operator.stderr
 
 
+def _clean_clone(into: Path) -> Path:
+    """The checkout's files as a clone has them (tracked and new, not ignored): a build
+    leaves its build/ folder there, not in the working tree, and never reads a stale one."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for relative in filter(None, listed.split("\0")):
+        source = REPO / relative
+        if source.is_file():
+            target = into / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return into
+
+
 @pytest.mark.parametrize("editable", [False, True], ids=["pip-install", "pip-install-e"])
 def test_a_plain_install_of_the_checkout_gives_a_working_cli_operator_and_bench(
     tmp_path: Path, editable: bool
 ) -> None:
+    checkout = _clean_clone(tmp_path / "checkout")
     python = _scratch_venv(tmp_path / "venv")
-    _pip_install(python, *(["-e", str(REPO)] if editable else [str(REPO)]), cwd=tmp_path)
+    _pip_install(python, *(["-e", str(checkout)] if editable else [str(checkout)]), cwd=tmp_path)
     _assert_router_works(python, cwd=tmp_path)
     bench = _run(python, "-c", "import routermesh_bench.commands; print('bench ok')", cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-2000:]
@@ -110,7 +129,7 @@ def test_a_plain_install_of_the_checkout_gives_a_working_cli_operator_and_bench(
         python, "-c", "import routermesh.operator as m; print(m.__file__)", cwd=tmp_path
     )
     if editable:
-        assert location.stdout.strip() == str(REPO / "src/routermesh/operator/__init__.py")
+        assert location.stdout.strip() == str(checkout / "src/routermesh/operator/__init__.py")
     else:
         assert location.stdout.strip().startswith(str(tmp_path / "venv"))
 

@@ -1021,10 +1021,30 @@ class RouterMeshStatus(ApiModel):
 
 
 class RouteTableStatus(ApiModel):
-    observed_generation: int | None = Field(default=None)
-    conditions: list[Condition] | None = Field(default=None, json_schema_extra=_CONDITIONS_LIST)
+    """Whether the table is valid, who uses it, and what would make it route better."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation the status describes."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Accepted: True when the spec is valid (the meshes route over it); False "
+        "with reason InvalidSpec and the fields at fault.",
+        json_schema_extra=_CONDITIONS_LIST,
+    )
     routes: int | None = Field(default=None, description="Routes in this table.")
     examples: int | None = Field(default=None, description="Inline examples in this table.")
+    used_by: list[str] | None = Field(
+        default=None,
+        max_length=256,
+        description="RouterMeshes (in this namespace) that select this table.",
+    )
+    warnings: list[Annotated[str, Field(max_length=1024)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Route-quality warnings a person can act on: routes with too few "
+        "examples or no description, examples duplicated across routes.",
+    )
 
 
 # --- top-level objects -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from routermesh.operator.reconcile import (
     probe_readiness,
     reconcile_mesh,
 )
+from routermesh.operator.routetable_sync import TableStatuses
 
 GROUP, VERSION = "routermesh.io", "v1alpha1"
 RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
@@ -74,6 +75,43 @@ def routetables(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, d
 @kopf.index(GROUP, VERSION, "routermeshes")
 def routermeshes(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
     return {namespace or "default": name}
+
+
+@kopf.index(GROUP, VERSION, "routermeshes")
+def mesh_selections(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Each mesh's metadata and spec: which RouteTables it selects (RouteTable status)."""
+    return {namespace or "default": {"metadata": dict(body.metadata), "spec": dict(body.spec)}}
+
+
+_TABLES = TableStatuses()
+
+
+def _post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+async def _sync_tables(
+    kube: Kube,
+    namespace: str,
+    tables: kopf.Index[str, Any],
+    meshes: kopf.Index[str, Any],
+    *,
+    skip: str | None = None,
+    skip_mesh: str | None = None,
+) -> None:
+    """RouteTable status after any change that can alter it; a failure here never fails
+    the mesh's reconcile (the next pass writes it). ``skip``/``skip_mesh``: an object being
+    deleted that the index may still hold."""
+    try:
+        await _TABLES.sync(
+            kube,
+            namespace,
+            [t for t in tables.get(namespace, []) if t["metadata"].get("name") != skip],
+            [m for m in meshes.get(namespace, []) if m["metadata"].get("name") != skip_mesh],
+            _post_event,
+        )
+    except Exception:
+        log.exception("routetable status not written", extra={"namespace": namespace})
 
 
 async def _reconcile(
@@ -133,36 +171,61 @@ def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
     GROUP, VERSION, "routermeshes", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS
 )
 async def mesh_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, routetables: kopf.Index[str, Any], **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    routetables: kopf.Index[str, Any],
+    mesh_selections: kopf.Index[str, Any],
+    **_: Any,
 ) -> None:
     async with _lock(_key(body)):
         result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
     patch.status.update(result.status)
     _post(body, result)
+    namespace = body.metadata.namespace or "default"
+    await _sync_tables(memo["kube"], namespace, routetables, mesh_selections)
 
 
-@kopf.on.delete(GROUP, VERSION, "routermeshes", optional=True)
-async def mesh_deleted(body: kopf.Body, **_: Any) -> None:
-    """Forget the mesh's lock and Ready state (its children go by ownerReferences)."""
+@kopf.on.delete(GROUP, VERSION, "routermeshes", optional=True)  # type: ignore[arg-type]
+async def mesh_deleted(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    routetables: kopf.Index[str, Any],
+    mesh_selections: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    """Forget the mesh's lock and Ready state (its children go by ownerReferences); its
+    tables' ``usedBy`` no longer names it."""
     key = _key(body)
     _LOCKS.pop(key, None)
     _READY.pop(key, None)
     _count_ready()
+    namespace = body.metadata.namespace or "default"
+    await _sync_tables(
+        memo["kube"], namespace, routetables, mesh_selections, skip_mesh=body.metadata.name
+    )
 
 
 @kopf.on.create(GROUP, VERSION, "routetables")
 @kopf.on.update(GROUP, VERSION, "routetables")
 @kopf.on.delete(GROUP, VERSION, "routetables", optional=True)  # type: ignore[arg-type]
 async def table_changed(
+    *,
     namespace: str | None,
+    name: str,
+    reason: str,
     memo: kopf.Memo,
     routermeshes: kopf.Index[str, str],
     routetables: kopf.Index[str, Any],
+    mesh_selections: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
-    """Re-render every mesh of the namespace (the index: no list calls per event)."""
+    """Re-render every mesh of the namespace (the index: no list calls per event), then
+    the tables' status."""
     kube: Kube = memo["kube"]
     namespace = namespace or "default"
+    if reason == "delete":
+        _TABLES.forget(namespace, name)
     for mesh_name in sorted(set(routermeshes.get(namespace, []))):
         async with _lock(f"{namespace}/{mesh_name}"):
             body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
@@ -173,3 +236,6 @@ async def table_changed(
                 f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name, result.status
             )
         _post(body, result)
+    await _sync_tables(
+        kube, namespace, routetables, mesh_selections, skip=name if reason == "delete" else None
+    )

@@ -11,3 +11,8 @@ RECONCILE_SECONDS = Histogram(
     "router_mesh_operator_reconcile_seconds", "Duration of one RouterMesh reconcile."
 )
 MESHES = Gauge("router_mesh_operator_meshes", "RouterMeshes by their Ready condition.", ["ready"])
+ROUTETABLES = Gauge(
+    "router_mesh_operator_routetables",
+    "RouteTables by their Accepted condition and whether they carry route-quality warnings.",
+    ["accepted", "warnings"],
+)
