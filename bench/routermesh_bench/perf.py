@@ -37,7 +37,7 @@ import httpx
 from routermesh import bootstrap
 from routermesh.local import Child, LocalOptions, LocalPod, write_config
 from routermesh.runtime.contract.config import CacheConfig, RouterConfig
-from routermesh_bench import metrics, plots
+from routermesh_bench import metrics, plots, wrk
 from routermesh_bench.client import Progress
 from routermesh_bench.quality import machine
 from routermesh_bench.records import dumps
@@ -315,6 +315,46 @@ def _throughput(
     return points
 
 
+WRK_SECONDS = 10.0
+
+
+def _server_side(url: str, messages: list[str]) -> dict[str, Any] | None:
+    """The same paths through wrk, a C client that uses a fraction of a core here: cached
+    decisions at concurrency 1, 8 and 32, and fresh ones (every request new) at 1 and 8.
+    The Python client's figures above are what such a client sees; these are the
+    server's. None without wrk (apt-get install wrk)."""
+    if wrk.available() is None:
+        log.warning("wrk is not installed: no server-side figures")
+        return None
+    points: dict[str, Any] = {"cached": [], "fresh": []}
+    for concurrency in CONCURRENCY:
+        points["cached"].append(
+            wrk.run(
+                wrk.WrkOptions(
+                    url=url,
+                    messages=messages,
+                    connections=concurrency,
+                    threads=min(concurrency, 2),
+                    seconds=WRK_SECONDS,
+                )
+            )
+        )
+    for concurrency in CONCURRENCY[:2]:
+        points["fresh"].append(
+            wrk.run(
+                wrk.WrkOptions(
+                    url=url,
+                    messages=messages,
+                    connections=concurrency,
+                    threads=min(concurrency, 2),
+                    seconds=WRK_SECONDS,
+                    fresh_every=1,
+                )
+            )
+        )
+    return points
+
+
 def _hits(answers: list[Answer]) -> dict[str, Any]:
     """Cache-hit latency over the answers the cache gave (a decision that followed a layer
     failure is never cached, so a repeat of it is no hit)."""
@@ -405,6 +445,7 @@ def run_perf(options: PerfOptions) -> dict[str, Any]:
             "uncached": _throughput(url, messages, options.requests, explain=True),
             "cached": _throughput(url, messages, options.cached_requests, explain=False),
         }
+        result["server_side"] = _server_side(url, messages)
         result["replay"] = _replay(config, options, messages, rng)
         result["cache_hit"]["redis"] = result["replay"].pop("redis_hits", None)
         result["rss_mib"] = {c.name: tree_rss_mib(c.process.pid) for c in pod.children if c.process}

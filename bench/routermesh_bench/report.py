@@ -318,6 +318,7 @@ def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:
         )
         + ".",
         "",
+        *_server_side_lines(perf.get("server_side")),
         "| process | RSS after the run (MiB) | start (s) | seed's memory limit |",
         "|---|---|---|---|",
         *(
@@ -332,6 +333,35 @@ def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:
     if image.is_file():
         lines += [f"![performance]({os.path.relpath(image, docs)})", ""]
     return lines
+
+
+def _wrk_row(name: str, point: dict[str, Any]) -> str:
+    latency = point["latency_ms"]
+    return (
+        f"| {name} | {point['connections']} | {point['per_second']} | {latency['p50']} | "
+        f"{latency['p95']} | {latency['p99']} | {point['non_2xx']} | "
+        f"{sum(point['socket_errors'].values())} | {point['client_cpu_percent']} % |"
+    )
+
+
+_WRK_HEADER = [
+    "| path | connections | decisions/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors "
+    "| client CPU |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def _server_side_lines(points: dict[str, Any] | None) -> list[str]:
+    if not points:
+        return ["Server-side figures: skipped (wrk is not installed).", ""]
+    return [
+        "The same paths driven by wrk (a C load generator; its CPU in the last column, a "
+        "fraction of one core, so the figures are the server's):",
+        "",
+        *_WRK_HEADER,
+        *(_wrk_row(f"{kind}", p) for kind in ("cached", "fresh") for p in points[kind]),
+        "",
+    ]
 
 
 def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
@@ -359,6 +389,22 @@ def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
             f"{phase['duplicated']} | {phase['crossed']} | {_budget(latency['p50'])} | "
             f"{_budget(latency['p95'])} | {_budget(latency['p99'])} | {phase['per_second']} |"
         )
+    wrk_round = load.get("bounded_wrk")
+    lines += (
+        [
+            "",
+            f"The bounded mix again through wrk ({options['requests']} requests, every "
+            f"{wrk_round['fresh_every']}th fresh; the Python client above checks each answer, "
+            "wrk measures the server):",
+            "",
+            *_WRK_HEADER,
+            _wrk_row("bounded (wrk)", wrk_round),
+        ]
+        if wrk_round
+        else ["", "wrk round: skipped (wrk is not installed)."]
+    )
+    if "client_cpu_percent" in bounded:
+        lines.append(f"Python client CPU in the bounded round: {bounded['client_cpu_percent']} %.")
     start = load.get("rss_mib_start", {})
     last = (load.get("soak") or [{}])[-1].get("rss_mib", {})
     lines += [
