@@ -33,6 +33,7 @@ import numpy as np
 
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
+from routermesh.runtime.encode_batcher import EncodeBatcher
 from routermesh.runtime.encoder import STORE, Encoder, EncoderError, EncoderStore, FloatArray
 from routermesh.runtime.evidence import Evidence, description_evidence, route_examples
 from routermesh.runtime.example_index import (
@@ -78,6 +79,9 @@ class EmbeddingLayer:
         self._feedback = feedback
         self._encoder: Encoder | None = None
         self._index: ExampleIndex | None = None
+        self._serving: tuple[EncodeBatcher, ExampleIndex] | None = None
+        """The encoder's batcher and the index built with that encoder, swapped as one (a
+        request never compares one encoder's vector with another's examples)."""
         self._base: list[tuple[str, str]] | None = None
         self._routes: list[str] = []
         self.learned: tuple[tuple[str, str], ...] = ()
@@ -220,6 +224,7 @@ class EmbeddingLayer:
         # cache, so a decision made before is not served after.
         version = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16] if parts else ""
         self._encoder, self._index = encoder, index
+        self._serving = (EncodeBatcher(encoder.encode), index)
         self.learned, self._learned_version = learned, version
         self.stats = {
             "examples": len(pairs),
@@ -240,14 +245,15 @@ class EmbeddingLayer:
         )
 
     async def classify(self, message: str) -> Verdict:
-        encoder, index = self._encoder, self._index
-        if encoder is None or index is None:
+        serving = self._serving
+        if serving is None:
             return Verdict.abstain(Reason.LAYER_ERROR)
+        batcher, index = serving
         text = message[:MESSAGE_CHARS]
         parts = clauses(text) if self._layer.multi_step_threshold is not None else []
-        # One encoder call for the message and its clauses; onnxruntime releases the GIL,
-        # so other requests go on while this one encodes.
-        vectors = await asyncio.to_thread(encoder.encode, [text, *parts])
+        # The message and its clauses in one encoder call, batched with the concurrent
+        # requests' (the encoder and the index it was built with swap together).
+        vectors = await batcher.encode([text, *parts])
         return self._verdict(index, vectors[0], parts, vectors[1:])
 
     def _verdict(
