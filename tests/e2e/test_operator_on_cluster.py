@@ -26,6 +26,12 @@ from tests.support import kubectl, needs_cluster
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = needs_cluster("operator checks")
 
+# The download Jobs of samples/homelab as is, then with another L0 model, written out.
+FIRST_JOB = "homelab-models-d15319ff"
+NEW_L0 = "hf://Xenova/all-MiniLM-L12-v2"
+SECOND_JOB = "homelab-models-0bf79e00"
+MESH = ("routermesh.io/v1alpha1", "RouterMesh")
+
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[Kube, str]]:
@@ -90,6 +96,7 @@ async def test_the_operator_on_a_real_cluster(cluster: tuple[Kube, str]) -> None
         return jobs[0] if jobs else None
 
     first = await _until(job)
+    assert first["metadata"]["name"] == FIRST_JOB
     assert await kube.get("v1", "PersistentVolumeClaim", ns, "homelab-models")
     assert await kube.get("apps/v1", "Deployment", ns, "homelab") is None  # waits for models
     complete_job(ns, first["metadata"]["name"])
@@ -136,21 +143,36 @@ async def test_the_operator_on_a_real_cluster(cluster: tuple[Kube, str]) -> None
 
     def new_model(body: dict[str, Any]) -> None:
         lower_threshold(body)
-        body["spec"]["layers"]["l1"]["model"] = {"uri": "hf://org/other-135m/model.gguf"}
+        body["spec"]["layers"]["l0"]["model"] = {"uri": NEW_L0}  # a new model set
 
     _apply(ns, "routermesh", new_model)
 
     async def second_job() -> dict[str, Any] | None:
         jobs = await kube.list("batch/v1", "Job", ns, {"routermesh.io/mesh": "homelab"})
-        fresh = [j for j in jobs if j["metadata"]["name"] != first["metadata"]["name"]]
+        fresh = [j for j in jobs if j["metadata"]["name"] != FIRST_JOB]
         return fresh[0] if fresh else None
 
     second = await _until(second_job)
-    await asyncio.sleep(3)  # resyncs: still no rollout before the download succeeded
+    assert second["metadata"]["name"] == SECOND_JOB
+
+    async def reconciled_pending() -> bool:
+        """The operator reconciled this generation of the spec (its status says so) and
+        found the new models still downloading: that reconcile applied the Deployment."""
+        mesh = await kube.get(*MESH, ns, "homelab") or {}
+        status = mesh.get("status") or {}
+        models = [c for c in status.get("conditions") or [] if c["type"] == "ModelsReady"]
+        return bool(
+            mesh
+            and status.get("observedGeneration") == mesh["metadata"]["generation"]
+            and models
+            and models[0]["status"] == "False"
+        )
+
+    await _until(reconciled_pending)
     waiting = await kube.get("apps/v1", "Deployment", ns, "homelab")
     assert waiting is not None
-    assert waiting["spec"]["template"] == deployment["spec"]["template"]
-    complete_job(ns, second["metadata"]["name"])
+    assert waiting["spec"]["template"] == deployment["spec"]["template"]  # no rollout yet
+    complete_job(ns, SECOND_JOB)
 
     async def rolled() -> bool:
         now = await kube.get("apps/v1", "Deployment", ns, "homelab")

@@ -54,6 +54,7 @@ def _summary(observed: Observed) -> dict[str, tuple[str, str]]:
                 job="succeeded",
                 models_active=True,
                 deployment=ROLLING,
+                pods_expected=2,
                 pods_on_config=1,
                 pods_reporting=2,
             ),
@@ -88,6 +89,7 @@ def _summary(observed: Observed) -> dict[str, tuple[str, str]]:
                 job="absent",  # finished and cleaned up after its TTL
                 models_active=True,
                 deployment=UP,
+                pods_expected=2,
                 pods_on_config=2,
                 pods_reporting=2,
             ),
@@ -108,7 +110,12 @@ def test_conditions_through_the_lifecycle(
 
 def test_a_rollout_in_progress_is_not_ready_yet() -> None:
     observed = Observed(
-        generation=7, models_active=True, deployment=ROLLING, pods_on_config=2, pods_reporting=2
+        generation=7,
+        models_active=True,
+        deployment=ROLLING,
+        pods_expected=2,
+        pods_on_config=2,
+        pods_reporting=2,
     )
     summary = _summary(observed)
     assert summary["Ready"] == ("False", "RollingOut")
@@ -135,7 +142,12 @@ def test_transition_times_change_only_with_the_status() -> None:
         Condition(type="ModelsReady", status="False", last_transition_time=EARLIER, reason="X"),
     ]
     observed = Observed(
-        generation=5, models_active=True, deployment=UP, pods_on_config=1, pods_reporting=1
+        generation=5,
+        models_active=True,
+        deployment=UP,
+        pods_expected=1,
+        pods_on_config=1,
+        pods_reporting=1,
     )
     times = {c.type: c.last_transition_time for c in evaluate(observed, previous, NOW)}
     assert times["Ready"] == EARLIER  # still True: unchanged
@@ -149,8 +161,37 @@ def test_messages_are_for_humans() -> None:
         models_active=True,
         deployment=UP,
         config_hash="ab" * 32,
+        pods_expected=2,
         pods_on_config=1,
         pods_reporting=2,
     )
     ready = next(c for c in evaluate(observed, [], NOW) if c.type == "Ready")
     assert ready.message == "1/2 pods run config abababababab"
+
+
+@pytest.mark.parametrize(
+    ("expected", "on_config", "reporting", "applied", "message"),
+    [
+        (3, 1, 1, ("False", "ConfigPending"), "1/3 pods run config abababababab (2 not answering)"),
+        (3, 2, 2, ("False", "ConfigPending"), "2/3 pods run config abababababab (1 not answering)"),
+        (3, 2, 3, ("False", "ConfigPending"), "2/3 pods run config abababababab"),
+        (3, 0, 0, ("False", "ConfigPending"), "0/3 pods run config abababababab (3 not answering)"),
+        (3, 3, 3, ("True", "ConfigLoaded"), "3 pod(s) run config abababababab"),
+        (0, 0, 0, ("False", "NoPods"), "no router pod reports config abababababab"),
+    ],
+)
+def test_config_is_applied_only_when_every_ready_replica_reports_it(
+    expected: int, on_config: int, reporting: int, applied: tuple[str, str], message: str
+) -> None:
+    observed = Observed(
+        generation=1,
+        models_active=True,
+        deployment=UP,
+        config_hash="ab" * 32,
+        pods_expected=expected,
+        pods_on_config=on_config,
+        pods_reporting=reporting,
+    )
+    condition = next(c for c in evaluate(observed, [], NOW) if c.type == "ConfigApplied")
+    assert (condition.status, condition.reason) == applied
+    assert condition.message == message

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from routermesh.operator import api
-from routermesh.operator import reconcile as r
+from routermesh.operator import status as r
+from routermesh.operator.conditions import JobPhase
 from routermesh.runtime.contract import config as rc
 from routermesh.runtime.contract.readiness import ReadinessReport
 
@@ -27,7 +28,7 @@ HEAD = rc.HeadConfig(
 
 
 def _status(
-    phase: r.JobPhase = "absent",
+    phase: JobPhase = "absent",
     reports: list[ReadinessReport] | None = None,
     *,
     active: bool = True,
@@ -85,17 +86,17 @@ def test_the_states_follow_the_job_and_the_pods() -> None:
     ],
 )
 def test_a_trained_head_is_remembered_in_the_status(
-    previous: dict[str, Any], phase: r.JobPhase, trained: bool
+    previous: dict[str, Any], phase: JobPhase, trained: bool
 ) -> None:
-    assert r._head_trained({"status": previous}, HEAD, phase) is trained
+    assert r.head_trained({"status": previous}, HEAD, phase) is trained
 
 
 def test_a_failure_is_announced_once() -> None:
     failed = _status("failed", message="OOMKilled")
-    assert r._head_events({}, failed, "OOMKilled") == [("Warning", "TrainingFailed", "OOMKilled")]
+    assert r.head_events({}, failed, "OOMKilled") == [("Warning", "TrainingFailed", "OOMKilled")]
     again = {"status": {"head": {"state": "Failed"}}}
-    assert r._head_events(again, failed, "OOMKilled") == []
-    assert r._head_events({}, _status("running"), "") == []
+    assert r.head_events(again, failed, "OOMKilled") == []
+    assert r.head_events({}, _status("running"), "") == []
 
 
 def test_adaptive_thresholds_come_from_the_pod_with_the_most_outcomes() -> None:

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from routermesh.operator import api
+from routermesh.operator.routetable_sync import TableStatuses
 from routermesh.operator.routetables import (
     MAX_WARNINGS,
     merge_patch,
@@ -168,3 +169,33 @@ def test_the_status_patch_nulls_what_is_gone() -> None:
     assert patch["conditions"] == invalid["conditions"]
     untouched = copy.deepcopy(valid)
     assert merge_patch(valid, valid) == untouched
+
+
+class RecordingKube:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        assert (api_version, kind, namespace) == ("routermesh.io/v1alpha1", "RouteTable", "tools")
+        self.patches.append((name, status))
+
+
+async def test_a_second_pass_writes_nothing_and_a_recreated_table_is_written_again() -> None:
+    kube, posted = RecordingKube(), []
+    statuses = TableStatuses()
+    table = _table([_route("proxmox", ["restart vm 104"])], uid="uid-1")
+    meshes = [_mesh("by-name", {"names": ["homelab"]})]
+
+    def post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        posted.append((body["metadata"]["uid"], reason))
+
+    assert await statuses.sync(kube, "tools", [table], meshes, post) == 1  # type: ignore[arg-type]
+    # The watch has not brought the written status back yet: the same body again.
+    assert await statuses.sync(kube, "tools", [table], meshes, post) == 0  # type: ignore[arg-type]
+    assert posted == [("uid-1", "RouteQuality")]
+    recreated = {**table, "metadata": {**table["metadata"], "uid": "uid-2"}}
+    assert await statuses.sync(kube, "tools", [recreated], meshes, post) == 1  # type: ignore[arg-type]
+    assert [name for name, _ in kube.patches] == ["homelab", "homelab"]
+    assert kube.patches[0][1]["usedBy"] == ["by-name"]

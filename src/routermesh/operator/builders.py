@@ -15,7 +15,9 @@ What the set guarantees:
   changes never touch the pod template;
 - the pod template changes only with the *active* model set (annotation
   ``routermesh.io/models``) and the spec's pod settings, so a model change rolls the pods
-  only once its download Job has succeeded (the caller passes the active set);
+  only once its download Job has succeeded (the caller passes the active set); the
+  Deployment itself carries that set (``routermesh.io/model-set``), so it is known even
+  when the ConfigMap is gone;
 - pods run as a non-root numeric user with a read-only root filesystem, no privilege
   escalation, all capabilities dropped, the RuntimeDefault seccomp profile and no
   service-account token (the restricted Pod Security Standard);
@@ -29,6 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routermesh.operator.api import Resources, RouterMesh, SecretKeyRef
+from routermesh.operator.modelset import ANNOTATION as MODEL_SET_ANNOTATION
+from routermesh.operator.modelset import ModelSet, with_model_set
 from routermesh.runtime.contract import config as rc
 from routermesh.runtime.contract.models import (
     FetchItem,
@@ -496,7 +500,13 @@ def build_deployment(mesh: RouterMesh, active: rc.RouterConfig) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(mesh, names(mesh)["deployment"], "router"),
+        # The active model set, for when the running ConfigMap is gone or unreadable.
+        "metadata": _metadata(
+            mesh,
+            names(mesh)["deployment"],
+            "router",
+            {MODEL_SET_ANNOTATION: ModelSet.of(active).to_annotation()},
+        ),
         "spec": deployment_spec,
     }
 
@@ -668,20 +678,8 @@ access modes and size (but growth) cannot change; a new model set gets a new Job
 
 
 def with_models_of(config: rc.RouterConfig, source: rc.RouterConfig) -> rc.RouterConfig:
-    """``config`` with each layer's model (and engine) taken from ``source``: every other
-    change applies now, a model change waits for its download."""
-    models = {layer.name: layer for layer in source.layers}
-    # A head's base encoder is a model too, and its artifact key follows the examples.
-    layers = tuple(
-        layer.model_copy(
-            update={"model": models[layer.name].model, "head": models[layer.name].head}
-        )
-        if layer.name in models
-        else layer
-        for layer in config.layers
-    )
-    examples = source.examples_from
-    return config.model_copy(update={"layers": layers, "examples_from": examples}).sealed()
+    """``config`` with the model set of ``source`` (see :func:`modelset.with_model_set`)."""
+    return with_model_set(config, ModelSet.of(source))
 
 
 def config_from_configmap(configmap: dict[str, Any] | None) -> rc.RouterConfig | None:

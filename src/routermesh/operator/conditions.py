@@ -44,8 +44,12 @@ class Observed:
     """The pods' model set is the spec's (its download succeeded)."""
     deployment: DeploymentState | None = None
     config_hash: str | None = None
+    pods_expected: int = 0
+    """Ready replicas: every one is to run ``config_hash``."""
     pods_on_config: int = 0
+    """Of those, the ones that report ``config_hash``."""
     pods_reporting: int = 0
+    """Of those, the ones that answered with a config at all (the rest are silent)."""
 
 
 @dataclass(frozen=True)
@@ -88,17 +92,20 @@ def _available(o: Observed) -> Verdict:
 
 def _config(o: Observed) -> Verdict:
     short = (o.config_hash or "")[:12]
-    if o.pods_reporting and o.pods_on_config == o.pods_reporting:
-        return Verdict(
-            "ConfigApplied", True, "ConfigLoaded", f"{o.pods_on_config} pod(s) run config {short}"
-        )
-    if not o.pods_reporting:
+    if not o.pods_expected:
         return Verdict("ConfigApplied", False, "NoPods", f"no router pod reports config {short}")
+    # A pod that does not answer may run anything: applied means every ready replica said so.
+    if o.pods_on_config >= o.pods_expected:
+        return Verdict(
+            "ConfigApplied", True, "ConfigLoaded", f"{o.pods_expected} pod(s) run config {short}"
+        )
+    silent = o.pods_expected - o.pods_reporting
     return Verdict(
         "ConfigApplied",
         False,
         "ConfigPending",
-        f"{o.pods_on_config}/{o.pods_reporting} pods run config {short}",
+        f"{o.pods_on_config}/{o.pods_expected} pods run config {short}"
+        + (f" ({silent} not answering)" if silent > 0 else ""),
     )
 
 

@@ -14,8 +14,16 @@ from typing import Any
 
 import kopf
 
+from routermesh.operator.builders import MESH_LABEL
+from routermesh.operator.child_events import ChildTracker, owning_mesh
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
-from routermesh.operator.metrics import MESHES, RECONCILE_SECONDS, RECONCILES
+from routermesh.operator.metrics import (
+    CHILD_EVENTS,
+    MESHES,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    TRIGGERS,
+)
 from routermesh.operator.reconcile import (
     ConfigProbe,
     Result,
@@ -26,11 +34,13 @@ from routermesh.operator.routetable_sync import TableStatuses
 
 GROUP, VERSION = "routermesh.io", "v1alpha1"
 RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
+"""The default resync period; ``memo["resync_seconds"]`` overrides it per operator."""
 
 log = logging.getLogger("routermesh.operator")
 _READY: dict[str, str] = {}
-_LOCKS: dict[str, asyncio.Lock] = {}
 """namespace/name -> the Ready status of its last reconcile (for MESHES)."""
+_LOCKS: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+"""namespace/name -> its reconcile lock, with the event loop it serves."""
 
 
 @kopf.on.startup()
@@ -41,7 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="routermesh.io", key="last-handled-configuration"
     )
-    # kopf keeps this finalizer on a RouterMesh while its resync timer runs and releases it
+    # kopf keeps this finalizer on a RouterMesh while its resync daemon runs and releases it
     # at once on deletion (no deletion handler: children go through ownerReferences).
     # With the operator down, a deleted RouterMesh waits for it to come back.
     settings.persistence.finalizer = "routermesh.io/operator"
@@ -143,9 +153,16 @@ def _key(body: dict[str, Any] | kopf.Body) -> str:
 
 
 def _lock(key: str) -> asyncio.Lock:
-    """kopf runs a resource's timer beside its change handlers, and RouteTable changes
-    reconcile meshes too: one reconcile (read, apply, status write) per mesh at a time."""
-    return _LOCKS.setdefault(key, asyncio.Lock())
+    """kopf runs a resource's resync daemon beside its change handlers, and RouteTable and
+    child changes reconcile meshes too: one reconcile (read, apply, status write) per mesh
+    at a time."""
+    loop = asyncio.get_running_loop()
+    held = _LOCKS.get(key)
+    if held is None or held[0] is not loop:
+        # Never one of an earlier event loop (an operator run before in this process, as
+        # in tests): a task abandoned there may have left it locked.
+        held = _LOCKS[key] = (loop, asyncio.Lock())
+    return held[1]
 
 
 def _count_ready() -> None:
@@ -166,10 +183,7 @@ def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
 
 @kopf.on.resume(GROUP, VERSION, "routermeshes")
 @kopf.on.create(GROUP, VERSION, "routermeshes")
-@kopf.on.update(GROUP, VERSION, "routermeshes")
-@kopf.timer(  # type: ignore[arg-type]
-    GROUP, VERSION, "routermeshes", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS
-)
+@kopf.on.update(GROUP, VERSION, "routermeshes")  # type: ignore[arg-type]
 async def mesh_changed(
     body: kopf.Body,
     patch: kopf.Patch,
@@ -178,12 +192,122 @@ async def mesh_changed(
     mesh_selections: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
+    TRIGGERS.labels(trigger="spec").inc()
     async with _lock(_key(body)):
         result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
     patch.status.update(result.status)
     _post(body, result)
     namespace = body.metadata.namespace or "default"
     await _sync_tables(memo["kube"], namespace, routetables, mesh_selections)
+
+
+def _resync_seconds(memo: kopf.Memo) -> float:
+    value = memo.get("resync_seconds")
+    return float(value) if isinstance(value, int | float) and value > 0 else RESYNC_SECONDS
+
+
+@kopf.daemon(GROUP, VERSION, "routermeshes", cancellation_timeout=10)  # type: ignore[arg-type]
+async def resync(
+    *,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    routetables: kopf.Index[str, Any],
+    mesh_selections: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    """The safety net behind the watches: a reconcile every resync period catches what no
+    watched event reports (a pod's config hash, a lost event). A daemon, not a timer: its
+    period is read at run time, so an operator (a test's) can run with its own."""
+    namespace = namespace or "default"
+    while not stopped:
+        await stopped.wait(_resync_seconds(memo))
+        if stopped:
+            return
+        try:
+            await _reconcile_named(memo, namespace, name, routetables, trigger="resync")
+        except Exception:
+            # The next period tries again; the traceback says why this one failed.
+            log.exception("resync failed", extra={"object": {"namespace": namespace, "name": name}})
+        # The RouteTable status is resynced with its meshes (a write that failed is retried).
+        await _sync_tables(memo["kube"], namespace, routetables, mesh_selections)
+
+
+_QUEUED: dict[str, asyncio.AbstractEventLoop] = {}
+"""Meshes with a reconcile waiting for their lock (and its loop): that one reads every
+change that arrives meanwhile, so a burst of child events costs one reconcile, not one
+each."""
+
+
+async def _reconcile_named(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    routetables: kopf.Index[str, Any],
+    *,
+    trigger: str,
+) -> None:
+    """Reconcile the mesh ``namespace/name`` as it is now and write its status."""
+    key = f"{namespace}/{name}"
+    loop = asyncio.get_running_loop()
+    if _QUEUED.get(key) is loop:
+        TRIGGERS.labels(trigger=f"{trigger}_coalesced").inc()
+        return
+    TRIGGERS.labels(trigger=trigger).inc()
+    _QUEUED[key] = loop
+    lock = _lock(key)
+    try:
+        await lock.acquire()
+    finally:
+        _QUEUED.pop(key, None)
+    try:
+        kube: Kube = memo["kube"]
+        body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        result = await _reconcile(kube, body, routetables, _probe(memo))
+        await kube.patch_status(f"{GROUP}/{VERSION}", "RouterMesh", namespace, name, result.status)
+    finally:
+        lock.release()
+    _post(body, result)
+
+
+_CHILDREN = ChildTracker()
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MESH_LABEL: kopf.PRESENT})
+@kopf.on.event(  # type: ignore[arg-type]
+    "apps", "v1", "deployments", labels={MESH_LABEL: kopf.PRESENT}
+)
+async def child_changed(
+    *,
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    routetables: kopf.Index[str, Any],
+    **_: Any,
+) -> None:
+    """A download or training Job finishing, or a rollout moving on, reconciles its mesh
+    at once instead of at the next resync."""
+    mesh = owning_mesh(body)
+    if mesh is None:
+        return
+    namespace = namespace or "default"
+    kind = str(body.get("kind") or "")
+    relevant = _CHILDREN.changed(kind, namespace, name, body, deleted=type == "DELETED")
+    CHILD_EVENTS.labels(kind=kind, relevant=str(relevant).lower()).inc()
+    if not relevant:
+        return
+    log.debug(
+        "%s %s changed: reconciling its mesh",
+        kind,
+        name,
+        extra={"object": {"namespace": namespace, "name": mesh}},
+    )
+    await _reconcile_named(memo, namespace, mesh, routetables, trigger="child")
 
 
 @kopf.on.delete(GROUP, VERSION, "routermeshes", optional=True)  # type: ignore[arg-type]
@@ -227,6 +351,7 @@ async def table_changed(
     if reason == "delete":
         _TABLES.forget(namespace, name)
     for mesh_name in sorted(set(routermeshes.get(namespace, []))):
+        TRIGGERS.labels(trigger="routetable").inc()
         async with _lock(f"{namespace}/{mesh_name}"):
             body = await kube.get(f"{GROUP}/{VERSION}", "RouterMesh", namespace, mesh_name)
             if body is None:

@@ -3,8 +3,11 @@ delete, status), over httpx.
 
 kopf watches and calls handlers; what the handlers write goes through this client, so
 it is one object a test can point at an API emulator. Apply is server-side apply
-(``application/apply-patch+yaml`` with a JSON body, one field manager, ``force``); a
-server that answers an apply of a missing object with 404 (an emulator) gets a create.
+(``application/apply-patch+yaml`` with a JSON body, one field manager, ``force``): the
+API server creates a missing object, removes the fields this manager applied before and
+no longer applies, and leaves the fields other managers own (an HPA's replicas, a user's
+label). Every write names the same field manager, so the object's managedFields tell the
+operator's fields from everyone else's.
 """
 
 from __future__ import annotations
@@ -15,12 +18,24 @@ import ssl
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+
+def _version() -> str:
+    try:
+        return metadata.version("router-mesh")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 FIELD_MANAGER = "router-mesh-operator"
+USER_AGENT = f"{FIELD_MANAGER}/{_version()}"
+"""The API server names the field manager of a write without ``fieldManager`` after the
+User-Agent's product: the operator's, not its HTTP library's."""
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
 TOKEN_REFRESH_SECONDS = 60.0
 
@@ -127,6 +142,7 @@ class Kube:
             verify=context,
             timeout=httpx.Timeout(30.0),
             trust_env=False,
+            headers={"User-Agent": USER_AGENT},
         )
 
     async def close(self) -> None:
@@ -166,35 +182,24 @@ class Kube:
             )
         ]
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under :data:`FIELD_MANAGER` (create on a 404 from an emulator)."""
+    async def apply(
+        self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` (complete: what it omits and this manager applied
+        before is removed) under ``field_manager``, taking over conflicting fields."""
         meta = manifest["metadata"]
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         path = object_path(api_version, kind, meta["namespace"], meta["name"])
-        applied = await self._server_side_apply(path, manifest)
-        if applied is not None:
-            return applied
-        try:
-            created = await self._request(
-                "POST", collection_path(api_version, kind, meta["namespace"]), json=manifest
-            )
-        except KubeError as error:
-            if error.status != httpx.codes.CONFLICT:
-                raise
-            # Created meanwhile by a concurrent writer: apply onto it.
-            created = await self._server_side_apply(path, manifest)
-        return created or {}
-
-    async def _server_side_apply(
-        self, path: str, manifest: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        return await self._request(
+        applied = await self._request(
             "PATCH",
             path,
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            params={"fieldManager": field_manager, "force": "true"},
             json=manifest,
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
+        if applied is None:  # apply creates a missing object: its namespace or type is missing
+            raise KubeError(httpx.codes.NOT_FOUND, f"{path}: not found")
+        return applied
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         await self._request(
@@ -209,6 +214,7 @@ class Kube:
         await self._request(
             "PATCH",
             object_path(api_version, kind, namespace, name) + "/status",
+            params={"fieldManager": FIELD_MANAGER},
             json={"status": status},
             headers={"Content-Type": "application/merge-patch+json"},
         )

@@ -16,3 +16,22 @@ ROUTETABLES = Gauge(
     "RouteTables by their Accepted condition and whether they carry route-quality warnings.",
     ["accepted", "warnings"],
 )
+MODEL_GATE = Counter(
+    "router_mesh_operator_model_gate_total",
+    "Which model set a reconcile gave the pods, by decision (see gating.Decision).",
+    ["decision"],
+)
+PRUNED = Counter(
+    "router_mesh_operator_pruned_total", "Children deleted as no longer desired.", ["kind"]
+)
+TRIGGERS = Counter(
+    "router_mesh_operator_reconcile_triggers_total",
+    "What started a RouterMesh reconcile (spec, resync, routetable, child).",
+    ["trigger"],
+)
+CHILD_EVENTS = Counter(
+    "router_mesh_operator_child_events_total",
+    "Watch events of owned Jobs and Deployments, by kind and whether they changed anything"
+    " the status depends on.",
+    ["kind", "relevant"],
+)

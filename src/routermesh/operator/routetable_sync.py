@@ -27,11 +27,21 @@ class TableStatuses:
 
     def __init__(self) -> None:
         self._written: dict[str, dict[str, Any]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        """By namespace/name/uid: a table deleted and created again is a new object."""
+        self._locks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
 
     def forget(self, namespace: str, name: str) -> None:
-        self._written.pop(f"{namespace}/{name}", None)
+        prefix = f"{namespace}/{name}/"
+        self._written = {k: v for k, v in self._written.items() if not k.startswith(prefix)}
         self._count()
+
+    def _lock(self, namespace: str) -> asyncio.Lock:
+        # Never a lock of an earlier event loop (an operator run before in this process).
+        loop = asyncio.get_running_loop()
+        held = self._locks.get(namespace)
+        if held is None or held[0] is not loop:
+            held = self._locks[namespace] = (loop, asyncio.Lock())
+        return held[1]
 
     async def sync(
         self,
@@ -42,16 +52,17 @@ class TableStatuses:
         post: Post,
     ) -> int:
         """Bring every table of ``namespace`` to its status; the number written."""
-        lock = self._locks.setdefault(namespace, asyncio.Lock())
+        lock = self._lock(namespace)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         written = 0
         async with lock:
             parsed = valid_meshes(meshes)
             for body in tables:
-                name = (body.get("metadata") or {}).get("name")
+                meta = body.get("metadata") or {}
+                name = meta.get("name")
                 if not name:
                     continue
-                key = f"{namespace}/{name}"
+                key = f"{namespace}/{name}/{meta.get('uid', '')}"
                 current = self._written.get(key, body.get("status") or {})
                 outcome = table_status({**body, "status": current}, parsed, now)
                 if outcome.status != current:
