@@ -218,6 +218,9 @@ class Behaviour:
     delay: float = 0.0
     status: int = 200
     raw: str | None = None
+    hang: bool = False
+    """Never answer: hold the request until the client closes its connection (then the
+    message is recorded in ``FakeModelServer.disconnected``)."""
 
 
 class FakeModelServer(ThreadedServer):
@@ -231,6 +234,8 @@ class FakeModelServer(ThreadedServer):
         self.script: dict[str, Behaviour] = {}
         self.default = Behaviour()
         self.seen: list[str] = []
+        self.disconnected: list[str] = []
+        """Messages whose client gave up on a hanging request and closed the connection."""
         self.healthy = True
         super().__init__(
             Starlette(
@@ -253,6 +258,12 @@ class FakeModelServer(ThreadedServer):
         message = str(body["prompt"]).rsplit("Request: ", 1)[1].removesuffix(SUFFIX)
         self.seen.append(message)
         behaviour = self.script.get(message, self.default)
+        if behaviour.hang:
+            # The body is read: the next message the server gets is the client leaving.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.append(message)
+            return Response(status_code=499)
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.status != 200:

@@ -228,7 +228,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from routermesh.operator import handlers  # noqa: F401, PLC0415 - registers the handlers
-    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh.operator.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(args.log_level)
     if args.metrics_port:
@@ -633,8 +633,8 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     serve_model.add_argument(
         "--parallel",
         type=int,
-        default=1,
-        help="concurrent slots; each keeps its own prompt prefix cache (default: %(default)s)",
+        help="concurrent slots; each keeps its own prompt prefix cache (default: the layer's "
+        "max_in_flight in the config, 1 unless set)",
     )
     serve_model.add_argument(
         "--dry-run", action="store_true", help="print the server command as JSON and exit"

@@ -8,7 +8,9 @@ and starts the pod's three containers as child processes with the pod's entry
 points: ``router-mesh serve-model --layer l1``, ``... --layer l2`` and
 ``router-mesh orchestrator``. It waits for ``/readyz``, prints the URL, restarts a
 child that dies (as the kubelet would), re-renders the config when the YAML changes
-(the orchestrator reloads it live, as from a ConfigMap), and on Ctrl-C or SIGTERM
+(the orchestrator reloads it live, as from a ConfigMap; an edit that no longer renders
+keeps the running config and is shown in ``config_error``, see
+:mod:`routermesh.runtime.source_error`), and on Ctrl-C or SIGTERM
 stops everything it started. Children also get SIGTERM if this process is killed
 outright (Linux parent-death signal), so nothing is left running.
 
@@ -42,6 +44,7 @@ import httpx
 
 from routermesh import manifests
 from routermesh.operator.render import RenderError, render_config
+from routermesh.runtime import source_error
 from routermesh.runtime.contract.config import (
     CONFIG_FILENAME,
     CacheConfig,
@@ -456,6 +459,7 @@ class LocalPod:
         if busy:
             raise LocalError(f"port(s) {busy} in use: stop what runs there or pass --port")
         write_config(config, self.config_dir)
+        source_error.write(self.config_dir, None)  # one left by an earlier run
         self.config = config
         self.children = self.child_commands(config)
         if self.options.wait_for_head:
@@ -561,9 +565,12 @@ class LocalPod:
                 "the YAML no longer renders: the running config stays",
                 extra={"event": "local_render_error", "error": str(error)},
             )
+            problem = str(error) or type(error).__name__
+            source_error.write(self.config_dir, f"the YAML does not render: {problem}")
             return
         previous = self.config
         write_config(config, self.config_dir)
+        source_error.write(self.config_dir, None)
         self.config = config
         self._train_if_needed(config)
         log.info(

@@ -83,9 +83,42 @@ def test_a_change_that_measures_worse_is_rolled_back_and_frozen() -> None:
     after = _outcomes([(0.77, False), (0.9, True)], at=300, repeat=15)
     rolled = adapt(before + after, state, SETTINGS, now=400)
     assert (rolled.threshold, rolled.state) == (0.8, "rolled_back")
-    assert rolled.reason.startswith("rolled back: accuracy 0.500 over 30 outcomes")
+    assert rolled.reason.startswith(
+        "rolled back to the last good threshold 0.8: accuracy 0.500 over 30 outcomes"
+    )
     frozen = adapt(before + after + _outcomes(CLEAN, at=500, repeat=30), rolled, SETTINGS, 600)
     assert frozen.threshold == 0.8 and frozen.state == "rolled_back"
+
+
+def test_a_rollback_after_several_steps_returns_to_the_last_good_threshold() -> None:
+    before = _outcomes(CLEAN, at=100, repeat=20)
+    first = adapt(before, _start(), SETTINGS, now=200)
+    assert first.threshold == 0.75
+    # Enough outcomes at 0.75 and above since that change, all right: 0.75 is good.
+    good = _outcomes([(0.77, True)], at=250, repeat=30)
+    second = adapt(before + good, first, SETTINGS, now=300)
+    assert (second.threshold, second.last_good) == (0.7, 0.75)
+    third = adapt(before + good, second, SETTINGS, now=301)  # no outcomes at 0.7 yet
+    assert (third.threshold, third.previous, third.last_good) == (0.65, 0.7, 0.75)
+    bad = _outcomes([(0.67, False), (0.9, True)], at=400, repeat=15)
+    rolled = adapt(before + good + bad, third, SETTINGS, now=500)
+    # Not one step back to 0.7, which was never measured: to 0.75, which was.
+    assert (rolled.threshold, rolled.state) == (0.75, "rolled_back")
+    assert rolled.reason.startswith(
+        "rolled back to the last good threshold 0.75: accuracy 0.500 over 30 outcomes since "
+        "the change to 0.65"
+    )
+
+
+def test_a_rollback_with_no_step_measured_good_returns_to_the_configured_threshold() -> None:
+    before = _outcomes(CLEAN, at=100, repeat=20)
+    state = _start()
+    for now in (200, 201, 202):  # three unmeasured steps: 0.75, 0.7, 0.65
+        state = adapt(before, state, SETTINGS, now=now)
+    assert (state.threshold, state.previous, state.last_good) == (0.65, 0.7, None)
+    bad = _outcomes([(0.67, False), (0.9, True)], at=300, repeat=15)
+    rolled = adapt(before + bad, state, SETTINGS, now=400)
+    assert (rolled.threshold, rolled.state) == (0.8, "rolled_back")
 
 
 def test_too_few_outcomes_after_a_change_do_not_roll_it_back() -> None:

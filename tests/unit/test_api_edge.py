@@ -5,9 +5,13 @@ normally; nothing answers 5xx or a stack trace."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import io
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,8 @@ from fastapi.testclient import TestClient
 from routermesh.runtime.app import body_limit, create_app
 from routermesh.runtime.contract.config import DEFAULT_MAX_MESSAGE_CHARS, ApiConfig, RouterConfig
 from routermesh.runtime.logs import DECISION_LOGGER, JsonFormatter
-from tests.support import wait_until
+from routermesh.runtime.router import Router
+from tests.support import ThreadedServer, wait_until
 from tests.unit.test_orchestrator import Stack, publish
 
 ENDPOINTS = ("/v1/route", "/v1/dispatch", "/v1/feedback")
@@ -41,7 +46,7 @@ def _with_api(stack: Stack, **api: Any) -> RouterConfig:
     return config
 
 
-# (name, raw body) -> the status each endpoint must answer; 200 means routed normally.
+# (name, raw body): every endpoint answers 422 {"error": "invalid request", "problems"}.
 REFUSED = [
     ("empty body", b""),
     ("missing field", b"{}"),
@@ -70,12 +75,25 @@ ROUTED = [
 
 @pytest.mark.parametrize(("name", "body"), REFUSED, ids=[n for n, _ in REFUSED])
 @pytest.mark.parametrize("path", ENDPOINTS)
-def test_malformed_bodies_get_a_clear_4xx(stack: Stack, path: str, name: str, body: bytes) -> None:
+def test_malformed_bodies_get_a_clear_422(stack: Stack, path: str, name: str, body: bytes) -> None:
     response = stack.client.post(path, content=body, headers=JSON)
-    assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
-    error = response.json()["error"]
-    assert isinstance(error, str) and error
+    assert response.status_code == 422, (name, response.status_code, response.text)
+    assert response.json()["error"] == "invalid request"
+    problems = response.json()["problems"]
+    assert problems and all(set(p) == {"field", "problem"} for p in problems)
     assert "Traceback" not in response.text and "restart the ap" not in response.text
+
+
+def test_a_body_that_is_not_utf8_names_the_problem(stack: Stack) -> None:
+    body = b'{"message": "\xff\xfe restart the ap"}'
+    for path in ("/v1/route", "/v1/feedback"):
+        response = stack.client.post(path, content=body, headers=JSON)
+        assert response.json() == {
+            "error": "invalid request",
+            "problems": [{"field": "body", "problem": "the body is not valid UTF-8"}],
+        }
+    assert stack.metric("router_rejected_requests_total", status="422") == 2
+    assert stack.metric("router_rejected_requests_total", status="400") == 0
 
 
 @pytest.mark.parametrize(("name", "message"), ROUTED, ids=[n for n, _ in ROUTED])
@@ -91,12 +109,43 @@ def test_odd_but_valid_messages_are_routed_normally(stack: Stack, name: str, mes
 
 @pytest.mark.parametrize("megabytes", [1, 10])
 @pytest.mark.parametrize("path", ENDPOINTS)
-def test_megabyte_messages_are_refused_unread(stack: Stack, path: str, megabytes: int) -> None:
+def test_megabyte_messages_are_refused_unparsed(stack: Stack, path: str, megabytes: int) -> None:
     body = json.dumps({"message": "x" * (megabytes * 1024 * 1024)}).encode()
     response = stack.client.post(path, content=body, headers=JSON)
     assert response.status_code == 413
     assert "larger than" in response.json()["error"]
     assert stack.metric("router_rejected_requests_total", status="413") >= 1
+
+
+def test_clients_that_send_the_whole_body_first_read_the_413(tmp_path: Path) -> None:
+    # A real server and socket: the reset happens in the kernel, which TestClient skips.
+    router = Router(tmp_path / "no-config")
+    server = ThreadedServer(create_app(router, manage_router=False))
+    server.start()
+    limit = body_limit(DEFAULT_MAX_MESSAGE_CHARS)
+    body = json.dumps({"message": "x" * (10 * 1024 * 1024)}).encode()
+    try:
+        for attempt in range(20):  # urllib sends the whole body before it reads an answer
+            url = f"{server.url}/v1/route"
+            request = urllib.request.Request(url, data=body, headers=JSON)  # noqa: S310 - http
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)  # noqa: S310 - loopback test server
+            assert refused.value.code == 413, attempt
+            assert json.loads(refused.value.read()) == {
+                "error": f"request body larger than {limit} bytes"
+            }
+        # Without Content-Length the body is counted while it streams: the same.
+        for _ in range(5):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+            connection.request("POST", "/v1/dispatch", body=chunks, headers=JSON)
+            answer = connection.getresponse()
+            assert answer.status == 413
+            assert json.loads(answer.read())["error"] == f"request body larger than {limit} bytes"
+            connection.close()
+    finally:
+        server.stop()
+        asyncio.run(router.stop())
 
 
 def test_the_maximum_message_size_is_configurable_live(stack: Stack) -> None:

@@ -125,7 +125,12 @@ def test_concurrent_misses_for_one_message_share_one_pass_through_the_layers() -
         slow,
         Scripted("l2", Verdict.abstain(Reason.TIMEOUT)),
     ]
-    cascade = Cascade(CONFIG, layers, MemoryCache(), metrics)  # type: ignore[arg-type]
+    # Two slots on the model servers: both distinct messages are asked (one slot would
+    # send the second on as overload, tests/unit/test_cascade_load.py).
+    roomy = CONFIG.model_copy(
+        update={"layers": tuple(x.model_copy(update={"max_in_flight": 2}) for x in CONFIG.layers)}
+    ).sealed()
+    cascade = Cascade(roomy, layers, MemoryCache(), metrics)  # type: ignore[arg-type]
 
     async def burst() -> list[str]:
         same = [cascade.decide("reboot the switch") for _ in range(10)]

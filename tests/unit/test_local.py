@@ -1,6 +1,7 @@
 """Local mode's pure parts: rendering the YAML, adapting the config to one machine
 (ports, cache, secrets), the packaged fallback for unreachable models, atomic config
-writes. The whole of `router-mesh local` runs in tests/e2e/test_local_mode.py."""
+writes; and an edit that no longer renders, shown by the orchestrator it feeds. The
+whole of `router-mesh local` runs in tests/e2e/test_local_mode.py."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from routermesh import local
-from routermesh.local import LocalError, LocalOptions, ensure_models, localize, render
+from routermesh.local import LocalError, LocalOptions, LocalPod, ensure_models, localize, render
+from routermesh.runtime import source_error
+from routermesh.runtime.app import create_app
 from routermesh.runtime.contract.config import CONFIG_FILENAME, RouterConfig
 from routermesh.runtime.fetch import MARKER
-from tests.support import homelab_with_generative, layer_of
+from routermesh.runtime.router import Router
+from tests.support import homelab_with_generative, layer_of, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,3 +206,46 @@ def test_a_head_gets_the_packaged_base_and_the_jobs_trainer_beside_the_pod(
     (options.models_dir / head.path).mkdir(parents=True)
     (options.models_dir / head.path / "head.json").write_text("{}")
     assert pod._trainer(config) is None  # trained already: nothing to start
+
+
+def test_an_edit_that_no_longer_renders_shows_in_readyz_and_config_until_fixed(
+    tmp_path: Path,
+) -> None:
+    files = tmp_path / "homelab"
+    shutil.copytree(REPO / "samples/homelab", files)
+    # L0 off (the sample's L1 and L2 are off too): no model is needed to run the config.
+    options = _options(tmp_path, disable=("l0",))
+    options.files = [files]
+    pod = LocalPod(options)
+    running = pod.prepare()
+    local.write_config(running, pod.config_dir)
+    pod.config = running
+    router = Router(pod.config_dir, models_dir=options.models_dir, poll_seconds=0.05)
+    table = files / "routetable.yaml"
+    good = table.read_text()
+    with TestClient(create_app(router)) as client:
+        assert wait_until(lambda: client.get("/readyz").status_code == 200)
+        assert client.get("/readyz").json()["config_error"] is None
+        assert client.get("/v1/config").json()["config_error"] is None
+        table.write_text(good.replace("description:", "descripton:", 1))
+        pod._reload()  # what the watch loop does when the YAML changes
+
+        def error() -> str | None:
+            return client.get("/readyz").json()["config_error"]  # type: ignore[no-any-return]
+
+        assert wait_until(lambda: error() is not None)
+        shown = error()
+        assert shown is not None
+        assert shown.startswith(f"the YAML does not render: {table} (document 1): ")
+        assert "descripton: Extra inputs are not permitted" in shown
+        ready = client.get("/readyz")
+        assert ready.status_code == 200  # the running config keeps serving
+        assert ready.json()["config_hash"] == running.config_hash
+        view = client.get("/v1/config").json()
+        assert (view["config_error"], view["config_hash"]) == (shown, running.config_hash)
+        assert client.post("/v1/route", json={"message": "restart the ap"}).status_code == 200
+        table.write_text(good)  # fixed
+        pod._reload()
+        assert wait_until(lambda: error() is None)
+        assert client.get("/v1/config").json()["config_error"] is None
+        assert not (pod.config_dir / source_error.FILENAME).exists()

@@ -72,6 +72,25 @@ def test_llamacpp_command_serves_the_gguf_on_the_layer_url_port(
     assert "--no-webui" in argv
 
 
+def test_the_server_runs_as_many_slots_as_the_orchestrator_sends_at_once(
+    tmp_path: Path, fake_binary: str
+) -> None:
+    (tmp_path / "smol").mkdir()
+    (tmp_path / "smol" / "model.gguf").write_bytes(b"GGUF")
+    one = server_command(_config(), "l1", tmp_path, binary=fake_binary).argv
+    assert one[one.index("--parallel") + 1] == "1"
+    assert one[one.index("--ctx-size") + 1] == "4096"
+    config = _config()
+    three = config.model_copy(
+        update={"layers": (config.layers[0].model_copy(update={"max_in_flight": 3}),)}
+    ).sealed()
+    argv = server_command(three, "l1", tmp_path, binary=fake_binary).argv
+    assert argv[argv.index("--parallel") + 1] == "3"
+    assert argv[argv.index("--ctx-size") + 1] == "12288"  # a full context per slot
+    given = server_command(three, "l1", tmp_path, binary=fake_binary, parallel=2).argv
+    assert given[given.index("--parallel") + 1] == "2"
+
+
 def test_vllm_command_needs_a_hugging_face_folder(tmp_path: Path) -> None:
     folder = tmp_path / "smol"
     folder.mkdir()

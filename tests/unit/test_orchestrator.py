@@ -19,8 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from routermesh.runtime import router as router_module
 from routermesh.runtime.app import create_app
-from routermesh.runtime.contract.config import CONFIG_FILENAME, CacheConfig, RouterConfig
+from routermesh.runtime.contract.config import (
+    CONFIG_FILENAME,
+    CacheConfig,
+    ExamplesSource,
+    RouterConfig,
+)
 from routermesh.runtime.generative import WARM_MESSAGE
 from routermesh.runtime.logs import JsonFormatter
 from routermesh.runtime.router import Router
@@ -61,12 +67,13 @@ def homelab_config(
     )
     # The generative layers only (enabled, judging all four routes at once without L0's
     # ranking): these tests script their model servers (L0 has its own).
-    judging = {"enabled": True, "candidates": 4, "agree_with": None, "timeout_ms": 2000}
+    judging = {"enabled": True, "candidates": 4, "agree_with": None}
+    # The layers' time budget is the largest timeout: L2 still has 2 s after L1 timed out.
     layers = (
         layer_of(config, "l1").model_copy(
-            update={**judging, "url": l1.url, "threshold": l1_threshold}
+            update={**judging, "url": l1.url, "threshold": l1_threshold, "timeout_ms": 2000}
         ),
-        layer_of(config, "l2").model_copy(update={**judging, "url": l2.url}),
+        layer_of(config, "l2").model_copy(update={**judging, "url": l2.url, "timeout_ms": 4000}),
     )
     escalation = config.escalation.model_copy(
         update={"target": f"{target.url}/mcp", "credentials_file": None}
@@ -101,9 +108,10 @@ class Stack:
         for server in (self.l1, self.l2, self.target):
             server.start()
         self.dir = tmp / "config"
+        self.models = tmp / "models"
         self.config = homelab_config(self.l1, self.l2, self.target, cache=cache)
         publish(self.dir, self.config)
-        self.router = Router(self.dir, poll_seconds=0.05)
+        self.router = Router(self.dir, models_dir=self.models, poll_seconds=0.05)
         self.client = TestClient(create_app(self.router))
         self.client.__enter__()
         # Each layer warms its prompt prefix once after a config load; start from a clean slate.
@@ -318,6 +326,90 @@ def test_a_judge_may_say_none_or_several(stack: Stack) -> None:
     assert stack.route("anything")["escalation_reason"] == "invalid_label"
 
 
+@pytest.mark.parametrize(
+    ("broken", "stage"),
+    [
+        ("routermesh.runtime.cascade.cache_key", "decide"),  # the cache lookup
+        ("routermesh.runtime.app.target_for", "respond"),  # building the answer
+    ],
+)
+def test_a_bug_outside_the_layers_fails_open_metered_and_logged(
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broken: str,
+    stage: str,
+) -> None:
+    def bug(*_: object, **__: object) -> None:
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(broken, bug)
+    stack.l1.answer("start vm 104", SURE)
+    with caplog.at_level(logging.ERROR, logger="routermesh.decisions"):
+        body = stack.route("start vm 104")
+        explained = stack.client.post(
+            "/v1/route", json={"message": "start vm 104", "explain": True}
+        )
+        dispatched = stack.client.post("/v1/dispatch", json={"message": "start vm 104"})
+    assert (body["route"], body["layer"], body["escalation_reason"]) == (
+        "cortex",
+        "escalated",
+        "internal_error",
+    )
+    assert body["target"] == f"{stack.target.url}/mcp" and body["cache_hit"] is False
+    assert body["config_hash"] == stack.config.config_hash
+    assert explained.status_code == 200 and explained.json()["trace"] == []
+    assert dispatched.status_code == 200
+    assert dispatched.headers["x-router-route"] == "cortex"
+    assert dispatched.headers["x-router-escalation-reason"] == "internal_error"
+    assert len(stack.target.received) == 1  # forwarded to the escalation endpoint
+    assert stack.metric("router_internal_errors_total", stage=stage) == 3
+    assert stack.metric("router_escalations_total", reason="internal_error") == 3
+    failures = [r for r in caplog.records if getattr(r, "event", "") == "decision_internal_error"]
+    assert len(failures) == 3
+    assert failures[0].levelname == "ERROR" and failures[0].stage == stage  # type: ignore[attr-defined]
+    assert "RuntimeError: injected bug" in failures[0].traceback  # type: ignore[attr-defined]
+    entry = json.loads(JsonFormatter().format(failures[0]))
+    assert entry["error"] == "RuntimeError: injected bug" and "Traceback" in entry["traceback"]
+
+
+def test_new_content_under_an_unpinned_uri_drops_cached_decisions(stack: Stack) -> None:
+    source = stack.models / "tables" / "extra.jsonl"
+    source.parent.mkdir(parents=True)
+    source.write_text(json.dumps({"text": "boot vm 104", "route": "proxmox"}) + "\n")
+    unpinned = ExamplesSource(uri="https://tables.example/extra.jsonl", path="tables/extra.jsonl")
+    first = stack.config.model_copy(update={"examples_from": (unpinned,)}).sealed()
+
+    def with_l1_timeout(timeout_ms: int) -> RouterConfig:
+        # A change decisions do not depend on: the route table version stays, the cache too.
+        l1 = layer_of(first, "l1").model_copy(update={"timeout_ms": timeout_ms})
+        layers = (l1, layer_of(first, "l2"))
+        changed = first.model_copy(update={"layers": layers}).sealed()
+        assert changed.route_table_version == first.route_table_version
+        return changed
+
+    def running(config: RouterConfig) -> bool:
+        return bool(stack.client.get("/v1/config").json()["config_hash"] == config.config_hash)
+
+    publish(stack.dir, first)
+    assert wait_until(lambda: running(first))
+    stack.l1.answer("start vm 104", SURE)
+    assert stack.route("start vm 104")["layer"] == "l1"
+    same = with_l1_timeout(2500)
+    publish(stack.dir, same)
+    assert wait_until(lambda: running(same))
+    assert stack.route("start vm 104")["cache_hit"] is True  # same content: still cached
+    # The set changes under the same URI (no sha256 to pin it), and the pod loads it.
+    source.write_text(json.dumps({"text": "boot vm 104", "route": "unifi"}) + "\n")
+    reloaded = with_l1_timeout(3000)
+    publish(stack.dir, reloaded)
+    assert wait_until(lambda: running(reloaded))
+    again = stack.route("start vm 104")
+    assert (again["layer"], again["cache_hit"]) == ("l1", False)
+    asked = [m for m in stack.l1.seen if m != WARM_MESSAGE]  # each load warms the layer
+    assert asked == ["start vm 104", "start vm 104"]
+
+
 def test_dispatch_forwards_the_body_with_router_headers(stack: Stack) -> None:
     stack.l1.answer("start vm 104", SURE)
     payload = {"message": "start vm 104", "arguments": {"vmid": 104}}
@@ -371,7 +463,7 @@ def test_bad_requests_get_a_clear_422(stack: Stack, body: dict[str, Any], field:
     assert "x" * 100 not in response.text  # the input is not echoed back
 
 
-def test_huge_bodies_are_refused_before_they_are_read(stack: Stack) -> None:
+def test_huge_bodies_are_refused_before_they_are_parsed(stack: Stack) -> None:
     response = stack.client.post("/v1/route", content=b"x" * (1024 * 1024))
     assert response.status_code == 413 and "larger than" in response.json()["error"]
 
@@ -554,3 +646,59 @@ def test_a_starting_pod_is_ready_only_after_its_first_warm_up(tmp_path: Path) ->
     finally:
         for server in (l1, l2, target):
             server.stop()
+
+
+def _restart_cold(stack: Stack) -> FakeModelServer:
+    """L1's model server started again on its port, refusing its first warm-ups."""
+    restarted = FakeModelServer(port=stack.l1.port)
+    restarted.script[WARM_MESSAGE] = Behaviour(status=500)
+    restarted.start()
+    stack.l1 = restarted  # stopped by stack.close()
+    return restarted
+
+
+def _cold_until_warm(stack: Stack, restarted: FakeModelServer) -> None:
+    checks: list[bool] = []
+
+    def warming() -> bool:  # the probes start the warm-up of a healthy, cold server
+        checks.append(stack.client.get("/readyz").json()["checks"]["l1"])
+        return WARM_MESSAGE in restarted.seen
+
+    assert wait_until(warming)  # warmed again
+    assert True not in checks
+    cold = stack.client.get("/readyz")
+    assert cold.status_code == 503 and cold.json()["checks"]["l1"] is False  # up, not warm
+    assert cold.json()["problems"]["l1"].startswith("warm-up failed: _ServerError: HTTP 500")
+    del restarted.script[WARM_MESSAGE]
+    assert wait_until(lambda: stack.client.get("/readyz").status_code == 200)
+    assert stack.client.get("/readyz").json()["checks"]["l1"] is True
+
+
+def test_a_restarted_model_server_is_warmed_again_before_its_layer_is_ready(
+    stack: Stack,
+) -> None:
+    stack.router.health_seconds = 0.05
+    assert stack.client.get("/readyz").status_code == 200
+    stack.l1.stop()
+    # Nothing probes /readyz meanwhile: the router's own health checks see it gone.
+    assert wait_until(lambda: stack.metric("router_model_server_outages_total", layer="l1") == 1)
+    _cold_until_warm(stack, _restart_cold(stack))
+    assert stack.metric("router_model_server_outages_total", layer="l1") == 1
+    assert stack.metric("router_model_server_outages_total", layer="l2") == 0
+
+
+def test_a_model_server_restarted_between_probes_is_seen_by_a_failed_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router_module, "HEALTH_SECONDS", 3600.0)  # no health checks of its own
+    stack = Stack(tmp_path)
+    try:
+        assert stack.client.get("/readyz").status_code == 200
+        stack.l1.stop()
+        # A request meets the outage; no probe does (the server is back before the next).
+        assert stack.route("start vm 104")["route"] in stack.config.route_names
+        assert stack.metric("router_layer_errors_total", layer="l1", reason="connection_error")
+        _cold_until_warm(stack, _restart_cold(stack))
+        assert stack.metric("router_model_server_outages_total", layer="l1") == 1
+    finally:
+        stack.close()

@@ -13,8 +13,11 @@ bench calibrate`` fits thresholds offline, guarded:
 - one update moves at most ``max_step``, always within ``[floor, ceiling]``;
 - after a change, once enough new outcomes at or above the new threshold have arrived, an
   accuracy clearly below ``target - tolerance`` (even the upper end of its 95 % Wilson
-  interval is below it: a few unlucky outcomes are not a drop) rolls the change back, and
-  the layer keeps its previous threshold until the config changes (a human looks first).
+  interval is below it: a few unlucky outcomes are not a drop) rolls the change back to
+  the last good threshold, and the layer keeps it until the config changes (a human looks
+  first). The last good threshold is the latest one whose own outcomes (enough of them,
+  since it was set) met the target, else the configured one: the steps in between were
+  never measured, so the one just before the bad step is no safer than the bad one.
 
 Pure: no clock, no I/O; the router passes ``now`` and the outcomes.
 """
@@ -50,7 +53,10 @@ class AdaptiveState:
     threshold: float
     state: State = "configured"
     previous: float | None = None
-    """The threshold before the last change (what a rollback returns to)."""
+    """The threshold before the last change."""
+    last_good: float | None = None
+    """The latest threshold whose measured accuracy met the target (what a rollback returns
+    to); None: the configured one."""
     changed_at: float | None = None
     samples: int = 0
     accuracy: float | None = None
@@ -110,24 +116,24 @@ def adapt(
         return base  # frozen until the config changes
     if state.previous is not None and state.changed_at is not None:
         since = [o for o in above if o.at > state.changed_at]
-        measured = _accuracy(since)
         right = sum(o.correct for o in since)
-        if (
-            measured is not None
-            and len(since) >= max(10, settings.min_samples // 2)
-            and wilson_upper(right, len(since)) < settings.target - settings.tolerance
-        ):
-            return replace(
-                base,
-                threshold=state.previous,
-                state="rolled_back",
-                previous=None,
-                changed_at=now,
-                updates=state.updates + 1,
-                reason=f"rolled back: accuracy {measured:.3f} over {len(since)} outcomes since "
-                f"the change to {state.threshold:g}, below {settings.target:g} - "
-                f"{settings.tolerance:g}",
-            )
+        if len(since) >= max(10, settings.min_samples // 2):
+            measured = right / len(since)
+            if wilson_upper(right, len(since)) < settings.target - settings.tolerance:
+                good = state.configured if state.last_good is None else state.last_good
+                return replace(
+                    base,
+                    threshold=good,
+                    state="rolled_back",
+                    previous=None,
+                    changed_at=now,
+                    updates=state.updates + 1,
+                    reason=f"rolled back to the last good threshold {good:g}: accuracy "
+                    f"{measured:.3f} over {len(since)} outcomes since the change to "
+                    f"{state.threshold:g}, below {settings.target:g} - {settings.tolerance:g}",
+                )
+            if measured >= settings.target:
+                base = replace(base, last_good=state.threshold)
     if len(outcomes) < settings.min_samples:
         return replace(base, reason=f"{len(outcomes)} of {settings.min_samples} outcomes")
     if not any(o.correct for o in outcomes):

@@ -1,14 +1,16 @@
 """The orchestrator's HTTP API (FastAPI, served by uvicorn on :8080).
 
 Routing never answers 5xx for a routing failure: the cascade fails open to the
-escalation route. The only 5xx answers are 503 while no valid config has ever
-been loaded (``/readyz`` says so too, so a Service sends no traffic) and 502 from
-``/v1/dispatch`` when the chosen target cannot be reached.
+escalation route, and so does a bug anywhere else on the decision path
+(:mod:`routermesh.runtime.failopen`). The only 5xx answers are 503 while no valid config
+has ever been loaded (``/readyz`` says so too, so a Service sends no traffic) and 502
+from ``/v1/dispatch`` when the chosen target cannot be reached.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
@@ -19,82 +21,17 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routermesh.runtime.cascade import Decision
 from routermesh.runtime.contract.config import ApiConfig
 from routermesh.runtime.contract.readiness import ReadinessReport
 from routermesh.runtime.decision import Learning
 from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
-from routermesh.runtime.edge import BearerAuth, PortSplit, RequestId
+from routermesh.runtime.edge import BearerAuth, BodyLimit, PortSplit, RequestId, body_limit
 from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.runtime.failopen import Stage, internal_error
 from routermesh.runtime.feedback import MAX_FEEDBACK, MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
-
-BODY_OVERHEAD_BYTES = 16 * 1024
-
-
-def body_limit(max_message_chars: int) -> int:
-    """Cap on a request body for messages of ``max_message_chars``, checked before the body
-    is read: a JSON-escaped character takes at most 6 bytes (``\\u0000``). A larger body
-    is refused with 413 and never buffered."""
-    return 6 * max_message_chars + BODY_OVERHEAD_BYTES
-
-
-class _BodyTooLargeError(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over ``max_bytes()``, by Content-Length or counted."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: Callable[[], int],
-        on_refused: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.on_refused = on_refused
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_bytes()
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await self._refuse(scope, receive, send, limit)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLargeError
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError:
-            if not started:
-                await self._refuse(scope, receive, send, limit)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        self.on_refused()
-        response = JSONResponse(
-            status_code=413, content={"error": f"request body larger than {limit} bytes"}
-        )
-        await response(scope, receive, send)
 
 
 class RouteRequest(BaseModel):
@@ -172,6 +109,12 @@ def _problems(error: RequestValidationError | ValidationError) -> list[dict[str,
     ]
 
 
+def _undecodable(error: ValueError) -> dict[str, str]:
+    if isinstance(error, UnicodeDecodeError):
+        return {"field": "body", "problem": "the body is not valid UTF-8"}
+    return {"field": "body", "problem": "the body cannot be decoded as JSON"}
+
+
 def _decision_headers(decision: Decision) -> dict[str, str]:
     headers = {
         "X-Router-Route": decision.route,
@@ -184,6 +127,75 @@ def _decision_headers(decision: Decision) -> dict[str, str]:
     if decision.plan:
         headers["X-Router-Plan"] = ",".join(decision.plan)
     return headers
+
+
+def _answer(state: RouterState, decision: Decision, explain: bool) -> RouteResponse:
+    trace = (
+        [
+            LayerTrace(
+                layer=o.layer,
+                route=o.route,
+                confidence=round(o.confidence, 6),
+                reason=o.reason,
+                cause=o.cause,
+                plan=list(o.plan),
+                out_of_scope=None if o.out_of_scope is None else round(o.out_of_scope, 6),
+                ms=round(o.seconds * 1000, 3),
+            )
+            for o in decision.trace
+        ]
+        if explain
+        else None
+    )
+    return RouteResponse(
+        route=decision.route,
+        target=target_for(state.config, decision.route),
+        layer=decision.layer,
+        confidence=round(decision.confidence, 6),
+        latency_ms=round(decision.seconds * 1000, 3),
+        config_hash=decision.config_hash,
+        cache_hit=decision.cache_hit,
+        escalation_reason=decision.escalation_reason,
+        plan=list(decision.plan),
+        trace=trace,
+    )
+
+
+def _escalated_answer(state: RouterState, decision: Decision, explain: bool) -> RouteResponse:
+    """The answer of a failed-open request, from plain values only: the regular answer's
+    building may be what failed."""
+    return RouteResponse(
+        route=decision.route,
+        target=state.config.escalation.target,
+        layer=decision.layer,
+        confidence=0.0,
+        latency_ms=round(decision.seconds * 1000, 3),
+        config_hash=decision.config_hash,
+        cache_hit=False,
+        escalation_reason=decision.escalation_reason,
+        plan=[],
+        trace=[] if explain else None,
+    )
+
+
+async def _route_response(
+    router: Router,
+    state: RouterState,
+    message: str,
+    *,
+    explain: bool = False,
+    all_layers: bool = False,
+) -> tuple[Decision, RouteResponse]:
+    """Decide and build the answer; a bug on the way fails open (never a 500)."""
+    started = time.perf_counter()
+    stage: Stage = "decide"
+    try:
+        decision = await state.cascade.decide(message, explain=explain, all_layers=all_layers)
+        stage = "respond"
+        return decision, _answer(state, decision, explain)
+    except Exception:
+        decision = internal_error(state.config, router.metrics, stage, started)
+        return decision, _escalated_answer(state, decision, explain)
 
 
 def _lifespan(
@@ -244,7 +256,12 @@ def _add_edge(app: FastAPI, router: Router, ops_port: int | None) -> Callable[[i
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        # FastAPI's own refusals (an undecodable body, an unknown path) in the API's shape.
+        # FastAPI's own refusals (an unknown path, a wrong method) in the API's shape.
+        if error.status_code == 400 and isinstance(error.__cause__, ValueError):
+            # A body FastAPI could not decode (bytes that are not UTF-8) is bad input like
+            # invalid JSON: 422 as documented, as /v1/dispatch's own parsing answers.
+            rejected(422)
+            return _error(422, "invalid request", problems=[_undecodable(error.__cause__)])
         if error.status_code < 500:
             rejected(error.status_code)
         return JSONResponse(
@@ -285,40 +302,6 @@ def create_app(
             return _error(503, "no valid router config loaded", detail=router.last_error)
         return state
 
-    async def route_response(
-        state: RouterState, message: str, *, explain: bool = False, all_layers: bool = False
-    ) -> tuple[Decision, RouteResponse]:
-        decision = await state.cascade.decide(message, explain=explain, all_layers=all_layers)
-        trace = (
-            [
-                LayerTrace(
-                    layer=o.layer,
-                    route=o.route,
-                    confidence=round(o.confidence, 6),
-                    reason=o.reason,
-                    cause=o.cause,
-                    plan=list(o.plan),
-                    out_of_scope=None if o.out_of_scope is None else round(o.out_of_scope, 6),
-                    ms=round(o.seconds * 1000, 3),
-                )
-                for o in decision.trace
-            ]
-            if explain
-            else None
-        )
-        return decision, RouteResponse(
-            route=decision.route,
-            target=target_for(state.config, decision.route),
-            layer=decision.layer,
-            confidence=round(decision.confidence, 6),
-            latency_ms=round(decision.seconds * 1000, 3),
-            config_hash=decision.config_hash,
-            cache_hit=decision.cache_hit,
-            escalation_reason=decision.escalation_reason,
-            plan=list(decision.plan),
-            trace=trace,
-        )
-
     @app.post("/v1/route", response_model=RouteResponse)
     async def route(request: RouteRequest) -> RouteResponse | JSONResponse:
         state = current()
@@ -327,8 +310,8 @@ def create_app(
         refused = too_long(state, request.message)
         if refused is not None:
             return refused
-        _, answer = await route_response(
-            state, request.message, explain=request.explain, all_layers=request.all_layers
+        _, answer = await _route_response(
+            router, state, request.message, explain=request.explain, all_layers=request.all_layers
         )
         return answer
 
@@ -346,7 +329,7 @@ def create_app(
         refused = too_long(state, parsed.message)
         if refused is not None:
             return refused
-        decision, _ = await route_response(state, parsed.message)
+        decision, _ = await _route_response(router, state, parsed.message)
         headers = _decision_headers(decision)
         result = await forward(
             router.dispatch_client, state.config, decision.route, body, dict(request.headers)
@@ -484,7 +467,8 @@ def _add_operations(
         state = current()
         if isinstance(state, JSONResponse):
             return state
-        return public_config(state)
+        # The config that runs, and why a newer one does not (as /readyz says).
+        return {**public_config(state), "config_error": router.last_error}
 
 
 def public_config(state: RouterState) -> dict[str, Any]:

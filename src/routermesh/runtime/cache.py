@@ -1,8 +1,10 @@
 """The decision cache: decisions (route, deciding layer, confidence), never responses.
 
-Keys hash the normalized message together with the config's
-``route_table_version``, so a change of routes, examples, models or thresholds never
-serves a stale decision, while a target or timeout change keeps the cache warm.
+Keys hash the normalized message together with the cascade's version (the config's
+``route_table_version`` plus the content of unpinned sources, see
+:mod:`routermesh.runtime.content`), so a change of routes, examples, models or
+thresholds never serves a stale decision, while a target or timeout change keeps the
+cache warm.
 
 :class:`MemoryCache` is an in-process LRU with a TTL. :class:`RedisCache` shares
 decisions across replicas through Redis and never fails a request: every Redis

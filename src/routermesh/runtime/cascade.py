@@ -22,7 +22,18 @@ What it guarantees:
   the first layer ranked highest, so their prompts stay bounded;
 - decisions are cached (route, layer, confidence); an escalation is cached only
   when every layer answered and none was confident, never after a layer failure,
-  so the cascade retries the models once they recover.
+  so the cascade retries the models once they recover;
+- it asks only layers that can help, and never queues: a layer whose answer could not
+  decide (:mod:`routermesh.runtime.reach`) is skipped (``unreachable_threshold``, as if
+  disabled), and so is a layer whose model server has every slot busy (``overload``,
+  :mod:`routermesh.runtime.admission`): the request moves on at once, failing open;
+- an undecided request escalates within :attr:`Cascade.budget` (plus
+  :data:`GUARD_SECONDS`): the largest timeout of its layers, not their sum. Each layer
+  waits for its own timeout or what is left of the budget, whichever is shorter; a
+  layer with nothing left is skipped (``budget``). A layer's call cut short is
+  cancelled, which closes its HTTP connection, and llama.cpp then stops the task. Skips
+  are traced and metered (``router_layer_skipped_total{layer,reason}``); an escalation
+  after ``overload`` or ``budget`` is cached only briefly, as after a failure.
 """
 
 from __future__ import annotations
@@ -32,10 +43,12 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
+from routermesh.runtime.admission import SlotBook
 from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
-from routermesh.runtime.contract.config import RouterConfig
+from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Classifier, Judge, Learning, Reason, Verdict
 from routermesh.runtime.metrics import RouterMetrics
+from routermesh.runtime.reach import unreachable
 
 log = logging.getLogger("routermesh.decisions")
 
@@ -91,14 +104,30 @@ class Cascade:
         layers: list[Classifier],
         cache: DecisionCache,
         metrics: RouterMetrics,
+        content: str = "",
+        *,
+        slots: SlotBook | None = None,
     ) -> None:
         self.config = config
+        self.content = content
+        """Digest of the unpinned sources' content this cascade's layers loaded
+        (:func:`routermesh.runtime.content.content_version`)."""
         self.layers = tuple(layers)
         self._cache = cache
         self._metrics = metrics
         self._timeouts = {layer.name: layer.timeout_ms / 1000 for layer in config.layers}
         self._labels = frozenset(config.route_names)
         self._layer_configs = {layer.name: layer for layer in config.layers}
+        self.budget = max((self._timeouts.get(x.name, 1.0) for x in self.layers), default=0.0)
+        """Most seconds an undecided request spends in the layers (besides the guard)."""
+        # Bounded by their servers' slots, shared with the other cascades of this router.
+        book = slots or SlotBook()
+        self._slots = {
+            layer.name: book.for_server(configured.url, configured.max_in_flight)
+            for layer in self.layers
+            if (configured := self._layer_configs.get(layer.name)) is not None
+            and configured.kind == "generative"
+        }
         self._learners = [layer for layer in layers if isinstance(layer, Learning)]
         self._in_flight: dict[str, asyncio.Future[Decision]] = {}
         # Verdicts are journaled for feedback to measure only where a layer adapts: no extra
@@ -109,10 +138,12 @@ class Cascade:
 
     @property
     def version(self) -> str:
-        """What decisions depend on: the route table, and what layers learned from feedback
-        since (so a decision cached before a layer learned is not served after)."""
+        """What decisions depend on: the route table, the content of its unpinned sources,
+        and what layers learned from feedback since (so a decision cached before a layer
+        learned, or before a source changed under the same URI, is not served after)."""
         learned = ",".join(layer.learned_version for layer in self._learners)
-        version = self.config.route_table_version + (f"+{learned}" if learned.strip(",") else "")
+        version = self.config.route_table_version + (f"~{self.content}" if self.content else "")
+        version += f"+{learned}" if learned.strip(",") else ""
         if self.adapted:
             version += "+" + ",".join(f"{k}={v:g}" for k, v in sorted(self.adapted.items()))
         return version
@@ -185,14 +216,19 @@ class Cascade:
         hint: tuple[Reason, tuple[str, ...]] | None = None
         any_failure = False
         candidates: tuple[Candidate, ...] = ()
+        deadline = time.perf_counter() + self.budget
         for index, layer in enumerate(self.layers):
-            outcome = self._checked(await self._ask(layer, message, candidates), trace)
+            # With all_layers every layer is asked: a benchmark records what it says.
+            asked = await self._consult(layer, message, candidates, deadline, every=all_layers)
+            outcome = self._checked(asked, trace)
             trace.append(outcome)
             candidates = candidates or outcome.candidates
+            if outcome.reason is Reason.UNREACHABLE_THRESHOLD:
+                continue  # as if disabled: the escalation says why the asked layers did not
             if outcome.route is None or outcome.reason is not None:
                 last_reason = outcome.reason or Reason.LAYER_ERROR
+                any_failure = any_failure or last_reason.is_failure
                 if last_reason.is_error:
-                    any_failure = True
                     self._metrics.layer_errors.labels(layer=layer.name, reason=last_reason).inc()
                 continue
             decided = self._decides(outcome)
@@ -212,10 +248,10 @@ class Cascade:
             )
             if explain:
                 if all_layers:
+                    # The decision is made: the later layers get their own timeouts.
                     for later in self.layers[index + 1 :]:
-                        trace.append(
-                            self._checked(await self._ask(later, message, candidates), trace)
-                        )
+                        asked = await self._consult(later, message, candidates, None, every=True)
+                        trace.append(self._checked(asked, trace))
                     decision = replace(decision, trace=tuple(trace))
             else:
                 await self._remember(key, message, decision)
@@ -299,18 +335,73 @@ class Cascade:
             return outcome
         return replace(outcome, reason=Reason.DISAGREEMENT)
 
+    async def _consult(
+        self,
+        layer: Classifier,
+        message: str,
+        candidates: tuple[Candidate, ...],
+        deadline: float | None,
+        *,
+        every: bool = False,
+    ) -> LayerOutcome:
+        """Ask ``layer`` unless that cannot help (its answer could not decide, unless
+        ``every``), cannot fit (nothing left before ``deadline``) or would queue (its
+        server's slots are busy): then a skipped outcome with the reason, at once."""
+        configured = self._layer_configs.get(layer.name)
+        if (
+            not every
+            and configured is not None
+            and self._cannot_decide(layer, configured, candidates)
+        ):
+            return self._skipped(layer.name, Reason.UNREACHABLE_THRESHOLD)
+        wait = self._timeouts.get(layer.name, 1.0)
+        if deadline is not None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return self._skipped(layer.name, Reason.BUDGET)
+            wait = min(wait, left)
+        slots = self._slots.get(layer.name)
+        if slots is None:
+            return await self._ask(layer, message, candidates, wait)
+        if not slots.take():
+            return self._skipped(layer.name, Reason.OVERLOAD)
+        in_flight = self._metrics.layer_in_flight.labels(layer=layer.name)
+        in_flight.set(slots.busy)
+        try:
+            return await self._ask(layer, message, candidates, wait)
+        finally:
+            slots.give_back()
+            in_flight.set(slots.busy)
+
+    def _cannot_decide(
+        self, layer: Classifier, configured: LayerConfig, candidates: tuple[Candidate, ...]
+    ) -> bool:
+        # A judge answers one of its candidates or escalates; without them, any route.
+        judged = candidates if isinstance(layer, Judge) else ()
+        routes = frozenset(c.route for c in judged) or None
+        return unreachable(self.config, configured, routes, self.adapted.get(configured.name))
+
+    def _skipped(self, layer: str, reason: Reason) -> LayerOutcome:
+        self._metrics.layer_skipped.labels(layer=layer, reason=reason).inc()
+        return LayerOutcome(layer=layer, route=None, confidence=0.0, reason=reason, seconds=0.0)
+
     async def _ask(
-        self, layer: Classifier, message: str, candidates: tuple[Candidate, ...] = ()
+        self,
+        layer: Classifier,
+        message: str,
+        candidates: tuple[Candidate, ...],
+        wait: float,
     ) -> LayerOutcome:
         started = time.perf_counter()
-        budget = self._timeouts.get(layer.name, 1.0) + GUARD_SECONDS
         work = (
             layer.judge(message, candidates)
             if candidates and isinstance(layer, Judge)
             else layer.classify(message)
         )
         try:
-            verdict = await asyncio.wait_for(work, budget)
+            # Cut off, the layer's call is cancelled: its HTTP connection closes and the
+            # model server drops the task instead of computing for nobody.
+            verdict = await asyncio.wait_for(work, wait + GUARD_SECONDS)
         except TimeoutError:
             verdict = Verdict.abstain(Reason.TIMEOUT)
         except Exception:  # a broken layer must not fail the request

@@ -19,8 +19,9 @@ DecidingLayer = Literal["cache", "l1", "l2", "escalated"]
 
 
 class Reason(StrEnum):
-    """Why a layer did not route (metered as ``router_escalations_total{reason}`` and
-    ``router_layer_errors_total{layer,reason}``)."""
+    """Why a layer did not route (metered as ``router_escalations_total{reason}``,
+    ``router_layer_errors_total{layer,reason}`` and, for a layer the cascade did not ask,
+    ``router_layer_skipped_total{layer,reason}``)."""
 
     LOW_CONFIDENCE = "low_confidence"
     DISAGREEMENT = "disagreement"
@@ -45,10 +46,28 @@ class Reason(StrEnum):
     NO_CANDIDATES = "no_candidates"
     """A judge layer had no ranking from L0 and the table is larger than it judges at once."""
     DISABLED = "disabled"
+    INTERNAL_ERROR = "internal_error"
+    """The decision path itself raised outside the layers (a bug in the cache, the
+    cascade or the answer's building): the request fails open to the escalation route."""
+    UNREACHABLE_THRESHOLD = "unreachable_threshold"
+    """Not asked: even its highest calibrated confidence is below the threshold of every
+    route it could answer, so its answer could never decide."""
+    OVERLOAD = "overload"
+    """Not asked: every slot of the layer's model server was busy (``max_in_flight``
+    requests in flight); the request moved on at once instead of queueing."""
+    BUDGET = "budget"
+    """Not asked: earlier layers spent the request's time budget (the largest timeout of
+    the cascade's layers)."""
 
     @property
     def is_error(self) -> bool:
         return self in _ERRORS
+
+    @property
+    def is_failure(self) -> bool:
+        """The layer could not give its view this time (an error, a busy server, no time
+        left): an escalation after it is cached only briefly, so it is asked again soon."""
+        return self in _ERRORS or self in _TRANSIENT_SKIPS
 
 
 _ERRORS = frozenset(
@@ -61,6 +80,7 @@ _ERRORS = frozenset(
         Reason.LAYER_ERROR,
     }
 )
+_TRANSIENT_SKIPS = frozenset({Reason.OVERLOAD, Reason.BUDGET})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The orchestrator's HTTP edge: bearer-token authentication of the API (``/v1/*``),
-the operations-port split and request IDs.
+the operations-port split, request IDs and the request body cap.
 
 The token lives in a file (a mounted Secret key, see ``ApiConfig.token_file``), so a
 rotated Secret takes effect without a restart: the file is read again whenever its
@@ -12,6 +12,8 @@ cannot be read, requests get 503 (never an open API).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -182,3 +184,104 @@ class PortSplit:
             await _answer(scope, receive, send, 404, f"not served on {where}")
             return
         await self.app(scope, receive, send)
+
+
+BODY_OVERHEAD_BYTES = 16 * 1024
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+"""How much of a refused body is read and dropped so the client reads the 413 (beyond
+it the connection closes: a client still sending may see a reset)."""
+DRAIN_SECONDS = 10.0
+"""How long a refused body may take to arrive (a slow sender does not hold a worker)."""
+
+
+def body_limit(max_message_chars: int) -> int:
+    """Cap on a request body for messages of ``max_message_chars``, checked before the body
+    is read: a JSON-escaped character takes at most 6 bytes (``\\u0000``). A larger body
+    is refused with 413 and never buffered."""
+    return 6 * max_message_chars + BODY_OVERHEAD_BYTES
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over ``max_bytes()``, by Content-Length or counted.
+
+    The rest of a refused body is read and dropped (never kept) before the answer, up to
+    :data:`DRAIN_MAX_BYTES`: a server that answers and closes while the client is still
+    sending makes the kernel reset the connection, and a client that sends the whole body
+    before reading (Python's urllib, many SDKs) gets a reset instead of the 413.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: Callable[[], int],
+        on_refused: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            # A client waiting for "100 Continue" has sent nothing: reading would invite
+            # the body it need not send.
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            await self._refuse(scope, receive, send, limit, drain=not waiting)
+            return
+        seen = 0
+        finished = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, finished
+            message = await receive()
+            seen += len(message.get("body", b""))
+            finished = message["type"] != "http.request" or not message.get("more_body", False)
+            if seen > limit:
+                raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not started:
+                await self._refuse(scope, receive, send, limit, drain=not finished)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, *, drain: bool
+    ) -> None:
+        self.on_refused()
+        if drain:
+            await _drain(receive)
+        response = JSONResponse(
+            status_code=413, content={"error": f"request body larger than {limit} bytes"}
+        )
+        await response(scope, receive, send)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what is left of a request body, within the caps."""
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while dropped <= DRAIN_MAX_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return

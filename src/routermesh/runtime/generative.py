@@ -63,6 +63,10 @@ class GenerativeLayer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.problem: str | None = None
         """Why the layer cannot serve (shown by /readyz); None while it can."""
+        self.lost = False
+        """The model server went away since the last warm-up (its health check failed, or a
+        call could not reach it): a restarted server has lost its prompt cache, so the
+        layer warms again once it is back, and /readyz waits for that."""
 
     @property
     def name(self) -> str:
@@ -73,18 +77,26 @@ class GenerativeLayer:
 
         Never waits for the warm-up: a config change reaches every replica at once, and
         readiness that waited on it would empty the Service. A healthy server whose
-        prefix is not warm yet gets its warm-up started in the background.
+        prefix is not warm yet gets its warm-up started in the background; an unhealthy
+        one marks the layer ``lost``, so the server that comes back is warmed again.
         """
         try:
             response = await self._client.get(f"{self._layer.url}/health", timeout=1.0)
         except (httpx.HTTPError, ValueError):
+            self._server_lost()
             return False
-        healthy = response.status_code == httpx.codes.OK
-        if healthy and not self._warm and not self._warming.locked():
+        if response.status_code != httpx.codes.OK:
+            self._server_lost()
+            return False
+        if not self._warm and not self._warming.locked():
             task = asyncio.create_task(self.warm())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return healthy
+        return True
+
+    def _server_lost(self) -> None:
+        self.lost = True
+        self._warm = False
 
     @property
     def warmed(self) -> bool:
@@ -110,13 +122,16 @@ class GenerativeLayer:
                     raise _ServerError(response.status_code, response.text[:ERROR_TEXT_CHARS])
                 parse_top_logprobs(response.json())
             except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as error:
-                self.problem = f"warm-up failed: {_describe(error)}"
-                log.warning(
-                    "layer warm-up failed",
-                    extra={"event": "warm_failed", "layer": self.name, "error": self.problem},
-                )
+                problem = f"warm-up failed: {_describe(error)}"
+                if problem != self.problem:  # retried at every health check: said once
+                    log.warning(
+                        "layer warm-up failed",
+                        extra={"event": "warm_failed", "layer": self.name, "error": problem},
+                    )
+                self.problem = problem
                 return
             self._warm = True
+            self.lost = False
             self.problem = None
             log.info(
                 "layer warm",
@@ -164,6 +179,11 @@ class GenerativeLayer:
             )
         except httpx.TimeoutException:
             return Verdict.abstain(Reason.TIMEOUT)
+        except httpx.ConnectError:
+            # Nothing listens (down, or restarting): what comes back must be warmed again.
+            # Not any transport error: a dropped keep-alive connection is no restart.
+            self._server_lost()
+            return Verdict.abstain(Reason.CONNECTION_ERROR)
         except httpx.TransportError:
             return Verdict.abstain(Reason.CONNECTION_ERROR)
         if response.status_code >= 400:

@@ -4,7 +4,8 @@ Names are the design's: ``router_decisions_total{route,layer}``,
 ``router_cache_hits_total``, ``router_latency_seconds{layer}``,
 ``router_escalations_total{reason}``, ``router_layer_errors_total{layer,reason}``,
 ``router_config_info{hash}``; plus cache backend errors, config reload failures,
-feedback, and ``router_latency_p95_seconds``, the p95 over a sliding window that
+feedback, the layers the cascade skipped and the requests in flight to each model
+server, and ``router_latency_p95_seconds``, the p95 over a sliding window that
 the HPA reads as a Pods metric.
 """
 
@@ -107,6 +108,41 @@ class RouterMetrics:
             "router_layer_errors_total",
             "Layer failures that failed open, by layer and reason.",
             ["layer", "reason"],
+            registry=r,
+        )
+        self.layer_skipped = Counter(
+            "router_layer_skipped_total",
+            "Layers the cascade did not ask, by layer and reason (unreachable_threshold: its "
+            "answer could not decide; overload: its model server's slots were busy; budget: "
+            "earlier layers spent the request's time).",
+            ["layer", "reason"],
+            registry=r,
+        )
+        self.layer_in_flight = Gauge(
+            "router_layer_in_flight",
+            "Requests in flight to a layer's model server (at most its max_in_flight), by layer.",
+            ["layer"],
+            registry=r,
+        )
+        self.layers_budget = Gauge(
+            "router_layers_budget_seconds",
+            "Most time a request spends in the layers before it escalates (the largest layer "
+            "timeout of the running config); router_latency_seconds{layer='escalated'} "
+            "measures what escalations take.",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "router_internal_errors_total",
+            "Requests whose decision path raised outside the layers (a bug), answered with "
+            "the escalation route, by stage (decide, respond).",
+            ["stage"],
+            registry=r,
+        )
+        self.model_server_outages = Counter(
+            "router_model_server_outages_total",
+            "Times a ready layer lost its model server (health check failed or unreachable); "
+            "it counts as ready again once the server is back and warm, by layer.",
+            ["layer"],
             registry=r,
         )
         self.config_info = Gauge(

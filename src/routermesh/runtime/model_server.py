@@ -172,7 +172,7 @@ def server_command(
     port: int | None = None,
     threads: int | None = None,
     context: int | None = None,
-    parallel: int = 1,
+    parallel: int | None = None,
     host: str = "127.0.0.1",
 ) -> ServerCommand:
     """The command that serves ``layer_name`` of ``config`` (pure but for file lookups)."""
@@ -190,6 +190,8 @@ def server_command(
     # The layer's context holds its longest prompt (the config refuses one that cannot).
     context = context or layer.context_tokens
     threads = threads or max(1, len(os.sched_getaffinity(0)))
+    # As many slots as the orchestrator sends requests at once (it never queues more).
+    parallel = parallel or layer.max_in_flight
     if layer.engine == "llamacpp":
         return llamacpp_command(
             layer,

@@ -31,9 +31,12 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from routermesh.runtime import source_error
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
+from routermesh.runtime.admission import SlotBook
 from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
 from routermesh.runtime.cascade import Cascade
+from routermesh.runtime.content import content_version
 from routermesh.runtime.contract.config import (
     CONFIG_FILENAME,
     MODELS_DIR,
@@ -45,6 +48,7 @@ from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback
 from routermesh.runtime.layers import LayerContext, build_layers, prepare_layers
 from routermesh.runtime.metrics import RouterMetrics
+from routermesh.runtime.reach import unreachable_problems
 
 log = logging.getLogger("routermesh.router")
 
@@ -65,6 +69,10 @@ class RouterState:
 
 MAX_OUTCOMES = 10_000
 """Newest feedback records replayed for adaptive thresholds (the store keeps 10,000)."""
+HEALTH_SECONDS = 2.0
+"""How often the layers' model servers are checked besides the readiness probes: a model
+server restarted between two probes (or in local mode, where nothing probes) is still
+seen gone, and warmed again once back."""
 LEARN_SECONDS = 30.0
 """How often layers look for new feedback (``ROUTER_MESH_LEARN_SECONDS`` overrides)."""
 
@@ -148,6 +156,8 @@ class Router:
             trust_env=False,
         )
         self._state: RouterState | None = None
+        self._slots = SlotBook()
+        """The model servers' in-flight bounds, shared by the cascades a reload swaps."""
         self._cache: DecisionCache | None = None
         self._cache_settings: tuple[CacheConfig, str] | None = None
         self.feedback: MemoryFeedback | RedisFeedback = MemoryFeedback()
@@ -156,11 +166,14 @@ class Router:
         self._adaptive_version: str | None = None
         self._seen_digest: str | None = None
         self._last_error: str | None = None
+        self._source_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warmed_once: set[str] = set()
         self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
         self._learner: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
         self.learn_seconds = _learn_seconds()
+        self.health_seconds = HEALTH_SECONDS
 
     @property
     def state(self) -> RouterState | None:
@@ -169,17 +182,20 @@ class Router:
 
     @property
     def last_error(self) -> str | None:
-        """The latest reload error, cleared by the next successful load."""
-        return self._last_error
+        """The latest reload error, cleared by the next successful load; first, why the
+        config's sources no longer render, while they do not (local mode)."""
+        errors = [error for error in (self._source_error, self._last_error) if error]
+        return "; ".join(errors) or None
 
     async def start(self) -> None:
         # The first load runs in the background too: building a large L0 index takes a
         # while, and /healthz must answer meanwhile (the API says 503 until it is loaded).
         self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
         self._learner = asyncio.create_task(self._learn_loop(), name="feedback-learner")
+        self._health = asyncio.create_task(self._health_loop(), name="layer-health")
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._learner):
+        for task in (self._watcher, self._learner, self._health):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -203,6 +219,7 @@ class Router:
 
     async def reload(self) -> bool:
         """Load the config directory if its content changed; True when a new config runs."""
+        self._read_source_error()
         try:
             config, digest = read_config(self.config_dir)
         except ConfigError as error:
@@ -218,11 +235,12 @@ class Router:
         try:
             cache, feedback = self._cache_for(config)
             context = LayerContext(self.client, self.models_dir, feedback=self._recent_feedback)
+            content = await asyncio.to_thread(content_version, config, self.models_dir)
             layers = build_layers(config, context)
             # Heavy set-up (an encoder, example embeddings) before the swap: the running
             # config keeps serving until the new one is ready.
             await prepare_layers(layers)
-            self._swap(config, layers, cache, feedback)
+            self._swap(config, layers, cache, feedback, content)
         except ConfigError as error:
             # Not remembered as seen: a Secret mounted later makes the same file valid.
             self._reject(str(error))
@@ -240,9 +258,10 @@ class Router:
         layers: list[Classifier],
         cache: DecisionCache,
         feedback: MemoryFeedback | RedisFeedback,
+        content: str = "",
     ) -> None:
         """Commit the new config with its built cache, feedback store and layers in one step."""
-        cascade = Cascade(config, layers, cache, self.metrics)
+        cascade = Cascade(config, layers, cache, self.metrics, content, slots=self._slots)
         previous = self._state
         if cache is not self._cache and self._cache is not None:
             self._close_later(self._cache, self.feedback)
@@ -256,6 +275,12 @@ class Router:
             self._background(layer.warm())
         self._last_error = None
         self.metrics.set_config(config.config_hash)
+        self.metrics.layers_budget.set(cascade.budget)
+        for name, problem in unreachable_problems(config).items():
+            log.warning(
+                "layer can never decide: it is not asked",
+                extra={"event": "layer_unreachable", "layer": name, "problem": problem},
+            )
         log.info(
             "config loaded",
             extra={
@@ -265,8 +290,25 @@ class Router:
                 "routes": len(config.routes),
                 "layers": [layer.name for layer in config.layers if layer.enabled],
                 "cache": config.cache.backend,
+                "layers_budget_ms": round(cascade.budget * 1000),
             },
         )
+
+    def _read_source_error(self) -> None:
+        error = source_error.read(self.config_dir)
+        if error == self._source_error:
+            return
+        self._source_error = error
+        if error is not None:
+            self.metrics.config_reload_errors.inc()
+            log.error(
+                "config sources rejected, keeping the running config",
+                extra={
+                    "event": "config_source_rejected",
+                    "reason": error,
+                    "config_hash": self._state.config.config_hash if self._state else None,
+                },
+            )
 
     def _reject(self, error: str) -> None:
         # Report a given failure once: the watcher polls every second.
@@ -432,6 +474,14 @@ class Router:
             except Exception:  # learning must never take the router down
                 log.exception("feedback learner error", extra={"event": "learn_loop_error"})
 
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_seconds)
+            try:
+                await self.readiness()
+            except Exception:  # a health check must never take the router down
+                log.exception("layer health check error", extra={"event": "health_loop_error"})
+
     async def _watch(self) -> None:
         first = True
         while True:
@@ -454,15 +504,16 @@ class Router:
 
     def problems(self) -> dict[str, str]:
         """Why a layer cannot serve, by layer (a warm-up the model server refused, with its
-        own words): what /readyz shows beside the checks."""
+        own words; a calibration that keeps it from ever deciding): what /readyz shows
+        beside the checks. Never a reason to be unready: the cascade goes on without it."""
         state = self._state
         if state is None:
             return {}
-        found = {}
+        found = unreachable_problems(state.config)
         for layer in state.cascade.layers:
             problem = getattr(layer, "problem", None) or getattr(layer, "error", None)
             if problem:
-                found[layer.name] = str(problem)
+                found[layer.name] = "; ".join(filter(None, (found.get(layer.name), str(problem))))
         return found
 
     async def readiness(self) -> dict[str, bool]:
@@ -471,7 +522,9 @@ class Router:
         A layer counts once its model server is healthy and, the first time since this
         process started, its prompt prefix is warm: a new pod stays out of the Service
         until it answers fast. After a reload the new prefix warms in the background
-        without taking the pod out again (every replica reloads at once).
+        without taking the pod out again (every replica reloads at once). A model server
+        that went away (a crash, a restart) comes back with an empty prompt cache: the
+        layer counts again only once it is warm again, as after the start.
         """
         state = self._state
         if state is None:
@@ -480,7 +533,21 @@ class Router:
         answers = await asyncio.gather(*(layer.ready() for layer in layers), return_exceptions=True)
         checks = {}
         for layer, ok in zip(layers, answers, strict=True):
-            if getattr(layer, "warmed", True):
+            healthy = ok is True
+            warmed = getattr(layer, "warmed", None)
+            if warmed is None:  # nothing to warm (L0 runs in this process)
+                checks[layer.name] = healthy
+                continue
+            if layer.name in self._warmed_once and not (
+                healthy and not getattr(layer, "lost", False)
+            ):
+                self._warmed_once.discard(layer.name)
+                self.metrics.model_server_outages.labels(layer=layer.name).inc()
+                log.warning(
+                    "model server lost: the layer is ready again once it is back and warm",
+                    extra={"event": "model_server_lost", "layer": layer.name},
+                )
+            if healthy and warmed:
                 self._warmed_once.add(layer.name)
-            checks[layer.name] = ok is True and layer.name in self._warmed_once
+            checks[layer.name] = healthy and layer.name in self._warmed_once
         return {"config": True, **checks}

@@ -234,6 +234,14 @@ class LayerConfig(ContractModel):
         description="Generative layers: the model server's context per request; the longest "
         "prompt the layer can send must fit.",
     )
+    max_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Generative layers: requests the orchestrator has in flight to the model "
+        "server at once, its slots (serve-model's --parallel defaults to it); a request that "
+        "finds them all busy skips the layer (reason overload) instead of queueing.",
+    )
 
     def calibrated(self, confidence: float) -> float:
         if self.calibration is None:
