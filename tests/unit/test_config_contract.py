@@ -304,3 +304,18 @@ def test_model_dir_names_are_readable_and_distinct() -> None:
 )
 def test_route_name_from_label(label: str, name: str) -> None:
     assert rc.route_name_from_label(label) == name
+
+
+def test_a_layers_slots_reach_the_config_and_stay_bounded() -> None:
+    def two_slots(doc: dict[str, Any]) -> None:
+        doc["spec"]["layers"]["l2"]["maxInFlight"] = 2
+
+    config = render(mesh_edit=two_slots)
+    slots = {layer.name: layer.max_in_flight for layer in config.layers}
+    assert slots["l2"] == 2 and slots["l1"] == 1
+
+    def too_many(doc: dict[str, Any]) -> None:
+        doc["spec"]["layers"]["l1"]["maxInFlight"] = 9
+
+    with pytest.raises(api.InvalidSpecError, match=r"spec\.layers\.l1\.maxInFlight"):
+        mesh(too_many)

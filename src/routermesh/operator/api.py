@@ -525,6 +525,15 @@ class Layer(ApiModel):
         "the layer can send must fit; validation refuses a spec where it does not. "
         f"Default: {DEFAULT_CONTEXT_TOKENS}.",
     )
+    max_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Requests the orchestrator has in flight to this layer's model server at "
+        "once: the server's slots (each keeps its own context, so memory grows with them). A "
+        "request that finds every slot busy skips the layer (reason overload) instead of "
+        "queueing. Default: 1.",
+    )
     agree_with_l0: bool = Field(
         default=True,
         alias="agreeWithL0",

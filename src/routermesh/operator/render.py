@@ -182,6 +182,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                 adaptive=_adaptive(layer.adaptive),
                 candidates=layer.candidates,
                 context_tokens=layer.context_tokens,
+                max_in_flight=layer.max_in_flight,
             )
         )
     redis = spec.cache.redis
