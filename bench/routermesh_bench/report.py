@@ -404,7 +404,7 @@ def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
         else ["", "wrk round: skipped (wrk is not installed)."]
     )
     if "client_cpu_percent" in bounded:
-        lines.append(f"Python client CPU in the bounded round: {bounded['client_cpu_percent']} %.")
+        lines += ["", f"Python client CPU in the bounded round: {bounded['client_cpu_percent']} %."]
     start = load.get("rss_mib_start", {})
     last = (load.get("soak") or [{}])[-1].get("rss_mib", {})
     lines += [
