@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from routermesh.runtime.cpus import available_cpus
+
 FloatArray = npt.NDArray[np.float32]
 
 MAX_TOKENS = 128
@@ -27,11 +29,16 @@ class EncoderError(Exception):
     pass
 
 
-def _threads() -> int:
+def encoder_threads(cpus: int | None = None) -> int:
+    """onnxruntime's threads for L0: ``ROUTER_MESH_L0_THREADS``, else one CPU fewer than the
+    process may use (at least 1, at most 4). The event loop that answers every other
+    request, cache hits included, needs a core of its own: on 2 CPUs one encoder thread
+    gave more decisions/s and a shorter tail than two (docs/benchmarks.md)."""
     configured = os.environ.get("ROUTER_MESH_L0_THREADS")
     if configured and configured.isdigit():
         return max(1, int(configured))
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, min(4, cpus - 1))
 
 
 class Encoder:
@@ -48,7 +55,7 @@ class Encoder:
                 f"{folder} needs {TOKENIZER_FILE} and one of {', '.join(MODEL_FILES)}"
             )
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _threads()
+        options.intra_op_num_threads = threads or encoder_threads()
         options.inter_op_num_threads = 1
         # No busy-waiting between runs: the orchestrator shares its cores with the event
         # loop (and, in a pod, the model servers); spinning threads slowed the numpy step

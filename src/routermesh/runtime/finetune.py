@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ import numpy as np
 
 from routermesh.runtime.calibration import fit_platt
 from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
+from routermesh.runtime.cpus import available_cpus
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
 from routermesh.runtime.evidence import route_examples
 from routermesh.runtime.example_index import IntArray, RouteGroups, TrainedHead, head_features
@@ -203,7 +203,7 @@ def _train(
     import torch  # noqa: PLC0415 - training only; the serving path has no torch
     from tokenizers import Tokenizer  # noqa: PLC0415
 
-    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads or available_cpus())
     torch.manual_seed(head.seed)
     torch.use_deterministic_algorithms(True)
     tokenizer_file = base / TOKENIZER_FILE

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from routermesh.runtime.contract.config import LAYER_PORTS, LayerConfig, RouterConfig
+from routermesh.runtime.cpus import available_cpus
 
 LLAMA_SERVER_ENV = "ROUTER_MESH_LLAMA_SERVER"
 LOCAL_BUILD = Path(".cache/llama-server/bin/llama-server")
@@ -189,7 +190,7 @@ def server_command(
     port = port or layer_port(layer)
     # The layer's context holds its longest prompt (the config refuses one that cannot).
     context = context or layer.context_tokens
-    threads = threads or max(1, len(os.sched_getaffinity(0)))
+    threads = threads or available_cpus()
     # As many slots as the orchestrator sends requests at once (it never queues more).
     parallel = parallel or layer.max_in_flight
     if layer.engine == "llamacpp":
