@@ -114,9 +114,6 @@ async def cluster(kmock: Any) -> Any:
 @pytest.fixture
 async def operator(cluster: Any) -> AsyncIterator[Any]:
     assert handlers.RESYNC_SECONDS == 1.0
-    # The handlers keep an asyncio.Lock per mesh for the process; a Lock is bound to the
-    # event loop it first waited in, and each test runs in a loop of its own.
-    handlers._LOCKS.clear()
     settings = kopf.OperatorSettings()
     settings.networking.error_backoffs = [0.1]
     stop, ready = asyncio.Event(), asyncio.Event()

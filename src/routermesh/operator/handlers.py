@@ -17,6 +17,7 @@ import kopf
 from routermesh.operator.builders import MESH_LABEL
 from routermesh.operator.child_events import ChildTracker, owning_mesh
 from routermesh.operator.kube import Kube, connection_from_kubeconfig
+from routermesh.operator.locks import LoopLocks
 from routermesh.operator.metrics import (
     CHILD_EVENTS,
     MESHES,
@@ -39,8 +40,8 @@ RESYNC_SECONDS = float(os.environ.get("ROUTER_MESH_RESYNC_SECONDS", "60"))
 log = logging.getLogger("routermesh.operator")
 _READY: dict[str, str] = {}
 """namespace/name -> the Ready status of its last reconcile (for MESHES)."""
-_LOCKS: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
-"""namespace/name -> its reconcile lock, with the event loop it serves."""
+_LOCKS = LoopLocks()
+"""namespace/name -> its reconcile lock."""
 
 
 @kopf.on.startup()
@@ -156,13 +157,7 @@ def _lock(key: str) -> asyncio.Lock:
     """kopf runs a resource's resync daemon beside its change handlers, and RouteTable and
     child changes reconcile meshes too: one reconcile (read, apply, status write) per mesh
     at a time."""
-    loop = asyncio.get_running_loop()
-    held = _LOCKS.get(key)
-    if held is None or held[0] is not loop:
-        # Never one of an earlier event loop (an operator run before in this process, as
-        # in tests): a task abandoned there may have left it locked.
-        held = _LOCKS[key] = (loop, asyncio.Lock())
-    return held[1]
+    return _LOCKS.get(key)
 
 
 def _count_ready() -> None:
@@ -321,7 +316,7 @@ async def mesh_deleted(
     """Forget the mesh's lock and Ready state (its children go by ownerReferences); its
     tables' ``usedBy`` no longer names it."""
     key = _key(body)
-    _LOCKS.pop(key, None)
+    _LOCKS.forget(key)
     _READY.pop(key, None)
     _count_ready()
     namespace = body.metadata.namespace or "default"

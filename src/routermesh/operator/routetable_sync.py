@@ -4,13 +4,13 @@ changes and on the meshes' resync; without a change it makes no API call."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from routermesh.operator.kube import Kube
+from routermesh.operator.locks import LoopLocks
 from routermesh.operator.metrics import ROUTETABLES
 from routermesh.operator.routetables import merge_patch, table_status, valid_meshes
 
@@ -28,20 +28,12 @@ class TableStatuses:
     def __init__(self) -> None:
         self._written: dict[str, dict[str, Any]] = {}
         """By namespace/name/uid: a table deleted and created again is a new object."""
-        self._locks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+        self._locks = LoopLocks()
 
     def forget(self, namespace: str, name: str) -> None:
         prefix = f"{namespace}/{name}/"
         self._written = {k: v for k, v in self._written.items() if not k.startswith(prefix)}
         self._count()
-
-    def _lock(self, namespace: str) -> asyncio.Lock:
-        # Never a lock of an earlier event loop (an operator run before in this process).
-        loop = asyncio.get_running_loop()
-        held = self._locks.get(namespace)
-        if held is None or held[0] is not loop:
-            held = self._locks[namespace] = (loop, asyncio.Lock())
-        return held[1]
 
     async def sync(
         self,
@@ -52,7 +44,7 @@ class TableStatuses:
         post: Post,
     ) -> int:
         """Bring every table of ``namespace`` to its status; the number written."""
-        lock = self._lock(namespace)
+        lock = self._locks.get(namespace)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         written = 0
         async with lock:
