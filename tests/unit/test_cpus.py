@@ -1,6 +1,5 @@
 """The CPUs a process may use: the affinity capped by the container's CPU limit (cgroup
-v2 and v1 as the kubelet writes them), and L0's encoder threads left one core short of
-it for the event loop."""
+v2 and v1 as the kubelet writes them), and L0's encoder threads sized by it."""
 
 from __future__ import annotations
 
@@ -47,8 +46,8 @@ def test_a_limit_above_the_affinity_changes_nothing(tmp_path: Path) -> None:
     assert available_cpus(_v2(tmp_path, f"{(AFFINITY + 8) * 100000} 100000")) == AFFINITY
 
 
-def test_the_encoder_leaves_a_core_to_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_encoder_uses_the_cpus_it_may_up_to_four(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUTER_MESH_L0_THREADS", raising=False)
-    assert [encoder_threads(cpus) for cpus in (1, 2, 3, 8)] == [1, 1, 2, 4]
+    assert [encoder_threads(cpus) for cpus in (1, 2, 3, 8)] == [1, 2, 3, 4]
     monkeypatch.setenv("ROUTER_MESH_L0_THREADS", "3")
     assert encoder_threads(2) == 3
