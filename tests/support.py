@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -179,6 +179,9 @@ class RedisProcess:
 class ThreadedServer:
     """An ASGI app served by uvicorn on a thread, on a free (or given) loopback port."""
 
+    lifespan: Literal["on", "off"] = "off"
+    """uvicorn's lifespan setting ("on" for apps whose lifespan starts what they serve)."""
+
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.app = app
         self.port = port or free_port()
@@ -191,7 +194,7 @@ class ThreadedServer:
 
     def start(self) -> None:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=self.lifespan
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

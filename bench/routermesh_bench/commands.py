@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from routermesh_bench.quality import RunOptions
 
 EXIT_OK = 0
@@ -93,6 +95,13 @@ def _check_inputs(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _beside(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """The commands ``--also`` starts beside the bench router (none: as before)."""
+    from routermesh_bench.stack import beside  # noqa: PLC0415
+
+    return beside(args.also, tools_timeout=args.tools_timeout)
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
     from routermesh_bench.quality import run_quality  # noqa: PLC0415
@@ -103,10 +112,11 @@ def cmd_quality(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(args.log_level)
     try:
-        summary = run_quality(
-            _run_options(args),
-            reuse=Path(args.records) if args.records else None,
-        )
+        with _beside(args):
+            summary = run_quality(
+                _run_options(args),
+                reuse=Path(args.records) if args.records else None,
+            )
     except Exception as error:
         sys.stderr.write(f"bench quality: {error}\n")
         return EXIT_INVALID
@@ -130,16 +140,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(args.log_level)
     try:
-        result = run_calibrate(
-            _run_options(args),
-            {k: v for item in args.target for k, v in item.items()},
-            per_route=args.per_route,
-            min_samples=args.min_samples,
-            reuse=Path(args.records) if args.records else None,
-            max_step=args.max_step,
-            confidence=not args.no_confidence_calibration,
-            oos_target=args.oos_target,
-        )
+        with _beside(args):
+            result = run_calibrate(
+                _run_options(args),
+                {k: v for item in args.target for k, v in item.items()},
+                per_route=args.per_route,
+                min_samples=args.min_samples,
+                reuse=Path(args.records) if args.records else None,
+                max_step=args.max_step,
+                confidence=not args.no_confidence_calibration,
+                oos_target=args.oos_target,
+            )
     except Exception as error:
         sys.stderr.write(f"bench calibrate: {error}\n")
         return EXIT_INVALID
@@ -316,6 +327,115 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mcp_servers(args: argparse.Namespace) -> int:
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh_bench.mcp_servers import ServersError, serve  # noqa: PLC0415
+
+    if not Path(args.servers).is_file():
+        sys.stderr.write(f"bench mcp-servers: no such file: {args.servers}\n")
+        return EXIT_USAGE
+    configure_logging(args.log_level)
+    try:
+        serve(Path(args.servers), host=args.host, port=args.port, in_table_only=args.in_table)
+    except ServersError as error:
+        sys.stderr.write(f"bench mcp-servers: {error}\n")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_mcp_latency(args: argparse.Namespace) -> int:
+    from routermesh_bench.mcp_latency import run  # noqa: PLC0415
+
+    return run(args)
+
+
+def cmd_mcp_table(args: argparse.Namespace) -> int:
+    from routermesh_bench.mcp_servers import ServersError  # noqa: PLC0415
+    from routermesh_bench.mcp_table import McpTableError, McpTableOptions, write  # noqa: PLC0415
+
+    for name in ("servers", "train", "reference"):
+        value = getattr(args, name)
+        if value and not Path(value).is_file():
+            sys.stderr.write(f"bench mcp-table: --{name}: no such file: {value}\n")
+            return EXIT_USAGE
+    if args.examples < 0:
+        sys.stderr.write("bench mcp-table: --examples must not be negative\n")
+        return EXIT_USAGE
+    options = McpTableOptions(
+        servers=Path(args.servers),
+        train=Path(args.train) if args.train else None,
+        examples=args.examples,
+        port=args.port,
+        host=args.host,
+        descriptions=args.descriptions,
+        reference=Path(args.reference) if args.reference else None,
+        seed=args.seed,
+        ping_seconds=args.ping_seconds,
+        max_tools=args.max_tools,
+    )
+    try:
+        manifest = write(options, Path(args.out), ["router-mesh", *sys.argv[1:]])
+    except (OSError, ValueError, McpTableError, ServersError) as error:
+        sys.stderr.write(f"bench mcp-table: {error}\n")
+        return EXIT_INVALID
+    routes = manifest["spec"]["routes"]
+    sys.stdout.write(
+        f"{len(routes)} MCP routes, {sum(len(r.get('examples', ())) for r in routes)} examples, "
+        f"descriptions {'on' if args.descriptions else 'off'} -> {args.out}\n"
+    )
+    return EXIT_OK
+
+
+def _mcp_args(servers: argparse.ArgumentParser, table: argparse.ArgumentParser) -> None:
+    for p in (servers, table):
+        p.add_argument(
+            "--servers",
+            default="bench/data/tools/servers.json",
+            help="the tool servers (default: %(default)s)",
+        )
+        p.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+        p.add_argument(
+            "--port", type=int, default=9300, help="the servers' port (default: %(default)s)"
+        )
+    servers.add_argument(
+        "--in-table",
+        action="store_true",
+        help="serve only the servers the table routes to (in_table); default: all",
+    )
+    servers.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    table.add_argument("--train", help='labelled JSONL ("text", "route") the examples come from')
+    table.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        metavar="K",
+        help="examples per route drawn (seeded) from --train (default: 0, tools only)",
+    )
+    table.add_argument(
+        "--descriptions",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="give the routes the reference table's descriptions (default: no)",
+    )
+    table.add_argument(
+        "--reference",
+        default="bench/data/tools/routetable.yaml",
+        help="the table whose route names, labels and descriptions to take (default: %(default)s)",
+    )
+    table.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    table.add_argument(
+        "--ping-seconds", type=int, default=30, help="mcp.pingSeconds (default: %(default)s)"
+    )
+    table.add_argument(
+        "--max-tools",
+        type=int,
+        help="mcp.maxTools (default: the product's, 128)",
+    )
+    table.add_argument("--out", required=True, help="the RouteTable YAML to write")
+
+
 def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument(
         "--disable",
@@ -393,6 +513,22 @@ def _quality_args(p: argparse.ArgumentParser) -> None:
         "trained) before routing, and route with it",
     )
     p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="a command started beside the router and stopped with it, e.g. the MCP servers "
+        "the routes point at (router-mesh local --also; repeatable). Routes that discover "
+        "their tools over MCP must have tools in use before the run starts",
+    )
+    p.add_argument(
+        "--tools-timeout",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="how long to wait, once ready, for every MCP route's tools (default: 180)",
+    )
+    p.add_argument(
         "--no-all-layers",
         action="store_true",
         help="ask later layers only for what earlier ones leave (as in production; faster, "
@@ -439,6 +575,39 @@ def _prior_args(prior: argparse.ArgumentParser) -> None:
     prior.add_argument("--k", type=int, default=10, help="neighbours that vote (default: 10)")
     prior.add_argument("--seed", type=int, default=100, help="default: %(default)s")
     prior.add_argument("--out", default="bench/results/prior", help="default: %(default)s")
+
+
+def _add_mcp_commands(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The MCP benchmarks: tool servers, tables over them, the router's added latency."""
+    mcp_servers = bench_sub.add_parser(
+        "mcp-servers",
+        help="serve the tool-routing benchmark's servers as real MCP servers (one process, "
+        "each at /<name>/mcp)",
+    )
+    mcp_table = bench_sub.add_parser(
+        "mcp-table",
+        help="write a RouteTable over those MCP servers with K examples per route "
+        "(descriptions off by default)",
+    )
+    _mcp_args(mcp_servers, mcp_table)
+    mcp_servers.set_defaults(func=cmd_mcp_servers)
+    mcp_table.set_defaults(func=cmd_mcp_table)
+
+    latency = bench_sub.add_parser(
+        "mcp-latency",
+        help="what the router adds to MCP traffic: tools/call direct vs through /mcp and "
+        "/v1/dispatch/mcp, tools/list direct vs pre-selected (a running router and server)",
+    )
+    latency.add_argument("--router", required=True, help="the router's URL (http://host:port)")
+    latency.add_argument("--server", required=True, help="one MCP server's URL (.../mcp)")
+    latency.add_argument("--route", required=True, help="the route whose target --server is")
+    latency.add_argument("--tool", required=True, help="a tool of that server to call")
+    latency.add_argument("--arguments", default="{}", help="the call's arguments (JSON)")
+    latency.add_argument("--message", required=True, help="a request that routes to --route")
+    latency.add_argument("--calls", type=int, default=300, help="rounds (default: %(default)s)")
+    latency.add_argument("--token-file", help="the router's API token, if it has one")
+    latency.add_argument("--out", required=True, help="results folder")
+    latency.set_defaults(func=cmd_mcp_latency)
 
 
 def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -568,6 +737,8 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _prior_args(prior)
     prior.set_defaults(func=cmd_prior)
+
+    _add_mcp_commands(bench_sub)
 
     report = bench_sub.add_parser("report", help="write docs/benchmarks.md from the results")
     report.add_argument("--results", default="bench/results", help="default: %(default)s")

@@ -7,14 +7,18 @@ measured (``router-mesh local -f <out>/stack``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from routermesh.local import LocalOptions, LocalPod
@@ -187,10 +191,41 @@ def write_stack(
     return folder, absent
 
 
+@dataclass(frozen=True)
+class Beside:
+    """What the bench stack starts beside the router (``router-mesh bench quality
+    --also``): commands such as the MCP servers the routes point at."""
+
+    also: tuple[str, ...] = ()
+    tools_timeout: float = 180.0
+    """Seconds to wait, once ready, for every MCP route's tools to be in use."""
+
+
+_BESIDE: contextvars.ContextVar[Beside | None] = contextvars.ContextVar(
+    "bench_beside", default=None
+)
+
+
+@contextlib.contextmanager
+def beside(commands: Sequence[str], *, tools_timeout: float = 180.0) -> Iterator[None]:
+    """Start ``commands`` beside every bench stack started within (``--also``)."""
+    token = _BESIDE.set(Beside(also=tuple(commands), tools_timeout=tools_timeout))
+    try:
+        yield
+    finally:
+        _BESIDE.reset(token)
+
+
 def start(
     folder: Path, *, port: int, models_dir: Path, state_dir: Path
 ) -> tuple[LocalPod, RouterConfig]:
-    """Local mode's pod for the YAML in ``folder``, started and ready."""
+    """Local mode's pod for the YAML in ``folder``, started and ready.
+
+    When routes discover their tools over MCP, it also waits until every such route's
+    tools are in the running config (BenchError, the pod stopped, if one has none in
+    time) and writes what ``/readyz`` reported to ``folder/../mcp.json``.
+    """
+    extra = _BESIDE.get() or Beside()
     pod = LocalPod(
         LocalOptions(
             files=[folder],
@@ -199,6 +234,78 @@ def start(
             state_dir=state_dir,
             log_level="warning",
             wait_for_head=True,
+            also=extra.also,
         )
     )
-    return pod, pod.start()
+    config = pod.start()
+    mcp_routes = [r.name for r in config.routes if r.mcp is not None and r.mcp.discover_tools]
+    if mcp_routes:
+        try:
+            report = wait_for_tools(pod.url, mcp_routes, extra.tools_timeout)
+        except BaseException:
+            pod.stop()
+            raise
+        (folder.parent / "mcp.json").write_text(json.dumps(report, indent=1) + "\n")
+    return pod, config
+
+
+def tools_missing(
+    readyz: dict[str, Any], routes_in_use: dict[str, int], wanted: Sequence[str]
+) -> list[str]:
+    """The routes of ``wanted`` whose tools are not in use yet: no tools listed by the
+    server (``/readyz`` ``mcp``), or none in the running config (``/v1/config``)."""
+    reports = readyz.get("mcp") or {}
+    return [
+        name
+        for name in wanted
+        if not (reports.get(name) or {}).get("tools") or not routes_in_use.get(name)
+    ]
+
+
+def wait_for_tools(url: str, routes: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Poll until every route of ``routes`` has its MCP tools in the running config;
+    returns a summary of ``/readyz``'s ``mcp`` report (BenchError on timeout)."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    missing: list[str] = list(routes)
+    readyz: dict[str, Any] = {}
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        while True:
+            try:
+                readyz = client.get(f"{url}/readyz").json()
+                running = client.get(f"{url}/v1/config").json()
+                in_use = {r["name"]: len(r.get("tools") or ()) for r in running.get("routes", ())}
+                missing = tools_missing(readyz, in_use, routes)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+                log.warning("waiting for the MCP tools: %r", error)
+                in_use = {}
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                errors = {
+                    name: (readyz.get("mcp") or {}).get(name, {}).get("last_error")
+                    for name in missing
+                }
+                raise BenchError(
+                    f"MCP routes without tools after {timeout:.0f}s: {', '.join(missing)} "
+                    f"(last errors: {errors})"
+                )
+            time.sleep(1.0)
+    reports = readyz.get("mcp") or {}
+    per_route = {
+        name: {
+            "tools": reports[name].get("tools"),
+            "listed": reports[name].get("listed"),
+            "tools_in_use": in_use.get(name, 0),
+            "available": reports[name].get("available"),
+            "server": reports[name].get("server"),
+            "notes": reports[name].get("notes"),
+        }
+        for name in routes
+    }
+    summary: dict[str, Any] = {
+        "waited_s": round(time.monotonic() - started, 1),
+        "tools": sum(in_use.get(name, 0) for name in routes),
+        "routes": per_route,
+    }
+    return summary

@@ -130,7 +130,7 @@ def routetable_from_rows(
             name=route,
             description=_describe(route, grouped[route]),
             examples=_pick_examples(grouped[route], examples_per_route),
-            target=api.Target(url=target_template.format(route=route)),
+            target=api.RouteTarget(url=target_template.format(route=route)),
         )
         for route in sorted(grouped)
     ]

@@ -263,12 +263,20 @@ def cmd_local(args: argparse.Namespace) -> int:
         disable=tuple(args.disable),
         log_level=args.log_level,
         token_file=Path(args.token_file) if args.token_file else None,
+        also=tuple(args.also),
     )
     try:
         return LocalPod(options).run()
     except LocalError as error:
         _err(f"local: {error}")
         return EXIT_INVALID
+
+
+def cmd_sample_mcp(args: argparse.Namespace) -> int:
+    from routermesh.sample_mcp import serve  # noqa: PLC0415
+
+    serve(args.name, args.host, args.port)
+    return EXIT_OK
 
 
 def cmd_fetch_models(args: argparse.Namespace) -> int:
@@ -523,8 +531,26 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="require `Authorization: Bearer <the file's content>` on /v1/* (default: the "
         "YAML's spec.api; a Secret there cannot be read locally, so the API is open)",
     )
+    local.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="start COMMAND beside the router and stop it with the router, e.g. an MCP server "
+        "the routes point at (repeatable; split like a shell line; `router-mesh ...` runs "
+        "this install's CLI)",
+    )
     local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     local.set_defaults(func=cmd_local)
+
+    sample = sub.add_parser(
+        "sample-mcp",
+        help="serve one of the sample MCP servers (samples/mcp routes over both)",
+    )
+    sample.add_argument("name", choices=["network", "compute"])
+    sample.add_argument("--port", type=int, required=True)
+    sample.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    sample.set_defaults(func=cmd_sample_mcp)
 
 
 def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

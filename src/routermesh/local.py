@@ -28,6 +28,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -98,6 +99,9 @@ class LocalOptions:
     """File with the API's bearer token (in the cluster: spec.api.tokenSecretRef)."""
     wait_for_head: bool = False
     """Train L0's head before starting (benchmarks); otherwise it trains beside the pod."""
+    also: tuple[str, ...] = ()
+    """Commands started beside the router and stopped with it (the MCP servers the routes
+    point at, on a laptop); restarted like the pod's own processes when they exit."""
 
 
 def manifest_digest(files: list[Path]) -> str:
@@ -370,6 +374,15 @@ class Child:
             self.process.wait()
 
 
+def also_argv(command: str) -> list[str]:
+    """A ``--also`` command as argv; ``router-mesh ...`` runs this install's CLI (the venv
+    need not be on PATH)."""
+    argv = shlex.split(command)
+    if argv and argv[0] == "router-mesh":
+        return [sys.executable, "-m", "routermesh.cli", *argv[1:]]
+    return argv
+
+
 class LocalPod:
     def __init__(self, options: LocalOptions) -> None:
         self.options = options
@@ -398,7 +411,11 @@ class LocalPod:
 
     def child_commands(self, config: RouterConfig) -> list[Child]:
         cli = [sys.executable, "-m", "routermesh.cli"]
-        children = [
+        beside = [
+            Child(f"also-{number}", also_argv(command))
+            for number, command in enumerate(self.options.also, start=1)
+        ]
+        children = beside + [
             Child(
                 layer.name,
                 [

@@ -1,8 +1,9 @@
 """The real kopf operator against kmock (the fixtures and helpers of
 test_operator_kmock.py): a layer turned on waits for its download, a lost or unreadable
 ConfigMap never costs the running pods, ConfigApplied counts the silent pods, a finished
-download and a rollout are noticed from the watches alone (a resync far away), and a
-failing handler's log line."""
+download and a rollout are noticed from the watches alone (a resync far away), a
+failing handler's log line, and what the pods report of MCP servers reaching the mesh's
+and the table's status."""
 
 from __future__ import annotations
 
@@ -326,3 +327,71 @@ async def test_a_failing_handler_logs_one_lean_line_with_its_traceback(
     assert entry["traceback"].startswith("Traceback (most recent call last):")
     assert "in broken_probe" in entry["traceback"]
     assert entry["msg"].startswith("Handler 'mesh_changed' failed with an exception")
+
+
+async def test_mcp_servers_reach_the_mesh_and_table_status_with_one_event_each(
+    operator: Any,
+) -> None:
+    """The base operator (1 s resync: the RouteTable status follows the mesh's at the
+    mesh's next resync); its probe reads each pod's MCP report from test/mcp."""
+    table = _sample("routetable")
+    fallback = table["spec"]["routes"][1]["name"]
+    table["spec"]["routes"][0]["target"]["mcp"] = {"fallbackRoute": fallback}
+    await operator.post(f"{GROUP}/routetables", json=table)
+    route = table["spec"]["routes"][0]["name"]
+    await operator.post(f"{GROUP}/routermeshes", json=_mesh())
+    job = next(iter(await _until(lambda: _objects(operator, "jobs"))))
+    await _complete_job(operator, job)
+    await _until(lambda: "homelab" in _objects(operator, "deployments"))
+    config_hash = await _until(lambda: _status(operator).get("configHash"))
+    down = {route: {"available": False, "tools": 0, "last_error": "connection refused"}}
+    await _pod(operator, "homelab-a", config_hash)
+    await operator.patch(
+        f"/api/v1/namespaces/{NS}/pods/homelab-a",
+        json={"metadata": {"annotations": {"test/mcp": json.dumps(down)}}},
+    )
+    await _roll_out(operator, replicas=1)
+    # Ready once the rollout is seen, though the server is down: the router fails open.
+    await _until(lambda: _condition(operator, "Ready") == ("True", "Ready"))
+    assert _condition(operator, "TargetsAvailable") == ("False", "TargetUnavailable")
+    labels = {"namespace": NS, "mesh": "homelab"}
+    assert REGISTRY.get_sample_value("router_mesh_operator_mcp_unavailable_routes", labels) == 1
+    (server,) = _status(operator)["mcpServers"]
+    assert (server["route"], server["available"], server["lastError"]) == (
+        route,
+        False,
+        "connection refused",
+    )
+    tools = await _until(
+        lambda: (_objects(operator, "routetables")["homelab"].get("status") or {}).get("tools")
+    )
+    assert tools == [
+        {
+            "route": route,
+            "mesh": "homelab",
+            "available": False,
+            "tools": 0,
+            "lastError": "connection refused",
+        }
+    ]
+    await asyncio.sleep(2.5)  # two more resyncs: still down, no second event
+    events = [e for e in _objects(operator, "events").values() if "Target" in e["reason"]]
+    assert [e["reason"] for e in events] == ["TargetUnavailable"]
+
+    up = {route: {"available": True, "tools": 7, "refreshed_at": "2026-12-02T08:00:00Z"}}
+    await operator.patch(
+        f"/api/v1/namespaces/{NS}/pods/homelab-a",
+        json={"metadata": {"annotations": {"test/mcp": json.dumps(up)}}},
+    )
+    await _until(lambda: _condition(operator, "TargetsAvailable") == ("True", "TargetsAvailable"))
+    await _until(
+        lambda: (
+            (_objects(operator, "routetables")["homelab"]["status"].get("tools") or [{}])[0].get(
+                "tools"
+            )
+            == 7
+        )
+    )
+    events = [e for e in _objects(operator, "events").values() if "Target" in e["reason"]]
+    assert sorted(e["reason"] for e in events) == ["TargetAvailable", "TargetUnavailable"]
+    assert REGISTRY.get_sample_value("router_mesh_operator_mcp_unavailable_routes", labels) == 0

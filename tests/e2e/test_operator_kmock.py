@@ -120,15 +120,19 @@ async def operator(cluster: Any) -> AsyncIterator[Any]:
     kube = Kube(Connection(server=str(cluster.url), insecure=True))
 
     async def probe(pods: list[dict[str, Any]]) -> list[ReadinessReport | None]:
-        # No pod network here: each pod "reports" its hash and learned examples in test
-        # annotations.
+        # No pod network here: each pod "reports" its hash, learned examples and MCP
+        # servers (JSON) in test annotations.
         reports: list[ReadinessReport | None] = []
         for pod in pods:
             notes = pod["metadata"].get("annotations") or {}
             value = notes.get("test/config-hash")
             learned = int(notes.get("test/learned", "0"))
             report = ReadinessReport(
-                ready=True, checks={"config": True}, config_hash=value, learned={"l0": learned}
+                ready=True,
+                checks={"config": True},
+                config_hash=value,
+                learned={"l0": learned},
+                mcp=json.loads(notes.get("test/mcp") or "{}"),
             )
             reports.append(report if value else None)
         return reports

@@ -176,6 +176,7 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
         "RouterMeshEscalationRateHigh",
         "RouterMeshCacheHitRateLow",
         "RouterMeshLatencyHigh",
+        "RouterMeshTargetUnavailable",
         "RouterMeshModelDownloadFailed",
         "RouterMeshOperatorReconcileErrors",
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,15 @@ import yaml
 from fastapi.testclient import TestClient
 
 from routermesh import local
-from routermesh.local import LocalError, LocalOptions, LocalPod, ensure_models, localize, render
+from routermesh.local import (
+    LocalError,
+    LocalOptions,
+    LocalPod,
+    also_argv,
+    ensure_models,
+    localize,
+    render,
+)
 from routermesh.runtime import source_error
 from routermesh.runtime.app import create_app
 from routermesh.runtime.contract.config import CONFIG_FILENAME, RouterConfig
@@ -249,3 +258,16 @@ def test_an_edit_that_no_longer_renders_shows_in_readyz_and_config_until_fixed(
         assert wait_until(lambda: error() is None)
         assert client.get("/v1/config").json()["config_error"] is None
         assert not (pod.config_dir / source_error.FILENAME).exists()
+
+
+def test_an_also_command_runs_this_installs_cli_or_the_command_as_written() -> None:
+    assert also_argv("router-mesh sample-mcp network --port 9101") == [
+        sys.executable,
+        "-m",
+        "routermesh.cli",
+        "sample-mcp",
+        "network",
+        "--port",
+        "9101",
+    ]
+    assert also_argv("./my-server --name 'two words'") == ["./my-server", "--name", "two words"]

@@ -180,6 +180,67 @@ def _no_credentials_in_url(message: str) -> CelRule:
     )
 
 
+class McpTarget(ApiModel):
+    """The target is an MCP server (streamable HTTP). The router's orchestrator reads its
+    tools (``tools/list``) as evidence of the route and pings it; the operator never
+    talks to it."""
+
+    discover_tools: bool = Field(
+        default=True,
+        description="Use each tool's name, title, description and parameters as evidence of "
+        "the route, beside its description and examples. Default: true.",
+    )
+    health_check: bool = Field(
+        default=True,
+        description="Ping the server; while it does not answer, requests for the route fail "
+        "open to fallbackRoute or the escalation route. Default: true.",
+    )
+    refresh_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="Read the tool list again this often (and at once when the server "
+        "announces tools/list_changed). Default: 300.",
+    )
+    ping_seconds: int = Field(
+        default=5, ge=1, le=300, description="Health ping interval. Default: 5."
+    )
+    timeout_ms: int = Field(
+        default=5000,
+        ge=100,
+        le=60000,
+        description="Timeout of each exchange with the server. Default: 5000.",
+    )
+    failures_to_unavailable: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Consecutive failed pings or connections that mark the route "
+        "unavailable. Default: 2.",
+    )
+    max_tools: int = Field(
+        default=128, ge=1, le=512, description="Tools kept from the server. Default: 128."
+    )
+    max_text_bytes: int = Field(
+        default=32768,
+        ge=1024,
+        le=262144,
+        description="Bytes of tool text kept from the server. Default: 32768.",
+    )
+    fallback_route: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Route that takes this route's requests while its server is "
+        "unavailable. Default: the mesh's escalation route.",
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key (in this namespace) holding the server's bearer token; "
+        "mounted into the orchestrator, never written to the config or logs.",
+    )
+
+
 class Target(ApiModel):
     """Where requests for a route go: exactly one of ``url`` or ``service``."""
 
@@ -199,6 +260,17 @@ class Target(ApiModel):
     )
 
 
+class RouteTarget(Target):
+    """A route's target: exactly one of ``url`` or ``service``, and whether it is an MCP
+    server the router discovers and checks (the escalation target is not: it has no
+    ``mcp``)."""
+
+    mcp: McpTarget | None = Field(
+        default=None,
+        description="The target is an MCP server: discover its tools and check its health.",
+    )
+
+
 class RouteThresholds(ApiModel):
     """Per-route confidence thresholds; unset layers use the mesh's threshold."""
 
@@ -210,8 +282,27 @@ class RouteThresholds(ApiModel):
 # --- RouteTable --------------------------------------------------------------------------------
 
 
+def _fallback_is_another_route(route: Route) -> bool:
+    mcp = route.target.mcp
+    return mcp is None or mcp.fallback_route != route.name
+
+
 class Route(ApiModel):
     """One route: an MCP server, what it is for, and example requests that belong to it."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        # Whether the fallback names a route of the mesh is checked when the mesh's config
+        # is rendered (the route may live in another RouteTable): the status says so.
+        CelRule(
+            rule=(
+                "!has(self.target.mcp) || !has(self.target.mcp.fallbackRoute) || "
+                "self.target.mcp.fallbackRoute != self.name"
+            ),
+            message="target.mcp.fallbackRoute must name another route, not the route itself",
+            check=_fallback_is_another_route,
+            field_path=".target.mcp.fallbackRoute",
+        ),
+    )
 
     name: str = Field(
         pattern=DNS_LABEL_PATTERN,
@@ -236,7 +327,7 @@ class Route(ApiModel):
             f"{MAX_EXAMPLE_LENGTH} characters each). Use spec.examplesFrom for larger sets."
         ),
     )
-    target: Target = Field(description="Where requests routed here are dispatched.")
+    target: RouteTarget = Field(description="Where requests routed here are dispatched.")
     thresholds: RouteThresholds | None = Field(
         default=None, description="Per-layer threshold overrides for this route."
     )
@@ -995,6 +1086,47 @@ class ThresholdStatus(ApiModel):
     updates: int = Field(default=0, description="Changes made (rollbacks included).")
 
 
+MAX_STATUS_TOOL_NAMES = 32
+"""Tool names listed per route in status.mcpServers (the count is always complete)."""
+MAX_STATUS_ERROR_CHARS = 1024
+MAX_STATUS_NOTES = 16
+
+
+class McpServerStatus(ApiModel):
+    """A route's MCP server as the router pods see it (the operator never talks to it)."""
+
+    route: str = Field(max_length=63, description="The route whose target it is.")
+    url: str | None = Field(default=None, max_length=2048, description="The server's URL.")
+    available: bool = Field(
+        description="False only when every ready pod that reports the route finds the "
+        "server unavailable (its requests then go to fallbackRoute or the escalation route)."
+    )
+    tools: int = Field(ge=0, description="Tools in use as the route's evidence.")
+    tool_names: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_TOOL_NAMES,
+        description=f"The first {MAX_STATUS_TOOL_NAMES} of them, by name.",
+    )
+    refreshed_at: str | None = Field(
+        default=None,
+        description="When the tool list in use was read.",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_error: str | None = Field(
+        default=None,
+        max_length=MAX_STATUS_ERROR_CHARS,
+        description="The last failure talking to the server.",
+    )
+    notes: list[Annotated[str, Field(max_length=MAX_STATUS_ERROR_CHARS)]] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_NOTES,
+        description="What the caps cut (too many tools, too much text, malformed entries).",
+    )
+    server: str | None = Field(
+        default=None, max_length=256, description="The server's name and version."
+    )
+
+
 class RouterMeshStatus(ApiModel):
     """Observed state, following the Kubernetes API conventions (kstatus)."""
 
@@ -1004,7 +1136,8 @@ class RouterMeshStatus(ApiModel):
     conditions: list[Condition] | None = Field(
         default=None,
         description="Ready (summary), ModelsReady, Available, ConfigApplied; Reconciling and "
-        "Stalled while true.",
+        "Stalled while true; TargetsAvailable when routes have MCP targets (it never "
+        "changes Ready: the router fails open while a server is down).",
         json_schema_extra=_CONDITIONS_LIST,
     )
     replicas: int | None = Field(default=None, description="Router pods.")
@@ -1026,6 +1159,38 @@ class RouterMeshStatus(ApiModel):
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["layer"],
         },
+    )
+    mcp_servers: list[McpServerStatus] | None = Field(
+        default=None,
+        description="The routes' MCP servers as the ready router pods report them: tools "
+        "discovered and whether each answers.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["route"],
+        },
+    )
+
+
+MAX_TABLE_TOOL_ENTRIES = 256
+"""Entries of a RouteTable's status.tools (routes x meshes using them)."""
+
+
+class RouteToolsStatus(ApiModel):
+    """What a RouterMesh using the table discovered from a route's MCP server."""
+
+    route: str = Field(max_length=63, description="The route (of this table).")
+    mesh: str = Field(max_length=253, description="The RouterMesh that reports it.")
+    available: bool = Field(description="Whether the mesh's router pods reach the server.")
+    tools: int = Field(ge=0, description="Tools discovered and in use as the route's evidence.")
+    refreshed_at: str | None = Field(
+        default=None,
+        description="When the tool list in use was read.",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_error: str | None = Field(
+        default=None,
+        max_length=MAX_STATUS_ERROR_CHARS,
+        description="The last failure talking to the server.",
     )
 
 
@@ -1053,6 +1218,16 @@ class RouteTableStatus(ApiModel):
         max_length=64,
         description="Route-quality warnings a person can act on: routes with too few "
         "examples or no description, examples duplicated across routes.",
+    )
+    tools: list[RouteToolsStatus] | None = Field(
+        default=None,
+        max_length=MAX_TABLE_TOOL_ENTRIES,
+        description="Per route with an MCP target and per mesh using the table: the tools "
+        "discovered and whether the server answers (from the meshes' status.mcpServers).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["route", "mesh"],
+        },
     )
 
 

@@ -26,6 +26,7 @@ What the set guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 from urllib.parse import urlsplit
@@ -359,6 +360,35 @@ def _secret_volume(use: str, ref: SecretKeyRef) -> tuple[dict[str, Any], dict[st
     return volume, mount
 
 
+def _mcp_secret_volumes(config: rc.RouterConfig) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One read-only mount per Secret that routes' MCP credentials come from, at the
+    folder their ``credentials_file`` names (``MCP_SECRETS_DIR``), with only the keys
+    they name. Optional: a missing Secret or key leaves the file absent, the server
+    refuses the orchestrator and only that route is unavailable (it fails open and the
+    status says why) instead of the whole router pod never starting."""
+    prefix = f"{rc.MCP_SECRETS_DIR}/"
+    keys: dict[str, set[str]] = {}
+    for route in config.routes:
+        path = route.mcp.credentials_file if route.mcp else None
+        if path and path.startswith(prefix):
+            secret, key = path[len(prefix) :].split("/", 1)
+            keys.setdefault(secret, set()).add(key)
+    out = []
+    for secret in sorted(keys):
+        name = f"secret-mcp-{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
+        volume = {
+            "name": name,
+            "secret": {
+                "secretName": secret,
+                "items": [{"key": key, "path": key} for key in sorted(keys[secret])],
+                "optional": True,
+            },
+        }
+        mount = {"name": name, "mountPath": prefix + secret, "readOnly": True}
+        out.append((volume, mount))
+    return out
+
+
 def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
@@ -469,6 +499,9 @@ def build_deployment(mesh: RouterMesh, active: rc.RouterConfig) -> Manifest:
             volume, mount = _secret_volume(use, ref)
             volumes.append(volume)
             secret_mounts.append(mount)
+    for volume, mount in _mcp_secret_volumes(active):
+        volumes.append(volume)
+        secret_mounts.append(mount)
     layer_resources = {"l1": spec.layers.l1.resources, "l2": spec.layers.l2.resources}
     containers = [_orchestrator(mesh, secret_mounts)] + [
         _model_server(mesh, layer, layer_resources[layer.name])

@@ -141,22 +141,48 @@ def verdicts(o: Observed) -> list[Verdict]:
     return out
 
 
+MAX_NAMED_TARGETS = 20
+"""Routes a TargetsAvailable message names; the rest are counted."""
+
+
+def targets(routes: int, unavailable: list[str]) -> Verdict | None:
+    """TargetsAvailable: whether the routes' MCP servers answer (None: no MCP route is
+    reported). Never part of Ready: while a server is down the router fails its requests
+    open to the fallback route, so the mesh still serves."""
+    if not routes:
+        return None
+    if not unavailable:
+        return Verdict(
+            "TargetsAvailable", True, "TargetsAvailable", f"{routes} MCP server(s) answer"
+        )
+    named = ", ".join(unavailable[:MAX_NAMED_TARGETS])
+    if len(unavailable) > MAX_NAMED_TARGETS:
+        named += f" and {len(unavailable) - MAX_NAMED_TARGETS} more"
+    return Verdict(
+        "TargetsAvailable",
+        False,
+        "TargetUnavailable",
+        f"{len(unavailable)}/{routes} MCP server(s) do not answer (routes {named}): their "
+        "requests go to their fallbackRoute or the escalation route",
+    )
+
+
+def condition(v: Verdict, previous: list[Condition] | None, generation: int, now: str) -> Condition:
+    """``v`` as a condition, keeping the previous ``lastTransitionTime`` while its status
+    is unchanged."""
+    status: Literal["True", "False"] = "True" if v.ok else "False"
+    old = next((c for c in previous or [] if c.type == v.type), None)
+    since = old.last_transition_time if old is not None and old.status == status else now
+    return Condition(
+        type=v.type,
+        status=status,
+        observed_generation=generation,
+        last_transition_time=since,
+        reason=v.reason,
+        message=v.message,
+    )
+
+
 def evaluate(o: Observed, previous: list[Condition] | None, now: str) -> list[Condition]:
     """The conditions to write: one per verdict; ``Reconciling``/``Stalled`` only when True."""
-    before = {c.type: c for c in previous or []}
-    conditions = []
-    for v in verdicts(o):
-        status: Literal["True", "False"] = "True" if v.ok else "False"
-        old = before.get(v.type)
-        since = old.last_transition_time if old is not None and old.status == status else now
-        conditions.append(
-            Condition(
-                type=v.type,
-                status=status,
-                observed_generation=o.generation,
-                last_transition_time=since,
-                reason=v.reason,
-                message=v.message,
-            )
-        )
-    return conditions
+    return [condition(v, previous, o.generation, now) for v in verdicts(o)]

@@ -7,6 +7,7 @@ settings live in :func:`configure`, each with the reason for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from routermesh.operator.kube import Kube, connection_from_kubeconfig
 from routermesh.operator.locks import LoopLocks
 from routermesh.operator.metrics import (
     CHILD_EVENTS,
+    MCP_UNAVAILABLE,
     MESHES,
     RECONCILE_SECONDS,
     RECONCILES,
@@ -90,8 +92,16 @@ def routermeshes(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
 
 @kopf.index(GROUP, VERSION, "routermeshes")
 def mesh_selections(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """Each mesh's metadata and spec: which RouteTables it selects (RouteTable status)."""
-    return {namespace or "default": {"metadata": dict(body.metadata), "spec": dict(body.spec)}}
+    """Each mesh's metadata and spec (which RouteTables it selects) and its
+    status.mcpServers (what it discovered from their routes): RouteTable status."""
+    servers = (body.get("status") or {}).get("mcpServers")
+    return {
+        namespace or "default": {
+            "metadata": dict(body.metadata),
+            "spec": dict(body.spec),
+            "status": {"mcpServers": list(servers)} if servers else {},
+        }
+    }
 
 
 _TABLES = TableStatuses()
@@ -145,6 +155,10 @@ async def _reconcile(
     RECONCILES.labels(result="ready" if ready == "True" else "not_ready").inc()
     _READY[_key(body)] = ready
     _count_ready()
+    meta = body.get("metadata") or {}
+    MCP_UNAVAILABLE.labels(namespace=namespace, mesh=meta.get("name") or "").set(
+        sum(1 for s in result.status.get("mcpServers") or [] if not s.get("available"))
+    )
     return result
 
 
@@ -181,18 +195,17 @@ def _post(body: kopf.Body | dict[str, Any], result: Result) -> None:
 @kopf.on.update(GROUP, VERSION, "routermeshes")  # type: ignore[arg-type]
 async def mesh_changed(
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     routetables: kopf.Index[str, Any],
     mesh_selections: kopf.Index[str, Any],
     **_: Any,
 ) -> None:
-    TRIGGERS.labels(trigger="spec").inc()
-    async with _lock(_key(body)):
-        result = await _reconcile(memo["kube"], dict(body), routetables, _probe(memo))
-    patch.status.update(result.status)
-    _post(body, result)
+    """Like every other trigger: the mesh read again under its lock and its status written
+    before the lock is released. The event's body may be older than a status another
+    reconcile just wrote, and a status left to kopf's patch lands after the lock: either
+    way the next reconcile would compare with an old status and post its events twice."""
     namespace = body.metadata.namespace or "default"
+    await _reconcile_named(memo, namespace, body.metadata.name or "", routetables, trigger="spec")
     await _sync_tables(memo["kube"], namespace, routetables, mesh_selections)
 
 
@@ -320,6 +333,8 @@ async def mesh_deleted(
     _READY.pop(key, None)
     _count_ready()
     namespace = body.metadata.namespace or "default"
+    with contextlib.suppress(KeyError):
+        MCP_UNAVAILABLE.remove(namespace, body.metadata.name)
     await _sync_tables(
         memo["kube"], namespace, routetables, mesh_selections, skip_mesh=body.metadata.name
     )

@@ -11,6 +11,11 @@ RECONCILE_SECONDS = Histogram(
     "router_mesh_operator_reconcile_seconds", "Duration of one RouterMesh reconcile."
 )
 MESHES = Gauge("router_mesh_operator_meshes", "RouterMeshes by their Ready condition.", ["ready"])
+MCP_UNAVAILABLE = Gauge(
+    "router_mesh_operator_mcp_unavailable_routes",
+    "Routes of a RouterMesh whose MCP server no ready router pod reaches (status.mcpServers).",
+    ["namespace", "mesh"],
+)
 ROUTETABLES = Gauge(
     "router_mesh_operator_routetables",
     "RouteTables by their Accepted condition and whether they carry route-quality warnings.",

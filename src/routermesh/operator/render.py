@@ -11,15 +11,19 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 
+from pydantic import ValidationError
+
 from routermesh.operator.api import (
     Adaptive,
     Calibration,
     LabelSelector,
+    McpTarget,
     RouterMesh,
     RouteTable,
     SecretKeyRef,
     Target,
     TrainedHead,
+    describe_errors,
 )
 from routermesh.runtime.contract import config as rc
 
@@ -109,9 +113,43 @@ def _routes(tables: Sequence[RouteTable], escalation_route: str) -> list[rc.Rout
                     target=resolve_target(route.target, table.metadata.namespace or ""),
                     thresholds=thresholds,
                     source=_source(table),
+                    mcp=_mcp(route.target.mcp),
                 )
             )
     return routes
+
+
+def _check_fallbacks(routes: Sequence[rc.RouteConfig], escalation_route: str) -> None:
+    """A fallbackRoute must name another route of the mesh (from any of its tables) or the
+    escalation route: said here with the table at fault (the contract refuses it too)."""
+    names = {route.name for route in routes}
+    for route in routes:
+        fallback = route.mcp.fallback_route if route.mcp else None
+        if fallback is None or (fallback != route.name and fallback in names | {escalation_route}):
+            continue
+        raise RenderError(
+            f"RouteTable {route.source}: route {route.name!r}: target.mcp.fallbackRoute "
+            f"{fallback!r} must name another route of the mesh (in any of its RouteTables) "
+            f"or its escalation route {escalation_route!r}"
+        )
+
+
+def _mcp(mcp: McpTarget | None) -> rc.McpConfig | None:
+    if mcp is None:
+        return None
+    ref = mcp.credentials_secret_ref
+    return rc.McpConfig(
+        discover_tools=mcp.discover_tools,
+        health=mcp.health_check,
+        refresh_seconds=mcp.refresh_seconds,
+        ping_seconds=mcp.ping_seconds,
+        timeout_ms=mcp.timeout_ms,
+        failures_to_unavailable=mcp.failures_to_unavailable,
+        max_tools=mcp.max_tools,
+        max_text_bytes=mcp.max_text_bytes,
+        fallback_route=mcp.fallback_route,
+        credentials_file=f"{rc.MCP_SECRETS_DIR}/{ref.name}/{ref.key}" if ref else None,
+    )
 
 
 def _platt(calibration: Calibration | None) -> tuple[float, float] | None:
@@ -207,9 +245,11 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
         if t.spec.examples_from is not None
     )
     try:
+        routes = tuple(_routes(chosen, escalation.route))
+        _check_fallbacks(routes, escalation.route)
         config = rc.RouterConfig(
             mesh=rc.MeshRef(name=mesh.metadata.name, namespace=namespace),
-            routes=tuple(_routes(chosen, escalation.route)),
+            routes=routes,
             escalation=rc.EscalationConfig(
                 route=escalation.route,
                 description=escalation.description,
@@ -235,6 +275,10 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             ),
             examples_from=examples_from,
         )
+    except ValidationError as error:
+        # The runtime contract's own checks (a fallbackRoute that names no route of the
+        # mesh, ...): one line per problem, without pydantic's dump of the whole input.
+        raise RenderError("; ".join(describe_errors(error))) from None
     except ValueError as error:
         raise RenderError(str(error)) from error
     if l0.head.enabled:

@@ -1,6 +1,12 @@
 """Writes each RouteTable's status when it changes (see :mod:`routetables` for what it
 says), and posts the events the change is worth. Called after RouteTable and RouterMesh
-changes and on the meshes' resync; without a change it makes no API call."""
+changes and on the meshes' resync; without a change it makes no API call.
+
+Its inputs are the operator's indices of the namespace's tables and meshes; the mesh
+entries carry each mesh's ``status.mcpServers``, so ``status.tools`` follows what the
+meshes last wrote. A mesh's new status reaches the index through the watch after the
+write, so the tables catch up at the mesh's next resync (at most one resync period
+late), with no API read of their own."""
 
 from __future__ import annotations
 
@@ -12,7 +18,12 @@ from typing import Any
 from routermesh.operator.kube import Kube
 from routermesh.operator.locks import LoopLocks
 from routermesh.operator.metrics import ROUTETABLES
-from routermesh.operator.routetables import merge_patch, table_status, valid_meshes
+from routermesh.operator.routetables import (
+    merge_patch,
+    mesh_servers,
+    table_status,
+    valid_meshes,
+)
 
 API_VERSION = "routermesh.io/v1alpha1"
 log = logging.getLogger("routermesh.operator")
@@ -48,7 +59,9 @@ class TableStatuses:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         written = 0
         async with lock:
-            parsed = valid_meshes(meshes)
+            bodies = list(meshes)
+            parsed = valid_meshes(bodies)
+            servers = mesh_servers(bodies)
             for body in tables:
                 meta = body.get("metadata") or {}
                 name = meta.get("name")
@@ -56,7 +69,7 @@ class TableStatuses:
                     continue
                 key = f"{namespace}/{name}/{meta.get('uid', '')}"
                 current = self._written.get(key, body.get("status") or {})
-                outcome = table_status({**body, "status": current}, parsed, now)
+                outcome = table_status({**body, "status": current}, parsed, now, servers)
                 if outcome.status != current:
                     await kube.patch_status(
                         API_VERSION,

@@ -1,20 +1,25 @@
-"""A RouteTable's status: Accepted (or the fields at fault), the meshes that use it, and
-route-quality warnings a person can act on. Pure: bodies in, status and events out.
+"""A RouteTable's status: Accepted (or the fields at fault), the meshes that use it,
+route-quality warnings a person can act on, and what those meshes discovered from its
+routes' MCP servers. Pure: bodies in, status and events out.
 
 The meshes read every valid table whatever its status; the status is for the person who
 wrote the table (``kubectl get rtable``, ``kubectl describe``), since an invalid table is
 left out of its meshes and would otherwise vanish in silence.
+
+``status.tools`` is copied from the using meshes' ``status.mcpServers`` (the mesh bodies
+the writer gets carry it), not from the router pods: a mesh's reconcile is the one place
+that probes its pods, and a table used by several meshes gets one entry per mesh.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from routermesh.operator import api
-from routermesh.operator.render import selects
+from routermesh.operator.render import resolve_target, selects
 
 MIN_EXAMPLES = 5
 """Below this many examples a route is decided from too little: L0 compares requests with
@@ -37,11 +42,19 @@ def _normalized(text: str) -> str:
     return _SPACE.sub(" ", text).strip().casefold()
 
 
+def _discovers_tools(route: api.Route) -> bool:
+    return route.target.mcp is not None and route.target.mcp.discover_tools
+
+
 def quality_warnings(table: api.RouteTable) -> list[str]:
-    """What makes routing over this table worse, each with what to do about it."""
+    """What makes routing over this table worse, each with what to do about it. A route
+    whose MCP server's tools are discovered is not told to add examples or a description:
+    the tools' names and descriptions are its evidence."""
     warnings: list[str] = []
     has_file = table.spec.examples_from is not None
     for route in table.spec.routes:
+        if _discovers_tools(route):
+            continue
         count = len(route.examples)
         if count < MIN_EXAMPLES and not has_file:
             warnings.append(
@@ -89,6 +102,51 @@ def valid_meshes(bodies: Iterable[dict[str, Any]]) -> list[api.RouterMesh]:
     return meshes
 
 
+def mesh_servers(bodies: Iterable[dict[str, Any]]) -> dict[str, list[api.McpServerStatus]]:
+    """Each mesh's status.mcpServers by mesh name (an entry of an unknown shape, from
+    another operator version, is skipped)."""
+    out: dict[str, list[api.McpServerStatus]] = {}
+    for body in bodies:
+        name = (body.get("metadata") or {}).get("name")
+        entries = (body.get("status") or {}).get("mcpServers") or []
+        if not name or not isinstance(entries, list):
+            continue
+        for entry in entries:
+            try:
+                out.setdefault(name, []).append(api.McpServerStatus.model_validate(entry))
+            except ValueError:
+                continue
+    return out
+
+
+def route_tools(
+    table: api.RouteTable, used_by: list[str], servers: Mapping[str, list[api.McpServerStatus]]
+) -> list[api.RouteToolsStatus]:
+    """status.tools: for each route of ``table`` with an MCP target, what each mesh using
+    the table reports of it. An entry for another URL (the mesh's status predates a
+    change of the target) is left out until the mesh reports the new one."""
+    out = []
+    for route in table.spec.routes:
+        if route.target.mcp is None:
+            continue
+        url = resolve_target(route.target, table.metadata.namespace or "")
+        for mesh in used_by:
+            entry = next((s for s in servers.get(mesh, []) if s.route == route.name), None)
+            if entry is None or (entry.url and entry.url != url):
+                continue
+            out.append(
+                api.RouteToolsStatus(
+                    route=route.name,
+                    mesh=mesh,
+                    available=entry.available,
+                    tools=entry.tools,
+                    refreshed_at=entry.refreshed_at,
+                    last_error=entry.last_error,
+                )
+            )
+    return out[: api.MAX_TABLE_TOOL_ENTRIES]
+
+
 def _metadata(body: dict[str, Any]) -> api.ObjectMeta:
     meta = body.get("metadata") or {}
     return api.ObjectMeta.model_validate(
@@ -120,8 +178,14 @@ def _accepted(
     )
 
 
-def table_status(body: dict[str, Any], meshes: Iterable[api.RouterMesh], now: str) -> TableOutcome:
-    """The status ``body`` should carry, and the events its change is worth."""
+def table_status(
+    body: dict[str, Any],
+    meshes: Iterable[api.RouterMesh],
+    now: str,
+    servers: Mapping[str, list[api.McpServerStatus]] | None = None,
+) -> TableOutcome:
+    """The status ``body`` should carry, and the events its change is worth; ``servers``:
+    the meshes' status.mcpServers by mesh name (see :func:`mesh_servers`)."""
     previous: dict[str, Any] = body.get("status") or {}
     meta = _metadata(body)
     generation = meta.generation or 0
@@ -174,6 +238,7 @@ def table_status(body: dict[str, Any], meshes: Iterable[api.RouterMesh], now: st
         examples=sum(len(r.examples) for r in table.spec.routes),
         used_by=used_by or None,
         warnings=warnings or None,
+        tools=route_tools(table, used_by, servers or {}) or None,
     )
     return TableOutcome(_dump(status), events)
 

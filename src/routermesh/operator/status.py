@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from routermesh.operator import api
 from routermesh.operator import builders as b
-from routermesh.operator.conditions import DeploymentState, JobPhase, Observed, evaluate
+from routermesh.operator.conditions import (
+    DeploymentState,
+    JobPhase,
+    Observed,
+    condition,
+    evaluate,
+    targets,
+)
 from routermesh.operator.gating import Gate
 from routermesh.operator.observe import config_rollout
 from routermesh.runtime.contract import config as rc
-from routermesh.runtime.contract.readiness import ReadinessReport
+from routermesh.runtime.contract.readiness import McpReport, ReadinessReport
 
 Event = tuple[str, str, str]
 """(type, reason, message) to post on the RouterMesh."""
@@ -90,6 +98,10 @@ def mesh_result(body: dict[str, Any], mesh: api.RouterMesh, facts: Facts, now: s
     previous = previous_conditions(body)
     conditions = evaluate(observed, previous, now)
     reports = [r for r in facts.reports if r is not None]
+    servers = mcp_servers(active or config, reports)
+    verdict = targets(len(servers), [s.route for s in servers if not s.available])
+    if verdict is not None:  # before Ready, which stays last
+        conditions.insert(len(conditions) - 1, condition(verdict, previous, generation, now))
     names = b.names(mesh)
     namespace = mesh.metadata.namespace or "default"
     state = facts.deployment
@@ -112,12 +124,17 @@ def mesh_result(body: dict[str, Any], mesh: api.RouterMesh, facts: Facts, now: s
             models_active=facts.gate.models_active,
             trained=facts.head_trained,
         ),
+        mcp_servers=servers or None,
     )
     events = head_events(body, status.head, facts.training_message)
     if facts.job == "failed" and not facts.gate.models_active:
         events.append(("Warning", "DownloadFailed", facts.job_message or "model download failed"))
     events += ready_events(previous, conditions)
-    return Result(status.model_dump(by_alias=True, exclude_none=True, mode="json"), events)
+    events += target_events(body, active or config, servers)
+    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if not servers and (body.get("status") or {}).get("mcpServers"):
+        out["mcpServers"] = None  # a merge patch removes only what it names
+    return Result(out, events)
 
 
 def ready_events(previous: list[api.Condition], conditions: list[api.Condition]) -> list[Event]:
@@ -127,6 +144,113 @@ def ready_events(previous: list[api.Condition], conditions: list[api.Condition])
     if before is not None and before.status == ready.status:
         return []
     return [("Normal" if ready.status == "True" else "Warning", ready.reason, ready.message)]
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def mcp_servers(
+    config: rc.RouterConfig, reports: list[ReadinessReport]
+) -> list[api.McpServerStatus]:
+    """status.mcpServers: each MCP route of ``config`` that a ready pod reports, by route.
+
+    The details (tools, names, server, errors) are those of the pod that read the route's
+    tool list most recently. ``available`` is False only when every reporting pod finds
+    the server unavailable: each pod pings the server and fails its requests open on its
+    own, so while any pod reaches it the route still serves through that pod, and one pod
+    that cannot (its node's network, a pod not yet past its first ping) is that pod's
+    trouble, not the server's. A report for another URL (a pod still on an older config)
+    is left out."""
+    out = []
+    for route in config.routes:
+        if route.mcp is None:
+            continue
+        seen: list[McpReport] = [
+            entry
+            for report in reports
+            if (entry := report.mcp.get(route.name)) is not None
+            and (not entry.url or entry.url == route.target)
+        ]
+        if not seen:
+            continue
+        latest = max(seen, key=lambda e: (_timestamp(e.refreshed_at) or _NEVER, e.available))
+        refreshed = _timestamp(latest.refreshed_at)
+        out.append(
+            api.McpServerStatus(
+                route=route.name,
+                url=_cut(latest.url or route.target, 2048),
+                available=any(e.available for e in seen),
+                tools=latest.tools,
+                tool_names=[name[:128] for name in latest.tool_names[: api.MAX_STATUS_TOOL_NAMES]]
+                or None,
+                refreshed_at=(
+                    refreshed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if refreshed else None
+                ),
+                last_error=_cut(latest.last_error, api.MAX_STATUS_ERROR_CHARS),
+                notes=[
+                    note
+                    for n in latest.notes[: api.MAX_STATUS_NOTES]
+                    if (note := _cut(n, api.MAX_STATUS_ERROR_CHARS))
+                ]
+                or None,
+                server=_cut(latest.server, 256),
+            )
+        )
+    return out
+
+
+def target_events(
+    body: dict[str, Any], config: rc.RouterConfig, servers: list[api.McpServerStatus]
+) -> list[Event]:
+    """TargetUnavailable when a route's server stops answering (or is first seen down),
+    TargetAvailable when it answers again: once per change, compared with the last
+    status, not on every pass."""
+    before = {
+        entry.get("route"): entry.get("available")
+        for entry in (body.get("status") or {}).get("mcpServers") or []
+        if isinstance(entry, dict)
+    }
+    fallbacks = {
+        r.name: (r.mcp.fallback_route if r.mcp else None) or config.escalation.route
+        for r in config.routes
+    }
+    events: list[Event] = []
+    for server in servers:
+        was = before.get(server.route)
+        if not server.available and was is not False:
+            why = f": {server.last_error}" if server.last_error else ""
+            events.append(
+                (
+                    "Warning",
+                    "TargetUnavailable",
+                    f"route {server.route}: MCP server {server.url} does not answer{why}; its "
+                    f"requests go to {fallbacks.get(server.route)}",
+                )
+            )
+        elif server.available and was is False:
+            events.append(
+                (
+                    "Normal",
+                    "TargetAvailable",
+                    f"route {server.route}: MCP server {server.url} answers again "
+                    f"({server.tools} tools)",
+                )
+            )
+    return events
 
 
 def threshold_status(reports: list[ReadinessReport]) -> list[api.ThresholdStatus] | None:

@@ -21,17 +21,33 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from routermesh.runtime.cascade import Decision
 from routermesh.runtime.contract.config import ApiConfig
 from routermesh.runtime.contract.readiness import ReadinessReport
 from routermesh.runtime.decision import Learning
-from routermesh.runtime.dispatch import DispatchError, forward, response_headers, target_for
-from routermesh.runtime.edge import BearerAuth, BodyLimit, PortSplit, RequestId, body_limit
+from routermesh.runtime.dispatch import (
+    DispatchError,
+    decision_headers,
+    forward,
+    response_headers,
+    target_for,
+)
+from routermesh.runtime.edge import (
+    MCP_PATH,
+    BearerAuth,
+    BodyLimit,
+    PortSplit,
+    RequestId,
+    body_limit,
+)
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.failopen import Stage, internal_error
 from routermesh.runtime.feedback import MAX_FEEDBACK, MAX_STORED_CHARS, FeedbackRecord
-from routermesh.runtime.router import Router, RouterState
+from routermesh.runtime.mcp_dispatch import relay, resolve
+from routermesh.runtime.mcp_gateway import Gateway
+from routermesh.runtime.router import ConfigError, Router, RouterState, read_secret_file
 
 
 class RouteRequest(BaseModel):
@@ -84,6 +100,11 @@ class RouteResponse(BaseModel):
         description="For a multi-step request: the routes it needs, in order (what the "
         "escalation endpoint has to coordinate).",
     )
+    unavailable: str | None = Field(
+        default=None,
+        description="The route the layers chose when its MCP server did not answer: the "
+        "request went to its fallback route or escalated (reason target_unavailable).",
+    )
     trace: list[LayerTrace] | None = Field(
         default=None, description="Each asked layer's verdict, in order (only with `explain`)."
     )
@@ -115,20 +136,6 @@ def _undecodable(error: ValueError) -> dict[str, str]:
     return {"field": "body", "problem": "the body cannot be decoded as JSON"}
 
 
-def _decision_headers(decision: Decision) -> dict[str, str]:
-    headers = {
-        "X-Router-Route": decision.route,
-        "X-Router-Layer": decision.layer,
-        "X-Router-Confidence": f"{decision.confidence:.4f}",
-        "X-Router-Config-Hash": decision.config_hash,
-    }
-    if decision.escalation_reason is not None:
-        headers["X-Router-Escalation-Reason"] = decision.escalation_reason
-    if decision.plan:
-        headers["X-Router-Plan"] = ",".join(decision.plan)
-    return headers
-
-
 def _answer(state: RouterState, decision: Decision, explain: bool) -> RouteResponse:
     trace = (
         [
@@ -157,6 +164,7 @@ def _answer(state: RouterState, decision: Decision, explain: bool) -> RouteRespo
         cache_hit=decision.cache_hit,
         escalation_reason=decision.escalation_reason,
         plan=list(decision.plan),
+        unavailable=decision.unavailable,
         trace=trace,
     )
 
@@ -190,7 +198,9 @@ async def _route_response(
     started = time.perf_counter()
     stage: Stage = "decide"
     try:
-        decision = await state.cascade.decide(message, explain=explain, all_layers=all_layers)
+        decision = router.serve(
+            await state.cascade.decide(message, explain=explain, all_layers=all_layers)
+        )
         stage = "respond"
         return decision, _answer(state, decision, explain)
     except Exception:
@@ -199,14 +209,15 @@ async def _route_response(
 
 
 def _lifespan(
-    router: Router, manage_router: bool
+    router: Router, manage_router: bool, gateway: Gateway
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_router:
             await router.start()
         try:
-            yield
+            async with gateway.manager.run():
+                yield
         finally:
             if manage_router:
                 await router.stop()
@@ -273,6 +284,62 @@ def _add_edge(app: FastAPI, router: Router, ops_port: int | None) -> Callable[[i
     return rejected
 
 
+def _add_mcp(app: FastAPI, router: Router, gateway: Gateway) -> None:
+    """MCP for agents, under the API's authentication: the router as an MCP server
+    (``/mcp``, runtime/mcp_gateway.py) and MCP sessions relayed to the routed server
+    (``/v1/dispatch/mcp``, runtime/mcp_dispatch.py)."""
+    app.router.routes.append(
+        Route(MCP_PATH, endpoint=gateway.app, methods=["GET", "POST", "DELETE"])
+    )
+
+    @app.api_route("/v1/dispatch/mcp", methods=["GET", "POST", "DELETE"], response_model=None)
+    async def dispatch_mcp(request: Request) -> Response:
+        state = router.state
+        if state is None:
+            return _error(503, "no valid router config loaded", detail=router.last_error)
+        body = await request.body()
+
+        async def decide(message: str) -> Decision:
+            limit = state.config.api.max_message_chars
+            decision, _ = await _route_response(router, state, message[:limit])
+            return decision
+
+        upstream = await resolve(request, state.config, decide, body)
+        if isinstance(upstream, Response):
+            return upstream
+        answer = await relay(
+            router.dispatch_client, request, upstream, lambda route: mcp_token(state, route)
+        )
+        if answer.status_code == 502:
+            router.metrics.dispatch_errors.labels(route=upstream.route).inc()
+        return answer
+
+
+def mcp_token(state: RouterState, route: str) -> str | None:
+    """The bearer token of ``route``'s MCP server, read from its Secret file now."""
+    for candidate in state.config.routes:
+        if candidate.name == route and candidate.mcp and candidate.mcp.credentials_file:
+            try:
+                return read_secret_file(candidate.mcp.credentials_file)
+            except ConfigError:
+                return None
+    return None
+
+
+def _gateway(router: Router) -> Gateway:
+    """The router as an MCP server, deciding the way ``/v1/route`` does."""
+
+    async def decide_for_agent(message: str) -> tuple[Decision, str] | None:
+        state = router.state
+        if state is None:
+            return None
+        limit = state.config.api.max_message_chars
+        decision, _ = await _route_response(router, state, message[:limit])
+        return decision, state.config.escalation.route
+
+    return Gateway(router.discovery, decide_for_agent)
+
+
 def create_app(
     router: Router, *, manage_router: bool = True, ops_port: int | None = None
 ) -> FastAPI:
@@ -282,16 +349,18 @@ def create_app(
     the others (the server listens on both), so each can be exposed on its own.
     """
 
+    gateway = _gateway(router)
     app = FastAPI(
         title="router-mesh orchestrator",
         version="v1",
-        lifespan=_lifespan(router, manage_router),
+        lifespan=_lifespan(router, manage_router, gateway),
         docs_url=None,
         redoc_url=None,
     )
     app.state.router = router
 
     rejected = _add_edge(app, router, ops_port)
+    _add_mcp(app, router, gateway)
 
     def too_long(state: RouterState, message: str) -> JSONResponse | None:
         return _too_long(state, message, rejected)
@@ -330,7 +399,7 @@ def create_app(
         if refused is not None:
             return refused
         decision, _ = await _route_response(router, state, parsed.message)
-        headers = _decision_headers(decision)
+        headers = decision_headers(decision)
         result = await forward(
             router.dispatch_client, state.config, decision.route, body, dict(request.headers)
         )
@@ -452,6 +521,7 @@ def _add_operations(
                     for layer in (state.cascade.layers if state else ())
                     if isinstance(layer, EmbeddingLayer) and "head" in layer.stats
                 },
+                "mcp": router.discovery.report(),
             }
         )
         return JSONResponse(
@@ -487,6 +557,15 @@ def public_config(state: RouterState) -> dict[str, Any]:
                 "description": route.description,
                 "target": route.target,
                 "examples": len(route.examples),
+                "tools": [tool.name for tool in route.tools],
+                **(
+                    {
+                        "mcp": route.mcp.model_dump(mode="json", exclude={"credentials_file"})
+                        | {"credentials": route.mcp.credentials_file is not None}
+                    }
+                    if route.mcp is not None
+                    else {}
+                ),
                 "thresholds": {
                     layer.name: config.threshold_for(
                         layer.name, route.name, state.cascade.adapted.get(layer.name)

@@ -89,6 +89,9 @@ class Decision:
     """Time the cascade took to decide (cache lookup and layers)."""
     plan: tuple[str, ...] = ()
     """For a multi-step escalation: the routes the request needs, in order."""
+    unavailable: str | None = None
+    """The route the layers chose when its MCP server did not answer (the decision then
+    names its fallback route or the escalation route)."""
 
     @property
     def escalated(self) -> bool:

@@ -55,6 +55,9 @@ class Reason(StrEnum):
     OVERLOAD = "overload"
     """Not asked: every slot of the layer's model server was busy (``max_in_flight``
     requests in flight); the request moved on at once instead of queueing."""
+    TARGET_UNAVAILABLE = "target_unavailable"
+    """The chosen route's MCP server does not answer (its health checks fail) and the
+    route has no fallback route that does: the request escalates instead."""
     BUDGET = "budget"
     """Not asked: earlier layers spent the request's time budget (the largest timeout of
     the cascade's layers)."""

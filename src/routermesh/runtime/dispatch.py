@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from routermesh.runtime.cascade import Decision
 from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.router import ConfigError, read_secret_file
 
@@ -38,6 +39,23 @@ HOP_BY_HOP = frozenset(
 class DispatchError:
     target: str | None
     error: str
+
+
+def decision_headers(decision: Decision) -> dict[str, str]:
+    """The decision in ``X-Router-*`` headers, on every dispatched answer."""
+    headers = {
+        "X-Router-Route": decision.route,
+        "X-Router-Layer": decision.layer,
+        "X-Router-Confidence": f"{decision.confidence:.4f}",
+        "X-Router-Config-Hash": decision.config_hash,
+    }
+    if decision.escalation_reason is not None:
+        headers["X-Router-Escalation-Reason"] = decision.escalation_reason
+    if decision.plan:
+        headers["X-Router-Plan"] = ",".join(decision.plan)
+    if decision.unavailable is not None:
+        headers["X-Router-Unavailable"] = decision.unavailable
+    return headers
 
 
 def target_for(config: RouterConfig, route: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The orchestrator's HTTP edge: bearer-token authentication of the API (``/v1/*``),
+"""The orchestrator's HTTP edge: bearer-token authentication of the API (``/v1/*`` and ``/mcp``),
 the operations-port split, request IDs and the request body cap.
 
 The token lives in a file (a mounted Secret key, see ``ApiConfig.token_file``), so a
@@ -29,7 +29,9 @@ from routermesh.runtime.logs import REQUEST_ID
 
 log = logging.getLogger("routermesh.auth")
 
-PROTECTED_PREFIX = "/v1/"
+MCP_PATH = "/mcp"
+PROTECTED_PREFIXES = ("/v1/", MCP_PATH)
+"""Paths that need the API token when one is configured: the API and its MCP endpoint."""
 
 
 class TokenUnavailableError(Exception):
@@ -89,7 +91,7 @@ def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 class BearerAuth:
-    """ASGI middleware: ``/v1/*`` needs ``Authorization: Bearer <token>`` when
+    """ASGI middleware: ``/v1/*`` and ``/mcp`` need ``Authorization: Bearer <token>`` when
     ``token_file()`` names a file; other paths (health, metrics) pass."""
 
     def __init__(
@@ -105,7 +107,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = self.token_file() if scope["type"] == "http" else None
-        if path is None or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
+        if path is None or not str(scope.get("path", "")).startswith(PROTECTED_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:

@@ -35,7 +35,12 @@ from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.encode_batcher import EncodeBatcher
 from routermesh.runtime.encoder import STORE, Encoder, EncoderError, EncoderStore, FloatArray
-from routermesh.runtime.evidence import Evidence, description_evidence, route_examples
+from routermesh.runtime.evidence import (
+    Evidence,
+    description_evidence,
+    route_examples,
+    tool_evidence,
+)
 from routermesh.runtime.example_index import (
     ExampleIndex,
     Judgement,
@@ -195,10 +200,14 @@ class EmbeddingLayer:
         taught = {text for text, _ in learned}
         # A reported text replaces a table example with the same text.
         pairs = [p for p in self._base if p[0] not in taught] + list(learned)
-        if not pairs:
-            raise EncoderError("no examples: add examples or examplesFrom to the RouteTables")
         evidence = [Evidence(text, route) for text, route in pairs]
-        evidence += description_evidence(self._config)
+        phrases = description_evidence(self._config)
+        tools = tool_evidence(self._config)
+        evidence += phrases + tools
+        if not evidence:
+            raise EncoderError(
+                "no evidence: add examples, descriptions or examplesFrom to the RouteTables"
+            )
         texts = [item.text for item in evidence]
         vectors, encoded = self._store.vectors(key, encoder, texts)
         order = {route: i for i, route in enumerate(self._routes)}
@@ -228,10 +237,11 @@ class EmbeddingLayer:
         self.learned, self._learned_version = learned, version
         self.stats = {
             "examples": len(pairs),
-            "description_phrases": len(evidence) - len(pairs),
+            "description_phrases": len(phrases),
+            "tool_phrases": len(tools),
             "learned": len(learned),
             "encoded": encoded,
-            "loo_accuracy": round(index.loo_accuracy, 4),
+            "loo_accuracy": None if index.loo_accuracy is None else round(index.loo_accuracy, 4),
             "calibration": calibration_report(index),
             "seconds": round(time.monotonic() - started, 2),
             "digest": hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()[

@@ -7,6 +7,13 @@ the whole description and each of its phrases (the parts between commas, colons,
 semicolons, sentence ends and "and") become vectors of the route beside its examples. They
 are not requests, so the calibration never queries them (see
 :func:`routermesh.runtime.example_index.build_index`).
+
+A route whose target is an MCP server may also carry the tools the server listed: each
+tool is one vector of the route, its name in words with its title and description (capped
+per route, so a server that lists hundreds of tools does not drown the examples). One
+vector per tool measured better than a tool's description split into phrases as a
+description is: more vectors per tool gave requests outside every route, and single
+requests, near neighbours in several routes (the MCP section of docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,12 +24,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
+from routermesh.runtime.contract.config import (
+    ESCALATE_ROUTE,
+    RouteConfig,
+    RouterConfig,
+    ToolEvidence,
+    route_name_from_label,
+)
 
 _PHRASE_BREAK = re.compile(r"[,;:()]|\.(?:\s|$)|\s+-\s+|\s+and\s+")
 MIN_PHRASE_WORDS = 2
 MAX_PHRASES = 24
 """Phrases taken from one description (a long description must not outweigh examples)."""
+MAX_TOOL_EVIDENCE = 256
+"""Tool vectors of one route at most."""
+_NAME_BREAK = re.compile(r"[_\-./:]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,43 @@ def description_evidence(config: RouterConfig) -> list[Evidence]:
         for route in config.routes
         for phrase in description_phrases(route.description)
     ]
+
+
+def tool_words(name: str) -> str:
+    """A tool name as words: ``list_wifi_clients`` and ``listWifiClients`` ->
+    ``list wifi clients``."""
+    return " ".join(part.lower() for part in _NAME_BREAK.split(name) if part)
+
+
+def tool_text(tool: ToolEvidence) -> str:
+    """One tool's evidence: its name in words, then its title and description."""
+    words = tool_words(tool.name)
+    about = " ".join(part for part in (tool.title, tool.description) if part)
+    return f"{words}: {about}" if about else words
+
+
+def tool_evidence(config: RouterConfig) -> list[Evidence]:
+    """The phrases of the tools discovered on each route's MCP server."""
+    evidence: list[Evidence] = []
+    for route in config.routes:
+        texts: list[str] = []
+        for tool in route.tools:
+            text = tool_text(tool)
+            if text not in texts:
+                texts.append(text)
+        evidence += [
+            Evidence(text=text, route=route.name, request=False)
+            for text in texts[:MAX_TOOL_EVIDENCE]
+        ]
+    return evidence
+
+
+def route_summary(route: RouteConfig) -> str:
+    """A route's description for a prompt: its own words, else what its MCP server's
+    tools do (their titles or names in words)."""
+    if route.description.strip() or not route.tools:
+        return route.description
+    return "Tools: " + ", ".join(tool.title or tool_words(tool.name) for tool in route.tools)
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, str]]:

@@ -185,7 +185,7 @@ class ExampleIndex:
     labels: IntArray
     k: int
     calibration: Calibration
-    loo_accuracy: float
+    loo_accuracy: float | None
     texts: tuple[str, ...] = ()
     head: TrainedHead | None = None
     groups: RouteGroups = field(init=False)
@@ -271,7 +271,8 @@ def build_index(
         labels=label_array,
         k=k,
         calibration=calibration,
-        loo_accuracy=sum(correct) / max(len(correct), 1),
+        # None without examples to leave out (a table of tools or descriptions only).
+        loo_accuracy=sum(correct) / len(correct) if correct else None,
         texts=tuple(texts),
     )
 

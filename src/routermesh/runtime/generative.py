@@ -30,6 +30,7 @@ import httpx
 
 from routermesh.runtime.contract.config import JUDGE_LABELS, LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
+from routermesh.runtime.evidence import route_summary
 from routermesh.runtime.labels import parse_top_logprobs, verdict_from_logprobs
 from routermesh.runtime.prompts import all_routes, judge_prompt
 
@@ -49,7 +50,7 @@ class GenerativeLayer:
         self._layer = layer
         self._client = client
         self._escalation = config.escalation.route
-        self._descriptions = {route.name: route.description for route in config.routes}
+        self._descriptions = {route.name: route_summary(route) for route in config.routes}
         self._everything = all_routes(config)
         # The warm-up's prompt is as long as a real one can be: the first routes, each with
         # its longest example (a prompt over the context fails there, not on a user).

@@ -57,3 +57,7 @@ def configure_logging(level: str = "info") -> None:
     # One line per request is already written as the decision line.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The MCP client's transport logs each request and stream reconnect; the router logs
+    # what they mean (routermesh.mcp: discovered, unavailable, back).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("mcp").setLevel(logging.WARNING)

@@ -5,8 +5,9 @@ Names are the design's: ``router_decisions_total{route,layer}``,
 ``router_escalations_total{reason}``, ``router_layer_errors_total{layer,reason}``,
 ``router_config_info{hash}``; plus cache backend errors, config reload failures,
 feedback, the layers the cascade skipped and the requests in flight to each model
-server, and ``router_latency_p95_seconds``, the p95 over a sliding window that
-the HPA reads as a Pods metric.
+server, the routes' MCP servers (tools, availability, refreshes, health checks), and
+``router_latency_p95_seconds``, the p95 over a sliding window that the HPA reads as a
+Pods metric.
 """
 
 from __future__ import annotations
@@ -214,6 +215,43 @@ class RouterMetrics:
             "router_rejected_requests_total",
             "API requests refused before routing, by status (413, 422).",
             ["status"],
+            registry=r,
+        )
+        self.mcp_tools = Gauge(
+            "router_mcp_tools",
+            "Tools discovered on each route's MCP server (the list in use).",
+            ["route"],
+            registry=r,
+        )
+        self.mcp_available = Gauge(
+            "router_mcp_available",
+            "1 while a route's MCP server answers, 0 while its requests fail open.",
+            ["route"],
+            registry=r,
+        )
+        self.mcp_refreshes = Counter(
+            "router_mcp_tool_refreshes_total",
+            "tools/list refreshes of each route's MCP server, by outcome (ok, error).",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.mcp_checks = Counter(
+            "router_mcp_health_checks_total",
+            "Connections and pings of each route's MCP server, by outcome (ok, error).",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.mcp_list_changed = Counter(
+            "router_mcp_list_changed_total",
+            "tools/list_changed notifications received, by route.",
+            ["route"],
+            registry=r,
+        )
+        self.target_unavailable = Counter(
+            "router_target_unavailable_total",
+            "Decisions for a route whose MCP server was unavailable, by route and what "
+            "was done instead (fallback, escalated).",
+            ["route", "action"],
             registry=r,
         )
         self.window = window or LatencyWindow()

@@ -8,6 +8,12 @@ bytes) instead of watching one file. A new config is parsed, its digests checked
 and its layers built before anything changes; then one reference assignment swaps
 it in. Requests already running finish on the cascade they started with.
 
+Routes whose target is an MCP server are watched (:mod:`routermesh.runtime.discovery`):
+the tools a server lists become evidence of its route, so a changed tool list rebuilds
+the layers the same way (the config as rendered, with the tools; a new route-table
+version, the same config hash), and a server that stops answering makes its route's
+requests fail open while it is down (:mod:`routermesh.runtime.availability`).
+
 An invalid config (unparseable, wrong schema, digests that do not match the
 content) is rejected: the running config stays, the error is logged and counted in
 ``router_config_reload_errors_total``, and the reported hash stays the old one. A
@@ -34,8 +40,9 @@ from pydantic import ValidationError
 from routermesh.runtime import source_error
 from routermesh.runtime.adaptive import AdaptiveState, Outcome, adapt
 from routermesh.runtime.admission import SlotBook
+from routermesh.runtime.availability import redirect
 from routermesh.runtime.cache import DecisionCache, MemoryCache, RedisCache
-from routermesh.runtime.cascade import Cascade
+from routermesh.runtime.cascade import Cascade, Decision
 from routermesh.runtime.content import content_version
 from routermesh.runtime.contract.config import (
     CONFIG_FILENAME,
@@ -44,6 +51,7 @@ from routermesh.runtime.contract.config import (
     RouterConfig,
 )
 from routermesh.runtime.decision import Classifier, Learning
+from routermesh.runtime.discovery import Discovery
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.feedback import MemoryFeedback, RedisFeedback
 from routermesh.runtime.layers import LayerContext, build_layers, prepare_layers
@@ -109,6 +117,18 @@ def read_config(directory: Path) -> tuple[RouterConfig, str]:
     return config, digest
 
 
+TOOLS_SETTLE_SECONDS = 0.2
+"""Pause between a tool-list change and the rebuild it causes (changes coming together
+are built once)."""
+
+
+def _discovery_wait(config: RouterConfig) -> float:
+    """How long a first load waits for the MCP servers' first answers: the longest of
+    their timeouts, a connection and a list page or two."""
+    timeouts = [r.mcp.timeout_ms / 1000 for r in config.routes if r.mcp is not None]
+    return 2 * max(timeouts, default=0.0)
+
+
 def _cache_settings(config: RouterConfig) -> tuple[CacheConfig, str]:
     """What decides whether the cache must be rebuilt: its settings and, for a Redis URL
     from a Secret file, the file's current content (a rotated Secret reconnects)."""
@@ -172,6 +192,12 @@ class Router:
         self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
         self._learner: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        self._raw: RouterConfig | None = None
+        """The config as loaded (without the tools discovered on the MCP servers)."""
+        self.discovery = Discovery(self.metrics, self._tools_changed)
+        self._tools_event: asyncio.Event | None = None
+        self._tools_task: asyncio.Task[None] | None = None
+        self._applying = asyncio.Lock()
         self.learn_seconds = _learn_seconds()
         self.health_seconds = HEALTH_SECONDS
 
@@ -193,9 +219,12 @@ class Router:
         self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
         self._learner = asyncio.create_task(self._learn_loop(), name="feedback-learner")
         self._health = asyncio.create_task(self._health_loop(), name="layer-health")
+        self._tools_event = asyncio.Event()
+        self._tools_task = asyncio.create_task(self._tools_loop(), name="mcp-tools")
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._learner, self._health):
+        await self.discovery.stop()
+        for task in (self._watcher, self._learner, self._health, self._tools_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -233,14 +262,13 @@ class Router:
             self._last_error = None  # the running config is back in place
             return False
         try:
-            cache, feedback = self._cache_for(config)
-            context = LayerContext(self.client, self.models_dir, feedback=self._recent_feedback)
-            content = await asyncio.to_thread(content_version, config, self.models_dir)
-            layers = build_layers(config, context)
-            # Heavy set-up (an encoder, example embeddings) before the swap: the running
-            # config keeps serving until the new one is ready.
-            await prepare_layers(layers)
-            self._swap(config, layers, cache, feedback, content)
+            await self.discovery.sync(config)
+            if current is None:
+                # A new pod's first decisions use the tools: wait for each server's first
+                # answer (or failure), bounded by its timeout.
+                await self.discovery.wait_settled(_discovery_wait(config))
+            self._raw = config
+            await self._apply(config.with_tools(self.discovery.tools()))
         except ConfigError as error:
             # Not remembered as seen: a Secret mounted later makes the same file valid.
             self._reject(str(error))
@@ -251,6 +279,61 @@ class Router:
             return False
         self._seen_digest = digest
         return True
+
+    async def _apply(self, config: RouterConfig) -> None:
+        """Build ``config``'s layers and swap them in; raises what the build raises."""
+        async with self._applying:
+            cache, feedback = self._cache_for(config)
+            context = LayerContext(self.client, self.models_dir, feedback=self._recent_feedback)
+            content = await asyncio.to_thread(content_version, config, self.models_dir)
+            layers = build_layers(config, context)
+            # Heavy set-up (an encoder, example embeddings) before the swap: the running
+            # config keeps serving until the new one is ready.
+            await prepare_layers(layers)
+            self._swap(config, layers, cache, feedback, content)
+
+    def _tools_changed(self) -> None:
+        if self._tools_event is not None:
+            self._tools_event.set()
+
+    async def _tools_loop(self) -> None:
+        """Rebuild the layers when the tools of an MCP route change (after a short pause,
+        so a burst of changes builds once)."""
+        event = self._tools_event
+        if event is None:
+            return
+        while True:
+            await event.wait()
+            await asyncio.sleep(TOOLS_SETTLE_SECONDS)
+            event.clear()
+            raw, state = self._raw, self._state
+            if raw is None or state is None or state.config.config_hash != raw.config_hash:
+                continue  # the next reload builds with the tools anyway
+            config = raw.with_tools(self.discovery.tools())
+            if config.route_table_version == state.config.route_table_version:
+                continue
+            try:
+                await self._apply(config)
+                log.info(
+                    "route evidence from MCP tools applied",
+                    extra={
+                        "event": "mcp_tools_applied",
+                        "route_table_version": config.route_table_version,
+                        "tools": {name: len(t) for name, t in self.discovery.tools().items()},
+                    },
+                )
+            except Exception:  # the running layers keep serving
+                log.exception(
+                    "MCP tools could not be applied", extra={"event": "mcp_tools_apply_error"}
+                )
+
+    def serve(self, decision: Decision) -> Decision:
+        """The decision as served now: around a route whose MCP server does not answer."""
+        state = self._state
+        unavailable = self.discovery.unavailable()
+        if state is None or not unavailable:
+            return decision
+        return redirect(decision, state.config, unavailable, self.metrics)
 
     def _swap(
         self,

@@ -48,6 +48,10 @@ HEADS_DIR = "heads"
 SECRETS_DIR = "/var/run/secrets/router-mesh"
 """Where Secret keys the runtime needs are mounted, one sub-directory per use."""
 
+MCP_SECRETS_DIR = f"{SECRETS_DIR}/mcp"
+"""MCP servers' credentials: ``<MCP_SECRETS_DIR>/<Secret name>/<key>``, one mount per
+Secret whichever routes use it."""
+
 LAYER_PORTS: dict[str, int] = {"l1": 8081, "l2": 8082}
 """Model server port of each generative layer, on the pod's loopback (L0 runs in the
 orchestrator and has none)."""
@@ -104,6 +108,55 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class McpConfig(ContractModel):
+    """How the orchestrator talks to a route's MCP server: which tools it offers (their
+    names and descriptions become evidence of the route) and whether it answers."""
+
+    discover_tools: bool = True
+    health: bool = True
+    """Ping the server (MCP ``ping``); a server that stops answering makes its route
+    unavailable, and requests for it fail open."""
+    refresh_seconds: float = Field(default=300.0, ge=10.0, le=86_400.0)
+    """Tool lists are read again this often, and at once on ``tools/list_changed``."""
+    ping_seconds: float = Field(default=5.0, ge=1.0, le=300.0)
+    timeout_ms: int = Field(default=5_000, ge=100, le=60_000)
+    """For each exchange with the server (connect, initialize, a tools/list page, ping)."""
+    failures_to_unavailable: int = Field(default=2, ge=1, le=10)
+    """Consecutive failed pings or connection attempts that make the route unavailable."""
+    max_tools: int = Field(default=128, ge=1, le=512)
+    """Tools kept from one server (the first ones listed); more are reported and dropped."""
+    max_text_bytes: int = Field(default=32_768, ge=1_024, le=262_144)
+    """UTF-8 bytes of tool text (names, titles, descriptions, parameters) kept from one
+    server; a tools/list larger than this is cut, reported, and never fails the route."""
+    fallback_route: RouteName | None = None
+    """Where requests for this route go while its server is unavailable (default: the
+    escalation route)."""
+    credentials_file: str | None = Field(
+        default=None, description="Mounted Secret key holding the server's bearer token."
+    )
+
+
+MAX_TOOL_NAME_CHARS = 128
+MAX_TOOL_TITLE_CHARS = 128
+MAX_TOOL_DESCRIPTION_CHARS = 1_024
+MAX_TOOL_PARAMETERS = 16
+MAX_TOOL_PARAMETER_CHARS = 160
+
+
+class ToolEvidence(ContractModel):
+    """What an MCP server said one of its tools does, cleaned and cut to the caps above.
+    The orchestrator fills these in from ``tools/list``; they are data for the layers,
+    never instructions."""
+
+    name: str = Field(min_length=1, max_length=MAX_TOOL_NAME_CHARS)
+    title: str = Field(default="", max_length=MAX_TOOL_TITLE_CHARS)
+    description: str = Field(default="", max_length=MAX_TOOL_DESCRIPTION_CHARS)
+    parameters: tuple[Annotated[str, Field(max_length=MAX_TOOL_PARAMETER_CHARS)], ...] = Field(
+        default=(), max_length=MAX_TOOL_PARAMETERS
+    )
+    """``name: description`` of each input-schema property, in the schema's order."""
+
+
 class RouteConfig(ContractModel):
     """One route the cascade may choose: an MCP server and what it is for."""
 
@@ -118,6 +171,14 @@ class RouteConfig(ContractModel):
         description="Per-layer confidence threshold overrides for this route, by layer name.",
     )
     source: str = Field(default="", description="namespace/name of the RouteTable it came from.")
+    mcp: McpConfig | None = Field(
+        default=None, description="The target is an MCP server: discover its tools, ping it."
+    )
+    tools: tuple[ToolEvidence, ...] = Field(
+        default=(),
+        description="Tools discovered from the target (filled in by the orchestrator at run "
+        "time from tools/list; a rendered config carries none).",
+    )
 
 
 class EscalationConfig(ContractModel):
@@ -392,6 +453,12 @@ class RouterConfig(ContractModel):
                     f"layer {layer.name}: agree_with {layer.agree_with!r} is not an earlier layer"
                 )
         for route in self.routes:
+            fallback = route.mcp.fallback_route if route.mcp else None
+            if fallback is not None and (fallback == route.name or fallback not in labels):
+                raise ValueError(
+                    f"route {route.name!r}: fallbackRoute {fallback!r} must be another route "
+                    "of the mesh or its escalation route"
+                )
             unknown = set(route.thresholds) - set(layer_names)
             if unknown:
                 raise ValueError(
@@ -422,6 +489,16 @@ class RouterConfig(ContractModel):
         version = _digest(_decision_inputs(body))
         with_version = body.model_copy(update={"route_table_version": version})
         return with_version.model_copy(update={"config_hash": _digest(_content(with_version))})
+
+    def with_tools(self, tools: dict[str, tuple[ToolEvidence, ...]]) -> RouterConfig:
+        """This config with the tools discovered per route as route evidence: a new
+        ``route_table_version`` (the decisions it caches differ), the same
+        ``config_hash`` (the operator's config is what runs)."""
+        routes = tuple(
+            route.model_copy(update={"tools": tools.get(route.name, ())}) for route in self.routes
+        )
+        body = self.model_copy(update={"routes": routes})
+        return body.model_copy(update={"route_table_version": _digest(_decision_inputs(body))})
 
     def verify_digests(self) -> None:
         """Raise ``ValueError`` if the digests do not match the content (a hand-edited file)."""
@@ -455,7 +532,9 @@ def _content(config: RouterConfig) -> dict[str, Any]:
 def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
     return {
         "routes": [
-            r.model_dump(mode="json", include={"name", "description", "examples", "thresholds"})
+            r.model_dump(
+                mode="json", include={"name", "description", "examples", "thresholds", "tools"}
+            )
             for r in config.routes
         ],
         "escalation": config.escalation.model_dump(mode="json", include={"route", "description"}),

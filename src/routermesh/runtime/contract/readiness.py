@@ -45,6 +45,28 @@ class HeadReport(_Report):
     train_seconds: float | None = None
 
 
+class McpReport(_Report):
+    """A route's MCP server as the pod sees it: its tools and whether it answers."""
+
+    url: str = ""
+    discovery: bool = True
+    health: bool = True
+    available: bool = True
+    server: str | None = None
+    """``name version`` from the server's initialize answer."""
+    tools: int = Field(default=0, ge=0)
+    """Tools in use (after the caps)."""
+    tool_names: list[str] = Field(default_factory=list)
+    """The first of them, by name."""
+    listed: int = Field(default=0, ge=0)
+    """Entries the server listed, before the caps."""
+    refreshed_at: str | None = None
+    """When the tool list in use was read (RFC 3339, UTC)."""
+    last_error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    """What the caps cut (too many tools, too much text, malformed entries)."""
+
+
 class ReadinessReport(_Report):
     ready: bool
     checks: dict[str, bool]
@@ -61,15 +83,18 @@ class ReadinessReport(_Report):
     """Misroutes each layer learned from feedback."""
     thresholds: dict[str, ThresholdReport] = Field(default_factory=dict)
     heads: dict[str, HeadReport] = Field(default_factory=dict)
+    mcp: dict[str, McpReport] = Field(default_factory=dict)
+    """The routes' MCP servers, by route."""
 
-    @field_validator("thresholds", "heads", mode="before")
+    @field_validator("thresholds", "heads", "mcp", mode="before")
     @classmethod
     def _drop_unreadable_entries(cls, value: Any, info: ValidationInfo) -> Any:
         """An entry of a shape this version does not know (a neighbouring pod version) is
         dropped, so it never hides the rest of the report."""
         if not isinstance(value, dict):
             return {}
-        model = ThresholdReport if info.field_name == "thresholds" else HeadReport
+        models: dict[str, type[_Report]] = {"thresholds": ThresholdReport, "heads": HeadReport}
+        model = models.get(info.field_name or "", McpReport)
         kept = {}
         for name, entry in value.items():
             try:
