@@ -27,6 +27,7 @@ from routermesh.runtime.cascade import Decision
 from routermesh.runtime.contract.config import ApiConfig
 from routermesh.runtime.contract.readiness import ReadinessReport
 from routermesh.runtime.decision import Learning
+from routermesh.runtime.discovery import read_token
 from routermesh.runtime.dispatch import (
     DispatchError,
     decision_headers,
@@ -47,7 +48,7 @@ from routermesh.runtime.failopen import Stage, internal_error
 from routermesh.runtime.feedback import MAX_FEEDBACK, MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.mcp_dispatch import relay, resolve
 from routermesh.runtime.mcp_gateway import Gateway
-from routermesh.runtime.router import ConfigError, Router, RouterState, read_secret_file
+from routermesh.runtime.router import Router, RouterState
 
 
 class RouteRequest(BaseModel):
@@ -300,9 +301,7 @@ def _add_mcp(app: FastAPI, router: Router, gateway: Gateway) -> None:
         body = await request.body()
 
         async def decide(message: str) -> Decision:
-            limit = state.config.api.max_message_chars
-            decision, _ = await _route_response(router, state, message[:limit])
-            return decision
+            return await _decide_for_agent(router, state, message)
 
         upstream = await resolve(request, state.config, decide, body)
         if isinstance(upstream, Response):
@@ -318,12 +317,17 @@ def _add_mcp(app: FastAPI, router: Router, gateway: Gateway) -> None:
 def mcp_token(state: RouterState, route: str) -> str | None:
     """The bearer token of ``route``'s MCP server, read from its Secret file now."""
     for candidate in state.config.routes:
-        if candidate.name == route and candidate.mcp and candidate.mcp.credentials_file:
-            try:
-                return read_secret_file(candidate.mcp.credentials_file)
-            except ConfigError:
-                return None
+        if candidate.name == route and candidate.mcp is not None:
+            return read_token(candidate.mcp.credentials_file)
     return None
+
+
+async def _decide_for_agent(router: Router, state: RouterState, message: str) -> Decision:
+    """A message an MCP agent sent, decided as ``/v1/route`` decides (cut to the API's
+    message cap rather than refused: MCP has no 413)."""
+    limit = state.config.api.max_message_chars
+    decision, _ = await _route_response(router, state, message[:limit])
+    return decision
 
 
 def _gateway(router: Router) -> Gateway:
@@ -333,9 +337,7 @@ def _gateway(router: Router) -> Gateway:
         state = router.state
         if state is None:
             return None
-        limit = state.config.api.max_message_chars
-        decision, _ = await _route_response(router, state, message[:limit])
-        return decision, state.config.escalation.route
+        return await _decide_for_agent(router, state, message), state.config.escalation.route
 
     return Gateway(router.discovery, decide_for_agent)
 

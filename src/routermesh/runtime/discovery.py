@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,16 +33,16 @@ REPORTED_TOOL_NAMES = 32
 """Tool names a route's report lists (the count is always complete)."""
 
 
-def _read_token(path: str | None) -> Callable[[], str | None]:
-    def read() -> str | None:
-        if path is None:
-            return None
-        try:
-            return Path(path).read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None  # reported by the server's refusal, not here: no path in logs
-
-    return read
+def read_token(path: str | None) -> str | None:
+    """An MCP server's bearer token, read from its mounted Secret file now (a rotated
+    Secret applies to the next session or request); None without one or when it cannot be
+    read: the server's refusal says so, and no path or value is logged here."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 class Discovery:
@@ -78,7 +79,7 @@ class Discovery:
                 settings,
                 self._metrics,
                 on_tools=self._on_tools,
-                token=_read_token(settings.credentials_file),
+                token=functools.partial(read_token, settings.credentials_file),
             )
             self._watches[name] = (key, watch)
             watch.start()
@@ -118,12 +119,9 @@ class Discovery:
             if not watch.status.available
         }
 
-    def settled(self) -> bool:
-        """Whether every server has been tried once (listed or failed): a new pod waits for
-        that before it is ready, so its first decisions already use the tools."""
-        return all(watch.settled.is_set() for _, watch in self._watches.values())
-
     async def wait_settled(self, timeout: float) -> bool:
+        """Wait until every server has been tried once (listed or failed), at most
+        ``timeout`` seconds: a new pod's first decisions then already use the tools."""
         waits = [watch.settled.wait() for _, watch in self._watches.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
