@@ -183,6 +183,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
                 models_dir=Path(args.models_dir),
                 seed=args.seed,
                 disable=tuple(args.disable),
+                workers=args.workers,
+                redis_url=args.redis_url,
             )
         )
     except Exception as error:
@@ -214,6 +216,8 @@ def cmd_load(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 deadline_s=args.deadline,
                 disable=tuple(args.disable),
+                workers=args.workers,
+                redis_url=args.redis_url,
             )
         )
     except Exception as error:
@@ -434,6 +438,21 @@ def _mcp_args(servers: argparse.ArgumentParser, table: argparse.ArgumentParser) 
         help="mcp.maxTools (default: the product's, 128)",
     )
     table.add_argument("--out", required=True, help="the RouteTable YAML to write")
+
+
+def _stack_processes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="orchestrator processes sharing the port (router-mesh local --workers; default: 1)",
+    )
+    p.add_argument(
+        "--redis-url",
+        help="the decision cache in this Redis, shared by the workers (default: in-process)",
+    )
 
 
 def _common(p: argparse.ArgumentParser, port: int) -> None:
@@ -684,6 +703,7 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--cached-requests", type=int, default=400, help="cache hits per measurement (default: 400)"
     )
     _common(perf, 18090)
+    _stack_processes(perf)
     perf.set_defaults(func=cmd_perf)
 
     load = bench_sub.add_parser(
@@ -721,6 +741,7 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--deadline", type=float, default=900.0, help="seconds a round may take (default: 900)"
     )
     _common(load, 18100)
+    _stack_processes(load)
     load.set_defaults(func=cmd_load)
 
     adapt = bench_sub.add_parser(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from routermesh import bootstrap
 from routermesh.local import LocalOptions, LocalPod
@@ -56,6 +57,9 @@ class LoadOptions:
     seed: int = 0
     deadline_s: float = 900.0
     disable: tuple[str, ...] = ()
+    workers: int = 1
+    """Orchestrator processes sharing the port (``router-mesh local --workers``)."""
+    redis_url: str | None = None
 
 
 @dataclass
@@ -287,6 +291,8 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
             state_dir=options.out / "state",
             log_level="warning",
             disable=options.disable,
+            workers=options.workers,
+            redis_url=options.redis_url,
         )
     )
     config = pod.start()
@@ -317,7 +323,10 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
                 100 * (time.process_time() - cpu_before) / max(bounded.wall_s, 1e-9), 1
             ),
         }
+        before = _shedding(url) if options.workers == 1 else None
         result["bounded_wrk"] = _wrk_round(url, pool, options)
+        if before is not None and result["bounded_wrk"] is not None:
+            result["bounded_wrk"]["router"] = _shedding_delta(before, _shedding(url))
         soak: list[dict[str, Any]] = []
         for n in range(1, options.soak_rounds + 1):
             round_ = bounded_round(
@@ -339,6 +348,32 @@ def run_load(options: LoadOptions) -> dict[str, Any]:
     (options.out / "load.json").write_text(dumps(result))
     plots.load_plots(result, options.out)
     return result
+
+
+def _shedding(url: str) -> dict[str, float]:
+    """The router's own count of shed requests and escalations, and the HPA's p95 gauge,
+    from ``/metrics`` (one orchestrator process: with several, each counts its own)."""
+    text = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False).text
+    counts: dict[str, float] = {"shed": 0.0, "escalated": 0.0, "p95_gauge_s": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "router_layer_skipped_total" and (
+                sample.labels.get("reason") == "overload"
+            ):
+                counts["shed"] += sample.value
+            elif sample.name == "router_escalations_total":
+                counts["escalated"] += sample.value
+            elif sample.name == "router_latency_p95_seconds":
+                counts["p95_gauge_s"] = sample.value
+    return counts
+
+
+def _shedding_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {
+        "shed": after["shed"] - before["shed"],
+        "escalated": after["escalated"] - before["escalated"],
+        "p95_gauge_ms": round(after["p95_gauge_s"] * 1000, 1),
+    }
 
 
 def _wrk_round(url: str, pool: list[str], options: LoadOptions) -> dict[str, Any] | None:
@@ -370,4 +405,6 @@ def _options_json(options: LoadOptions) -> dict[str, Any]:
         "soak_rounds": options.soak_rounds,
         "soak_requests": options.soak_requests,
         "disabled": list(options.disable),
+        "workers": options.workers,
+        "cache": "redis" if options.redis_url else "in-process",
     }

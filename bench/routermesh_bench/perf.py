@@ -61,6 +61,9 @@ class PerfOptions:
     models_dir: Path = Path(".cache/models")
     seed: int = 0
     disable: tuple[str, ...] = ()
+    workers: int = 1
+    """Orchestrator processes sharing the port (``router-mesh local --workers``)."""
+    redis_url: str | None = None
 
 
 @dataclass
@@ -386,6 +389,8 @@ def run_perf(options: PerfOptions) -> dict[str, Any]:
             state_dir=options.out / "state",
             log_level="warning",
             disable=options.disable,
+            workers=options.workers,
+            redis_url=options.redis_url,
         )
     )
     watch = HealthWatch(
@@ -404,6 +409,8 @@ def run_perf(options: PerfOptions) -> dict[str, Any]:
         "machine": machine(),
         "files": [str(f) for f in options.files],
         "disabled": list(options.disable),
+        "workers": options.workers,
+        "cache": "redis" if options.redis_url else "in-process",
     }
     try:
         started = {c.name: c.started_at for c in pod.children}

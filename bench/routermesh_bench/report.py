@@ -276,6 +276,7 @@ def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:
         "",
         f"`router-mesh bench perf --out {folder.as_posix()}"
         + "".join(f" --disable {d}" for d in disabled)
+        + (f" --workers {perf['workers']}" if perf.get("workers", 1) > 1 else "")
         + f"` (files: {', '.join(perf['files'])}); layers: {layers}. "
         f"Measured {perf['machine']['date']} on {perf['machine']['cpus']} CPUs.",
         "",
@@ -370,7 +371,9 @@ def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
     lines = [
         "## Bounded load, soak and label injection",
         "",
-        f"`router-mesh bench load --out {folder.as_posix()}` (files: "
+        f"`router-mesh bench load --out {folder.as_posix()}"
+        + (f" --workers {options['workers']}" if options.get("workers", 1) > 1 else "")
+        + "` (files: "
         f"{', '.join(options['files'])}); {options['requests']} requests at concurrency "
         f"{options['concurrency']}, {_pct(options['unique_share'])} of them fresh messages "
         "(through the layers), the rest repeats; then "
@@ -403,6 +406,16 @@ def _load_section(load: dict[str, Any], folder: Path, docs: Path) -> list[str]:
         if wrk_round
         else ["", "wrk round: skipped (wrk is not installed)."]
     )
+    router = (wrk_round or {}).get("router")
+    if router:
+        lines += [
+            "",
+            f"The router's own count over the wrk round: {router['shed']:.0f} requests shed "
+            f"(a layer skipped, reason `overload`), {router['escalated']:.0f} escalated in all; "
+            f"the HPA's gauge `router_latency_p95_seconds` right after it: "
+            f"{router['p95_gauge_ms']} ms (the last minute, the Python round included; a shed "
+            "request counts as the layers' whole budget).",
+        ]
     if "client_cpu_percent" in bounded:
         lines += ["", f"Python client CPU in the bounded round: {bounded['client_cpu_percent']} %."]
     start = load.get("rss_mib_start", {})

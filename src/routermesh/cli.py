@@ -201,6 +201,7 @@ def cmd_orchestrator(args: argparse.Namespace) -> int:
         ops_port=args.ops_port,
         log_level=args.log_level,
         poll_seconds=args.poll_seconds,
+        reuse_port=args.reuse_port,
     )
     return EXIT_OK
 
@@ -259,6 +260,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         offline=args.offline,
         redis_url=args.redis_url,
         threads=args.threads,
+        workers=args.workers,
         ready_timeout=args.ready_timeout,
         disable=tuple(args.disable),
         log_level=args.log_level,
@@ -517,6 +519,16 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     local.add_argument("--threads", type=int, help="threads per model server (default: all CPUs)")
     local.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="orchestrator processes sharing the API port (1-8, default: 1; each has its own "
+        "encoder and in-process cache: give them --redis-url to share decisions). In a "
+        "cluster, scale pods instead",
+    )
+    local.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for /readyz"
     )
     local.add_argument(
@@ -577,6 +589,12 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "(default: everything on --port)",
     )
     orchestrator.add_argument("--ops-host", help="bind address of --ops-port (default: --host)")
+    orchestrator.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let other orchestrator processes started with this flag share --port (the "
+        "kernel spreads connections over them); `router-mesh local --workers` uses it",
+    )
     orchestrator.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

@@ -72,6 +72,10 @@ of a model made of several share one folder)."""
 
 _PR_SET_PDEATHSIG = 1
 MAX_START_RESTARTS = 3
+MAX_WORKERS = 8
+READY_CHECKS_PER_WORKER = 8
+"""With several orchestrator workers, readiness answers in a row on new connections: a
+worker still loading is missed by all of them with odds of 2^-16 for two workers."""
 
 
 class LocalError(Exception):
@@ -90,6 +94,8 @@ class LocalOptions:
     offline: bool = False
     redis_url: str | None = None
     threads: int | None = None
+    workers: int = 1
+    """Orchestrator processes sharing the API port (SO_REUSEPORT)."""
     ready_timeout: float = 900.0
     watch_seconds: float = 1.0
     log_level: str = "info"
@@ -392,6 +398,8 @@ class LocalPod:
         self.config: RouterConfig | None = None
 
     def prepare(self) -> RouterConfig:
+        if not 1 <= self.options.workers <= MAX_WORKERS:
+            raise LocalError(f"workers must be 1 to {MAX_WORKERS}, not {self.options.workers}")
         rendered = render(self.options)
         unknown = set(self.options.disable) - {layer.name for layer in rendered.layers}
         if unknown:
@@ -433,9 +441,10 @@ class LocalPod:
             for layer in config.layers
             if layer.enabled and layer.kind == "generative"
         ]
-        children.append(
+        workers = self.options.workers
+        children += [
             Child(
-                "orchestrator",
+                "orchestrator" if worker == 1 else f"orchestrator-{worker}",
                 [
                     *cli,
                     "orchestrator",
@@ -449,9 +458,11 @@ class LocalPod:
                     str(self.options.port),
                     "--log-level",
                     self.options.log_level,
+                    *(["--reuse-port"] if workers > 1 else []),
                 ],
             )
-        )
+            for worker in range(1, workers + 1)
+        ]
         return children
 
     def start(self) -> RouterConfig:
@@ -518,10 +529,16 @@ class LocalPod:
     def url(self) -> str:
         return f"http://{self.options.host}:{self.options.port}"
 
+    @property
+    def _ready_checks(self) -> int:
+        workers = self.options.workers
+        return 1 if workers == 1 else READY_CHECKS_PER_WORKER * workers
+
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.options.ready_timeout
         last_report = 0.0
         checks: dict[str, object] = {}
+        ready_in_a_row = 0
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             while not self._stopping.is_set():
                 self._restart_dead()
@@ -533,12 +550,20 @@ class LocalPod:
                     )
                     return False
                 try:
-                    response = client.get(f"{self.url}/readyz")
+                    # A new connection each time: with several workers the kernel picks one
+                    # per connection, and every one must answer ready in a row.
+                    response = client.get(f"{self.url}/readyz", headers={"connection": "close"})
                     checks = response.json().get("checks", {})
-                    if response.status_code == httpx.codes.OK:
+                    ready_in_a_row = (
+                        ready_in_a_row + 1 if response.status_code == httpx.codes.OK else 0
+                    )
+                    if ready_in_a_row >= self._ready_checks:
                         return True
+                    if ready_in_a_row:
+                        continue
                 except (httpx.HTTPError, ValueError):
                     checks = {"orchestrator": False}
+                    ready_in_a_row = 0
                 now = time.monotonic()
                 if now > deadline:
                     log.error(

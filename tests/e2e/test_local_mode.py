@@ -57,11 +57,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start(files: Path, port: int, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def _start(
+    files: Path, port: int, tmp_path: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
     env = {
         **os.environ,
-        "ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER),
         "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: unreachable
+        **({"ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER)} if LLAMA_SERVER else {}),
     }
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -81,6 +83,7 @@ def _start(files: Path, port: int, tmp_path: Path) -> tuple[subprocess.Popen[byt
                 str(tmp_path / "state"),
                 "--threads",
                 "1",
+                *extra,
             ],
             stdout=out,
             stderr=err,
@@ -221,3 +224,42 @@ def test_a_table_of_64_routes_by_50_examples_gets_ready_with_every_layer(tmp_pat
         except subprocess.TimeoutExpired:
             local.kill()
             local.wait()
+
+
+def _command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def test_workers_share_the_port_and_each_keeps_its_own_cache(tmp_path: Path) -> None:
+    port = free_port()
+    # samples/homelab as shipped: L0 only, so no model server is started.
+    local, stdout, stderr = _start(REPO / "samples/homelab", port, tmp_path, "--workers", "2")
+    try:
+        _wait_ready(local, stdout, stderr, timeout=300)
+        workers = [
+            pid
+            for pid in _children(local.pid)
+            if {"orchestrator", "--reuse-port"} <= set(_command_line(pid))
+        ]
+        assert len(workers) == 2
+        answers = []
+        for _ in range(31):
+            # A new connection per request: the kernel picks a worker per connection.
+            with httpx.Client(timeout=30.0, trust_env=False) as client:
+                response = client.post(
+                    f"http://127.0.0.1:{port}/v1/route",
+                    json={"message": "show me connected clients"},
+                )
+            assert response.status_code == 200
+            answers.append(response.json())
+        assert {a["route"] for a in answers} == {"unifi"}
+        # Each worker decides the message once and then answers it from its own cache (all
+        # 31 connections landing on one worker has odds of 2^-30).
+        assert sum(not a["cache_hit"] for a in answers) == 2
+    finally:
+        local.send_signal(signal.SIGTERM)
+        local.wait(timeout=60)
+    assert not any(_alive(pid) for pid in workers)

@@ -91,6 +91,42 @@ async def test_redis_shares_decisions_between_replicas(
 
 
 @needs_redis
+async def test_a_replica_answers_from_memory_what_it_wrote_or_read(
+    redis_server: RedisProcess, metrics: RouterMetrics
+) -> None:
+    clock = FakeClock()
+    one = RedisCache(redis_server.url, metrics)
+    two = RedisCache(redis_server.url, metrics, fallback=MemoryCache(clock=clock))
+    server = redis.Redis(port=redis_server.port)
+    try:
+        await one.set("mine", DECISION, ttl_seconds=3600)
+        server.delete("mine")
+        assert await one.get("mine") == DECISION  # its own write: no round trip
+
+        await one.set("shared", DECISION, ttl_seconds=3600)
+        await one.set("brief", DECISION, ttl_seconds=5)  # e.g. an escalation after a failure
+        assert await two.get("shared") == DECISION  # read from Redis once...
+        assert await two.get("brief") == DECISION
+        server.delete("shared", "brief")
+        assert await two.get("shared") == DECISION  # ...then kept in process
+        assert await two.get("brief") == DECISION
+        clock.now += 5  # what Redis still kept it for, not longer
+        assert await two.get("brief") is None
+        assert await two.get("shared") == DECISION
+        assert await two.get("never") is None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_the_configured_in_process_cache_is_the_one_used(metrics: RouterMetrics) -> None:
+    bounded = MemoryCache(max_entries=2)
+    cache = RedisCache("redis://127.0.0.1:1/0", metrics, fallback=bounded)
+    assert cache.fallback is bounded  # empty, yet not replaced by a default one
+    await cache.close()
+
+
+@needs_redis
 async def test_damaged_entries_are_misses(
     redis_server: RedisProcess, metrics: RouterMetrics
 ) -> None:
@@ -113,10 +149,13 @@ async def test_redis_outage_falls_back_and_recovers(
     cache = RedisCache(redis_server.url, metrics, retry_after_seconds=5, clock=clock)
     try:
         await cache.set("before", DECISION, 3600)
+        redis.Redis(port=redis_server.port).set("elsewhere", DECISION.model_dump_json())
         redis_server.stop()
 
-        # Outage: answered from the write-through in-process cache, errors metered.
+        # Outage: this replica's decisions are answered in process; one another replica
+        # wrote is a miss, and the error is metered.
         assert await cache.get("before") == DECISION
+        assert await cache.get("elsewhere") is None
         assert _errors(metrics, "get") == 1 and not cache.available
         await cache.set("during", DECISION, 3600)  # skipped while backing off
         assert await cache.get("during") == DECISION

@@ -3,7 +3,9 @@ Cascade, then over real HTTP with scripted model servers:
 
 - a layer whose calibrated confidence cannot reach the threshold of any route it could
   answer is not called (``unreachable_threshold``), and /readyz and the log say so;
-- a layer whose model server has every slot busy is skipped at once (``overload``);
+- a layer whose model server has every slot busy, or L0 with a long encoder backlog, is
+  skipped at once (``overload``), and the HPA's p95 window counts the shed request as the
+  layers' whole time budget;
 - an undecided request escalates within the largest layer timeout, not their sum
   (``budget``), and the calls it stops waiting for are cancelled: their connections
   close, so the model server stops the work."""
@@ -265,6 +267,36 @@ def test_max_in_flight_sizes_the_bound() -> None:
     decisions = asyncio.run(three())
     assert [d.layer for d in decisions] == ["l1", "l1", "escalated"]
     assert _value(metrics, "router_layer_skipped_total", layer="l1", reason="overload") == 1
+
+
+@dataclass
+class Backlogged(Scripted):
+    """L0 whose encoder backlog is too long (``saturated``) until ``busy`` is cleared."""
+
+    busy: bool = True
+
+    def saturated(self) -> bool:
+        return self.busy
+
+
+def test_a_backlogged_l0_is_skipped_with_reason_overload_and_counts_as_pressure() -> None:
+    l0 = Backlogged("l0", Verdict("unifi", 0.9))
+    cascade, metrics = _cascade(_config(l1={"enabled": False}, l2={"enabled": False}), l0)
+    shed = asyncio.run(cascade.decide("restart the access point", explain=True))
+    assert (shed.layer, shed.escalation_reason) == ("escalated", "overload")
+    assert _reasons(shed) == ["overload"]
+    assert l0.calls == 0
+    assert _value(metrics, "router_layer_skipped_total", layer="l0", reason="overload") == 1
+    # The histogram keeps the real (short) time; the HPA's window records the shed request
+    # at the layers' whole budget: L0's 100 ms timeout plus the 50 ms guard.
+    assert _value(metrics, "router_latency_seconds_count", layer="escalated") == 1
+    assert _value(metrics, "router_latency_seconds_sum", layer="escalated") < 0.15
+    assert metrics.window.percentile(0.95) == pytest.approx(0.15)
+
+    l0.busy = False
+    routed = asyncio.run(cascade.decide("reboot the switch"))
+    assert (routed.layer, routed.route) == ("l0", "unifi")
+    assert l0.calls == 1
 
 
 async def wait_for_calls(layer: Scripted, calls: int) -> None:

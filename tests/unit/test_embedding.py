@@ -21,6 +21,7 @@ from routermesh.runtime.app import create_app
 from routermesh.runtime.contract.config import CacheConfig, ExamplesSource, RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.runtime.encode_batcher import BatchCost
 from routermesh.runtime.encoder import Encoder, EncoderStore
 from routermesh.runtime.evidence import description_phrases, route_examples
 from routermesh.runtime.example_index import RouteGroups, build_index, neighbour_features
@@ -289,3 +290,33 @@ def test_reported_misroutes_become_examples_and_stale_decisions_go(
         # Feedback naming an unknown route is refused and never learned.
         refused = c.post("/v1/feedback", json={"message": "x", "expected_route": "nope"})
         assert refused.status_code == 422
+
+
+async def test_l0_is_saturated_when_its_backlog_would_outlast_max_queue_ms(
+    encoder_dir: Path,
+) -> None:
+    config = l0_config(encoder_dir)
+    l0 = layer_of(config, "l0")
+    assert l0.max_queue_ms == 50  # the API's default, rendered
+    layer = EmbeddingLayer(l0, config, MODELS, store=EncoderStore())
+    assert not layer.saturated()  # not built yet
+    await layer.prepare()
+    await layer.classify("start vm 104")  # one measured encoder call
+    batcher = layer._serving[0] if layer._serving else None
+    assert batcher is not None and batcher.cost.measured
+    assert not layer.saturated()  # nothing queued
+    batcher.cost = BatchCost()
+    batcher.cost.observe(1, 0.010)
+    batcher.cost.observe(2, 0.020)  # 10 ms a text
+    batcher.queued_texts = 6  # 60 ms of backlog, over the 50 ms bound
+    assert layer.saturated()
+    batcher.queued_texts = 4
+    assert not layer.saturated()
+
+    unbounded = l0.model_copy(update={"max_queue_ms": None})
+    never = EmbeddingLayer(unbounded, config, MODELS, store=EncoderStore())
+    await never.prepare()
+    await never.classify("start vm 104")
+    assert never._serving is not None
+    never._serving[0].queued_texts = 10_000
+    assert not never.saturated()

@@ -271,3 +271,18 @@ def test_an_also_command_runs_this_installs_cli_or_the_command_as_written() -> N
         "9101",
     ]
     assert also_argv("./my-server --name 'two words'") == ["./my-server", "--name", "two words"]
+
+
+def test_workers_are_orchestrators_sharing_the_port_and_bounded() -> None:
+    options = LocalOptions(files=[REPO / "samples/homelab"], port=18555, workers=2)
+    pod = LocalPod(options)
+    config = pod.prepare()
+    orchestrators = [c for c in pod.child_commands(config) if "orchestrator" in c.argv]
+    assert [c.name for c in orchestrators] == ["orchestrator", "orchestrator-2"]
+    assert all(c.argv[-1] == "--reuse-port" for c in orchestrators)
+    alone = LocalPod(LocalOptions(files=[REPO / "samples/homelab"], port=18555))
+    (single,) = [c for c in alone.child_commands(config) if "orchestrator" in c.argv]
+    assert "--reuse-port" not in single.argv  # a second router on the port must fail
+    for wrong in (0, 9):
+        with pytest.raises(LocalError, match="workers must be 1 to 8"):
+            LocalPod(LocalOptions(files=[REPO / "samples/homelab"], workers=wrong)).prepare()

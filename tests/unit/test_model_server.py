@@ -70,6 +70,8 @@ def test_llamacpp_command_serves_the_gguf_on_the_layer_url_port(
     assert argv[argv.index("--alias") + 1] == "l1"
     assert argv[argv.index("--threads") + 1] == "2"
     assert "--no-webui" in argv
+    # No RAM cache of past prompts: it grew L1 past its 512Mi limit.
+    assert argv[argv.index("--cache-ram") + 1] == "0"
 
 
 def test_the_server_runs_as_many_slots_as_the_orchestrator_sends_at_once(

@@ -640,6 +640,9 @@ DEFAULT_L0_THRESHOLD = 0.5
 small hand-written tables (docs/benchmarks.md): most out-of-scope and multi-step requests
 escalate, and what routes is right."""
 
+DEFAULT_L0_MAX_QUEUE_MS = 50
+"""Half of L0's default timeout: what waits longer is better escalated at once."""
+
 DEFAULT_HEAD_BASE = ModelSource(uri="hf://sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -703,6 +706,16 @@ class L0Layer(ApiModel):
     threshold: Probability = _threshold(DEFAULT_L0_THRESHOLD)
     calibration: Calibration | None = _calibration()
     timeout_ms: int = _timeout(100)
+    max_queue_ms: int = Field(
+        default=DEFAULT_L0_MAX_QUEUE_MS,
+        ge=1,
+        le=60_000,
+        description="Load shedding: when the encoder's backlog (the texts queued before this "
+        "message, at its recent speed) would make a message wait longer than this, L0 is "
+        "skipped at once (reason overload) and the request moves on, instead of queueing "
+        "behind work it cannot finish in time. Shed requests count towards the p95 the "
+        f"HPA scales on. Default: {DEFAULT_L0_MAX_QUEUE_MS}.",
+    )
     k: int = Field(default=10, ge=1, le=100, description="Neighbours that vote. Default: 10.")
     head: TrainedHead = Field(
         default_factory=TrainedHead,

@@ -199,6 +199,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             calibration=_platt(l0.calibration),
             adaptive=_adaptive(l0.adaptive),
             multi_step_threshold=l0.multi_step.threshold if l0.multi_step.enabled else None,
+            max_queue_ms=l0.max_queue_ms,
         )
     ]
     for name, layer in (("l1", spec.layers.l1), ("l2", spec.layers.l2)):

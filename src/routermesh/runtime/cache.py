@@ -130,7 +130,8 @@ def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
 
 
 class RedisCache:
-    """Redis first, in-process fallback; a Redis outage never fails a request."""
+    """Decisions shared through Redis, with this replica's copies in process: read there
+    first, written to both; a Redis outage never fails a request."""
 
     backend = "redis"
 
@@ -147,7 +148,8 @@ class RedisCache:
         self._client = redis_client(url, timeout_seconds)
         self._timeout = timeout_seconds
         self._metrics = metrics
-        self.fallback = fallback or MemoryCache()
+        # Not `fallback or ...`: an empty MemoryCache is falsy (it has a length).
+        self.fallback = fallback if fallback is not None else MemoryCache()
         self._retry_after = retry_after_seconds
         self._clock = clock
         self._down_until = 0.0
@@ -162,21 +164,34 @@ class RedisCache:
         self._down_until = self._clock() + self._retry_after
 
     async def get(self, key: str) -> CachedDecision | None:
-        if self.available:
-            try:
-                raw = await asyncio.wait_for(self._client.get(key), self._timeout * 2)
-            except (RedisError, OSError, TimeoutError):
-                self._failed("get")
-            else:
-                if raw is None:
-                    return await self.fallback.get(key)
-                try:
-                    return CachedDecision.model_validate_json(raw)
-                except ValidationError:
-                    # Written by another version, or damaged: a miss, never an error.
-                    self._metrics.cache_errors.labels(backend="redis", operation="decode").inc()
-                    return await self.fallback.get(key)
-        return await self.fallback.get(key)
+        """This replica's copy first, then Redis. A key carries every version that changes
+        an answer (route table, learned examples, adapted thresholds, loaded content), so a
+        decision this replica wrote or read stays right for as long as it lives: served
+        from memory, a hit costs no network round trip. What another replica decided is
+        read from Redis once and kept here for the time Redis still keeps it (a failure's
+        short TTL included)."""
+        local = await self.fallback.get(key)
+        if local is not None or not self.available:
+            return local
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, pttl = await asyncio.wait_for(pipe.execute(), self._timeout * 2)
+        except (RedisError, OSError, TimeoutError):
+            self._failed("get")
+            return None
+        if raw is None:
+            return None
+        try:
+            decision = CachedDecision.model_validate_json(raw)
+        except ValidationError:
+            # Written by another version, or damaged: a miss, never an error.
+            self._metrics.cache_errors.labels(backend="redis", operation="decode").inc()
+            return None
+        if isinstance(pttl, int) and pttl >= 1000:
+            await self.fallback.set(key, decision, pttl // 1000)
+        return decision
 
     async def set(self, key: str, decision: CachedDecision, ttl_seconds: int) -> None:
         await self.fallback.set(key, decision, ttl_seconds)

@@ -46,7 +46,15 @@ from dataclasses import dataclass, field, replace
 from routermesh.runtime.admission import SlotBook
 from routermesh.runtime.cache import CachedDecision, DecisionCache, cache_key
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
-from routermesh.runtime.decision import Candidate, Classifier, Judge, Learning, Reason, Verdict
+from routermesh.runtime.decision import (
+    Candidate,
+    Classifier,
+    Judge,
+    Learning,
+    Reason,
+    Sheddable,
+    Verdict,
+)
 from routermesh.runtime.metrics import RouterMetrics
 from routermesh.runtime.reach import unreachable
 
@@ -349,7 +357,8 @@ class Cascade:
     ) -> LayerOutcome:
         """Ask ``layer`` unless that cannot help (its answer could not decide, unless
         ``every``), cannot fit (nothing left before ``deadline``) or would queue (its
-        server's slots are busy): then a skipped outcome with the reason, at once."""
+        server's slots are busy, or its own backlog is too long): then a skipped outcome
+        with the reason, at once."""
         configured = self._layer_configs.get(layer.name)
         if (
             not every
@@ -363,6 +372,8 @@ class Cascade:
             if left <= 0:
                 return self._skipped(layer.name, Reason.BUDGET)
             wait = min(wait, left)
+        if isinstance(layer, Sheddable) and layer.saturated():
+            return self._skipped(layer.name, Reason.OVERLOAD)
         slots = self._slots.get(layer.name)
         if slots is None:
             return await self._ask(layer, message, candidates, wait)
@@ -467,7 +478,11 @@ class Cascade:
         seconds = time.perf_counter() - started
         decision = replace(decision, seconds=seconds)
         self._metrics.decisions.labels(route=decision.route, layer=decision.layer).inc()
-        self._metrics.observe_latency(decision.layer, seconds)
+        shed = any(o.reason == Reason.OVERLOAD for o in decision.trace)
+        # A shed request is fast, yet it is pressure: the HPA's p95 window counts it as
+        # the time the layers could have taken, so shedding scales the mesh out.
+        pressure = self.budget + GUARD_SECONDS if shed else None
+        self._metrics.observe_latency(decision.layer, seconds, pressure=pressure)
         if decision.escalation_reason is not None:
             self._metrics.escalations.labels(reason=decision.escalation_reason).inc()
         log.info(

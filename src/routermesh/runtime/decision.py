@@ -165,6 +165,17 @@ class Judge(Protocol):
 
 
 @runtime_checkable
+class Sheddable(Protocol):
+    """A layer that knows, before it is asked, that it is too busy to answer in time (L0's
+    encoder backlog): the cascade skips it (reason ``overload``) instead of queueing."""
+
+    def saturated(self) -> bool:
+        """Whether a message asked now would wait longer than the layer allows; never
+        raises, never waits."""
+        ...
+
+
+@runtime_checkable
 class Preparable(Protocol):
     async def prepare(self) -> None:
         """Heavy set-up before the layer serves; never raises (a failure makes it abstain)."""

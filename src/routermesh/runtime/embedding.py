@@ -315,6 +315,13 @@ class EmbeddingLayer:
             for c in judged.candidates
         )
 
+    def saturated(self) -> bool:
+        """The encoder's backlog would make a message wait longer than ``max_queue_ms``."""
+        serving, limit = self._serving, self._layer.max_queue_ms
+        if serving is None or limit is None:
+            return False
+        return serving[0].expected_wait() * 1000 > limit
+
     async def ready(self) -> bool:
         return self._index is not None
 

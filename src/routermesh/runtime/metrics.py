@@ -257,14 +257,18 @@ class RouterMetrics:
         self.window = window or LatencyWindow()
         self.p95 = Gauge(
             "router_latency_p95_seconds",
-            "p95 routing latency over the last minute (the HPA's Pods metric).",
+            "p95 routing latency over the last minute (the HPA's Pods metric); a request "
+            "shed by a busy layer counts as the layers' whole time budget.",
             registry=r,
         )
         self.p95.set_function(lambda: self.window.percentile(0.95))
 
-    def observe_latency(self, layer: str, seconds: float) -> None:
+    def observe_latency(self, layer: str, seconds: float, pressure: float | None = None) -> None:
+        """The decision's latency; ``pressure``, for a request that skipped a busy layer,
+        is what the HPA's window records instead when it is longer (the histogram keeps
+        the real time)."""
         self.latency.labels(layer=layer).observe(seconds)
-        self.window.observe(seconds)
+        self.window.observe(seconds if pressure is None else max(seconds, pressure))
 
     def set_config(self, config_hash: str) -> None:
         """Report ``config_hash`` as the one running (exactly one series at value 1)."""

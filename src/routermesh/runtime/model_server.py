@@ -119,6 +119,12 @@ def llamacpp_command(
         str(parallel),
         "--batch-size",
         "512",
+        # llama-server keeps past prompts' state in RAM for reuse (8 GiB by default): after
+        # 60 distinct judge prompts L1 held 495-546 MiB against its 512Mi limit. Each slot
+        # still keeps its last prompt, which is what the shared prefix needs (measured:
+        # docs/engines.md, "Tuning for the judge prompt").
+        "--cache-ram",
+        "0",
         "--no-webui",
         "--metrics",
     ]

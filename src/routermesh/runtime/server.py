@@ -15,13 +15,18 @@ from routermesh.runtime.router import POLL_SECONDS, Router
 KEEP_ALIVE_SECONDS = 75
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host:port`` (uvicorn listens on it)."""
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (uvicorn listens on it). ``reuse_port``: other
+    processes that ask the same may bind it too, and the kernel spreads new connections
+    over them (several orchestrator workers); without it a second bind fails, as it should
+    when a router is started twice by mistake."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError:
@@ -41,6 +46,7 @@ def serve(
     ops_port: int | None = None,
     log_level: str = "info",
     poll_seconds: float = POLL_SECONDS,
+    reuse_port: bool = False,
 ) -> None:
     """Serve the API on ``host:port``; with ``ops_port``, /healthz, /readyz and /metrics
     on ``ops_host:ops_port`` instead (default host: ``host``)."""
@@ -51,7 +57,7 @@ def serve(
     )
     if ops_port is not None and ops_port == port:
         raise ValueError("the operations port must differ from the API port")
-    sockets = [listening_socket(host, port)]
+    sockets = [listening_socket(host, port, reuse_port=reuse_port)]
     if ops_port is not None:
         sockets.append(listening_socket(ops_host or host, ops_port))
     router = Router(config_dir, models_dir=models_dir, poll_seconds=poll_seconds)

@@ -281,6 +281,12 @@ class LayerConfig(ContractModel):
         description="Embedding layers: escalate a message as multi-step when two of its "
         "clauses go to different routes with at least this confidence (none: off).",
     )
+    max_queue_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embedding layers: skip the layer at once (reason overload) when the "
+        "encoder's backlog would make the message wait longer than this (none: never).",
+    )
     candidates: int = Field(
         default=3,
         ge=1,
