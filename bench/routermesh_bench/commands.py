@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from routermesh.runtime.contract.config import MAX_ORCHESTRATOR_WORKERS
+
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
@@ -445,7 +447,7 @@ def _stack_processes(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        choices=range(1, 9),
+        choices=range(1, MAX_ORCHESTRATOR_WORKERS + 1),
         metavar="N",
         help="orchestrator processes sharing the port (router-mesh local --workers; default: 1)",
     )

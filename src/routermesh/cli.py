@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from routermesh import __version__
-from routermesh.runtime.contract.config import CONFIG_DIR, MODELS_DIR, ORCHESTRATOR_PORT
+from routermesh.runtime.contract.config import (
+    CONFIG_DIR,
+    MAX_ORCHESTRATOR_WORKERS,
+    MODELS_DIR,
+    ORCHESTRATOR_PORT,
+)
 
 if TYPE_CHECKING:
     from routermesh.manifests import Manifests
@@ -522,7 +527,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--workers",
         type=int,
         default=1,
-        choices=range(1, 9),
+        choices=range(1, MAX_ORCHESTRATOR_WORKERS + 1),
         metavar="N",
         help="orchestrator processes sharing the API port (1-8, default: 1; each has its own "
         "encoder and in-process cache: give them --redis-url to share decisions). In a "

@@ -48,6 +48,7 @@ from routermesh.operator.render import RenderError, render_config
 from routermesh.runtime import source_error
 from routermesh.runtime.contract.config import (
     CONFIG_FILENAME,
+    MAX_ORCHESTRATOR_WORKERS,
     CacheConfig,
     ExamplesSource,
     LayerConfig,
@@ -72,7 +73,6 @@ of a model made of several share one folder)."""
 
 _PR_SET_PDEATHSIG = 1
 MAX_START_RESTARTS = 3
-MAX_WORKERS = 8
 READY_CHECKS_PER_WORKER = 8
 """With several orchestrator workers, readiness answers in a row on new connections: a
 worker still loading is missed by all of them with odds of 2^-16 for two workers."""
@@ -398,8 +398,10 @@ class LocalPod:
         self.config: RouterConfig | None = None
 
     def prepare(self) -> RouterConfig:
-        if not 1 <= self.options.workers <= MAX_WORKERS:
-            raise LocalError(f"workers must be 1 to {MAX_WORKERS}, not {self.options.workers}")
+        if not 1 <= self.options.workers <= MAX_ORCHESTRATOR_WORKERS:
+            raise LocalError(
+                f"workers must be 1 to {MAX_ORCHESTRATOR_WORKERS}, not {self.options.workers}"
+            )
         rendered = render(self.options)
         unknown = set(self.options.disable) - {layer.name for layer in rendered.layers}
         if unknown:

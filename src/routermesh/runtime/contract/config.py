@@ -57,6 +57,8 @@ LAYER_PORTS: dict[str, int] = {"l1": 8081, "l2": 8082}
 orchestrator and has none)."""
 
 ORCHESTRATOR_PORT = 8080
+MAX_ORCHESTRATOR_WORKERS = 8
+"""Orchestrator processes that may share the API port (``router-mesh local --workers``)."""
 
 OPERATIONS_PORT = 9090
 """The orchestrator's health and metrics port in the pod (``--ops-port``), apart from the
