@@ -7,10 +7,12 @@ thresholds never serves a stale decision, while a target or timeout change keeps
 cache warm.
 
 :class:`MemoryCache` is an in-process LRU with a TTL. :class:`RedisCache` shares
-decisions across replicas through Redis and never fails a request: every Redis
-error is metered, the call is answered from an in-process cache that is written
-through on every ``set`` (so it is warm when Redis goes away), and Redis is tried
-again after a short back-off; redis-py reconnects by itself once it is back.
+decisions across replicas through Redis and never fails a request. Every ``set`` writes
+both Redis and the in-process cache, and a lookup reads the in-process copy first (a key
+never changes meaning, so a hit costs no round trip); what another replica decided comes
+from Redis and is kept in process for as long as Redis still keeps it. Every Redis error
+is metered, the call is answered in process, and Redis is tried again after a short
+back-off; redis-py reconnects by itself once it is back.
 """
 
 from __future__ import annotations
