@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -122,6 +123,56 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def start_local(
+    files: Path, port: int, tmp_path: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """``router-mesh local`` as a user starts it, the hub unreachable (the packaged models
+    stand in), one thread per model server, ``extra`` options appended; its stdout and
+    stderr go to files in ``tmp_path``."""
+    server = llama_server()
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: unreachable
+        **({"ROUTER_MESH_LLAMA_SERVER": server} if server else {}),
+    }
+    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        local = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "routermesh.cli",
+                "local",
+                "-f",
+                str(files),
+                "--port",
+                str(port),
+                "--models-dir",
+                str(REPO / ".cache/models"),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--threads",
+                "1",
+                *extra,
+            ],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=REPO,
+        )
+    return local, stdout, stderr
+
+
+def wait_local_ready(
+    local: subprocess.Popen[bytes], stdout: Path, stderr: Path, timeout: float
+) -> None:
+    """Until local mode prints that it is ready; fails with its stderr if it exits first."""
+    ready = wait_until(
+        lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=timeout
+    )
+    assert ready and local.poll() is None, stderr.read_text()[-3000:]
 
 
 class RedisProcess:

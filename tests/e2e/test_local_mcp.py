@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.support import free_port, wait_until
+from tests.support import free_port, start_local, wait_local_ready, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,40 +50,12 @@ def test_the_mcp_sample_routes_by_discovered_tools_and_fails_open(tmp_path: Path
     ports = {"network": free_port(), "compute": free_port()}
     files = _sample(tmp_path / "mcp", ports)
     port = free_port()
-    cli = [sys.executable, "-m", "routermesh.cli"]
     also = [
         f"router-mesh sample-mcp {name} --port {ports[name]}" for name in ("network", "compute")
     ]
-    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
-    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        local = subprocess.Popen(
-            [
-                *cli,
-                "local",
-                "-f",
-                str(files),
-                "--port",
-                str(port),
-                "--models-dir",
-                str(REPO / ".cache/models"),
-                "--state-dir",
-                str(tmp_path / "state"),
-                "--also",
-                also[0],
-                "--also",
-                also[1],
-            ],
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=REPO,
-        )
+    local, stdout, stderr = start_local(files, port, tmp_path, "--also", also[0], "--also", also[1])
     try:
-        ready = wait_until(
-            lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=300
-        )
-        assert ready and local.poll() is None, stderr.read_text()[-3000:]
+        wait_local_ready(local, stdout, stderr, timeout=300)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             report = client.get("/readyz").json()["mcp"]
             assert (report["network"]["tools"], report["compute"]["tools"]) == (9, 9)

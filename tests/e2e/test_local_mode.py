@@ -7,10 +7,8 @@ generative layers on: their prompts are bounded, whatever the table."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -22,6 +20,8 @@ from tests.support import (
     free_port,
     homelab_with_generative,
     llama_server,
+    start_local,
+    wait_local_ready,
     wait_until,
 )
 
@@ -57,57 +57,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start(
-    files: Path, port: int, tmp_path: Path, *extra: str
-) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: unreachable
-        **({"ROUTER_MESH_LLAMA_SERVER": str(LLAMA_SERVER)} if LLAMA_SERVER else {}),
-    }
-    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        local = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "routermesh.cli",
-                "local",
-                "-f",
-                str(files),
-                "--port",
-                str(port),
-                "--models-dir",
-                str(REPO / ".cache/models"),
-                "--state-dir",
-                str(tmp_path / "state"),
-                "--threads",
-                "1",
-                *extra,
-            ],
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=REPO,
-        )
-    return local, stdout, stderr
-
-
-def _wait_ready(local: subprocess.Popen[bytes], stdout: Path, stderr: Path, timeout: float) -> None:
-    ready = wait_until(
-        lambda: "ready at" in stdout.read_text() or local.poll() is not None, timeout=timeout
-    )
-    assert ready and local.poll() is None, stderr.read_text()[-3000:]
-
-
 @pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built (scripts/test.sh)")
 def test_local_mode_routes_reloads_live_and_stops_cleanly(tmp_path: Path) -> None:
     samples = homelab_with_generative(tmp_path / "homelab")
     port = consecutive_free_ports(3)
-    local, stdout, stderr = _start(samples, port, tmp_path)
+    local, stdout, stderr = start_local(samples, port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(local, stdout, stderr, timeout=400)
+        wait_local_ready(local, stdout, stderr, timeout=400)
         assert f"ready at {url}" in stdout.read_text()
         log = stderr.read_text()
         assert '"event": "packaged_model", "layer": "l1"' in log
@@ -196,10 +153,10 @@ def _largest_table(folder: Path) -> Path:
 def test_a_table_of_64_routes_by_50_examples_gets_ready_with_every_layer(tmp_path: Path) -> None:
     files = _largest_table(tmp_path / "largest")
     port = consecutive_free_ports(3)
-    local, stdout, stderr = _start(files, port, tmp_path)
+    local, stdout, stderr = start_local(files, port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(local, stdout, stderr, timeout=600)
+        wait_local_ready(local, stdout, stderr, timeout=600)
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
             readiness = client.get("/readyz")
             assert readiness.status_code == 200, readiness.text
@@ -236,9 +193,9 @@ def _command_line(pid: int) -> list[str]:
 def test_workers_share_the_port_and_each_keeps_its_own_cache(tmp_path: Path) -> None:
     port = free_port()
     # samples/homelab as shipped: L0 only, so no model server is started.
-    local, stdout, stderr = _start(REPO / "samples/homelab", port, tmp_path, "--workers", "2")
+    local, stdout, stderr = start_local(REPO / "samples/homelab", port, tmp_path, "--workers", "2")
     try:
-        _wait_ready(local, stdout, stderr, timeout=300)
+        wait_local_ready(local, stdout, stderr, timeout=300)
         workers = [
             pid
             for pid in _children(local.pid)
