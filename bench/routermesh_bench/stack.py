@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import yaml
 
+from routermesh.labelled import LabelledError, read_labelled
 from routermesh.local import LocalOptions, LocalPod
 from routermesh.operator import api
-from routermesh.runtime.contract.config import ESCALATE_ROUTE, RouterConfig, route_name_from_label
+from routermesh.runtime.contract.config import RouterConfig
 from routermesh_bench.tables import TableSource, table_manifest
 
 log = logging.getLogger("routermesh_bench")
@@ -36,9 +37,6 @@ class BenchError(Exception):
     pass
 
 
-KINDS = ("in_scope", "out_of_scope", "multi_step")
-
-
 @dataclass(frozen=True)
 class EvalRow:
     text: str
@@ -48,27 +46,6 @@ class EvalRow:
     """``in_scope``, ``out_of_scope`` (no route handles it) or ``multi_step`` (it needs the
     routes of ``plan``); both of the last escalate."""
     plan: tuple[str, ...] = ()
-
-
-def _labelled_rows(path: Path) -> list[dict[str, Any]]:
-    """The eval JSONL's objects: "text", "route", optional "kind" and "routes"."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise BenchError(f'{path}:{number}: expected an object with "text" and "route"')
-        if not isinstance(row.get("route"), str):
-            raise BenchError(f'{path}:{number}: expected an object with "text" and "route"')
-        kind = row.get("kind", "in_scope" if row["route"] != ESCALATE_ROUTE else "out_of_scope")
-        if kind not in KINDS:
-            raise BenchError(f"{path}:{number}: kind {kind!r} is not one of {', '.join(KINDS)}")
-        rows.append({**row, "kind": kind})
-    return rows
 
 
 def eval_rows(
@@ -89,24 +66,27 @@ def eval_rows(
     rows = []
     known = set(routes)
     gone = set(absent)
-    for row in _labelled_rows(path):
-        kind = row["kind"]
-        route = route_name_from_label(row["route"]) if row["route"] != ESCALATE_ROUTE else ""
+    try:
+        labelled = read_labelled(path)
+    except LabelledError as error:
+        raise BenchError(str(error)) from None
+    for row in labelled:
+        kind = row.kind
+        route = row.route_name
         if kind == "in_scope" and route in gone:
             kind = "out_of_scope"
         if kind == "in_scope" and route not in known:
             raise BenchError(
-                f"{path}: route {row['route']!r} is not in the table's routes "
+                f"{path}: route {row.route!r} is not in the table's routes "
                 f"({', '.join(sorted(known))})"
             )
-        plan = tuple(route_name_from_label(r) for r in row.get("routes") or ())
         rows.append(
             EvalRow(
-                text=row["text"],
+                text=row.text,
                 gold=route if kind == "in_scope" else escalation_route,
                 in_scope=kind == "in_scope",
                 kind=kind,
-                plan=plan,
+                plan=row.plan,
             )
         )
     if not rows:

@@ -279,6 +279,51 @@ def cmd_local(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
+DEFAULT_CHECK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _threshold_list(value: str) -> list[float]:
+    try:
+        thresholds = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {value!r}") from None
+    if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise argparse.ArgumentTypeError(f"thresholds lie between 0 and 1: {value!r}")
+    return thresholds
+
+
+def cmd_check_table(args: argparse.Namespace) -> int:
+    from routermesh.labelled import LabelledError  # noqa: PLC0415
+    from routermesh.local import LocalError  # noqa: PLC0415
+    from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
+    from routermesh.table_check import CheckError, CheckOptions, check_table  # noqa: PLC0415
+    from routermesh.table_check_text import report_text  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    missing = [
+        p for p in [*args.filename, *([args.eval] if args.eval else [])] if not Path(p).exists()
+    ]
+    if missing:
+        _err(f"no such file or folder: {', '.join(missing)}")
+        return EXIT_USAGE
+    options = CheckOptions(
+        files=[Path(p) for p in args.filename],
+        namespace=args.namespace,
+        mesh=args.mesh,
+        models_dir=Path(args.models_dir),
+        offline=args.offline,
+        eval=Path(args.eval) if args.eval else None,
+        thresholds=tuple(args.thresholds),
+    )
+    try:
+        check = check_table(options)
+    except (CheckError, LabelledError, LocalError) as error:
+        _err(f"check-table: {error}")
+        return EXIT_INVALID
+    _out(check.model_dump_json(indent=1) if args.json else report_text(check, args.limit))
+    return EXIT_OK
+
+
 def cmd_sample_mcp(args: argparse.Namespace) -> int:
     from routermesh.sample_mcp import serve  # noqa: PLC0415
 
@@ -559,6 +604,45 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     local.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     local.set_defaults(func=cmd_local)
+
+    check = sub.add_parser(
+        "check-table",
+        help="what L0 makes of a mesh's RouteTables, in-process (no pod): examples that land "
+        "on other routes and, with --eval, coverage and escalation on labelled requests",
+    )
+    check.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="YAML file or folder with the RouterMesh and its RouteTables (repeatable)",
+    )
+    check.add_argument("-n", "--namespace", default="default", help="default: %(default)s")
+    check.add_argument("--mesh", help="RouterMesh name when the files hold several")
+    check.add_argument("--models-dir", default=".cache/models", help="default: %(default)s")
+    check.add_argument(
+        "--offline", action="store_true", help="use the packaged encoder without trying its source"
+    )
+    check.add_argument(
+        "--eval",
+        metavar="FILE",
+        help='JSONL of labelled requests: {"text", "route"} per line, route "__escalate__" '
+        'for requests no route handles, "kind": "multi_step" with "routes" for those that '
+        "need several",
+    )
+    check.add_argument(
+        "--thresholds",
+        type=_threshold_list,
+        default=list(DEFAULT_CHECK_THRESHOLDS),
+        help="L0 thresholds to report --eval at, besides the mesh's own "
+        "(comma-separated; default: %(default)s)",
+    )
+    check.add_argument("--limit", type=int, default=20, help="requests listed per kind of miss")
+    check.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    check.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    check.set_defaults(func=cmd_check_table)
 
     sample = sub.add_parser(
         "sample-mcp",

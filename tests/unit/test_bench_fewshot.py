@@ -102,7 +102,7 @@ def test_eval_rows_carry_their_kind_and_plan(tmp_path: Path) -> None:
         EvalRow("c", ESC, False, "multi_step", ("unifi", "x")),
     ]
     path.write_text(json.dumps({"text": "a", "route": "unifi", "kind": "sideways"}) + "\n")
-    with pytest.raises(BenchError, match="kind 'sideways' is not one of"):
+    with pytest.raises(BenchError, match=r"eval\.jsonl:1: kind: Input should be 'in_scope'"):
         eval_rows(path, ["unifi"], ESC, None, 0)
 
 

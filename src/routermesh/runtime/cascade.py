@@ -106,6 +106,63 @@ class Decision:
         return self.escalation_reason is not None
 
 
+def layer_outcome(
+    name: str, verdict: Verdict, configured: LayerConfig | None, seconds: float
+) -> LayerOutcome:
+    """A layer's verdict as the cascade weighs it: its confidence through the layer's
+    calibration (a decisive verdict keeps its own)."""
+    if verdict.route is not None and configured is not None and not verdict.decisive:
+        verdict = replace(verdict, confidence=configured.calibrated(verdict.confidence))
+    return LayerOutcome(
+        layer=name,
+        route=verdict.route,
+        confidence=verdict.confidence,
+        reason=verdict.reason,
+        seconds=seconds,
+        cause=verdict.cause,
+        plan=verdict.plan,
+        out_of_scope=verdict.out_of_scope,
+        candidates=verdict.candidates,
+        decisive=verdict.decisive,
+    )
+
+
+Decided = tuple[str, float, Reason | None, tuple[str, ...]]
+"""(route, confidence, escalation reason, plan) of a layer that decides."""
+
+
+def layer_decides(
+    config: RouterConfig, outcome: LayerOutcome, adapted: float | None = None
+) -> Decided | None:
+    """What ``outcome`` decides under ``config``'s thresholds (``adapted``: the layer's
+    threshold moved by feedback), or None when the message goes on to the next layer."""
+    escalation = config.escalation.route
+    route = outcome.route
+    if route is None:
+        return None
+    if outcome.decisive:
+        return (
+            escalation,
+            outcome.confidence,
+            outcome.cause or Reason.CHOSE_ESCALATION,
+            outcome.plan,
+        )
+    threshold = config.threshold_for(outcome.layer, route, adapted)
+    if outcome.confidence >= threshold:
+        if route == escalation:
+            return (
+                route,
+                outcome.confidence,
+                outcome.cause or Reason.CHOSE_ESCALATION,
+                outcome.plan,
+            )
+        return route, outcome.confidence, None, ()
+    layer_threshold = config.threshold_for(outcome.layer, escalation, adapted)
+    if outcome.out_of_scope is not None and outcome.out_of_scope >= layer_threshold:
+        return escalation, outcome.out_of_scope, Reason.OUT_OF_SCOPE, ()
+    return None
+
+
 class Cascade:
     """Routes messages through ``layers`` for one immutable ``config``."""
 
@@ -286,37 +343,8 @@ class Cascade:
                 await self._remember(key, message, decision, failure_ttl)
         return decision
 
-    def _decides(
-        self, outcome: LayerOutcome
-    ) -> tuple[str, float, Reason | None, tuple[str, ...]] | None:
-        """(route, confidence, escalation reason, plan) when ``outcome`` decides, else None."""
-        escalation = self.config.escalation.route
-        route = outcome.route
-        if route is None:
-            return None
-        if outcome.decisive:
-            return (
-                escalation,
-                outcome.confidence,
-                outcome.cause or Reason.CHOSE_ESCALATION,
-                outcome.plan,
-            )
-        threshold = self.config.threshold_for(outcome.layer, route, self.adapted.get(outcome.layer))
-        if outcome.confidence >= threshold:
-            if route == escalation:
-                return (
-                    route,
-                    outcome.confidence,
-                    outcome.cause or Reason.CHOSE_ESCALATION,
-                    outcome.plan,
-                )
-            return route, outcome.confidence, None, ()
-        layer_threshold = self.config.threshold_for(
-            outcome.layer, escalation, self.adapted.get(outcome.layer)
-        )
-        if outcome.out_of_scope is not None and outcome.out_of_scope >= layer_threshold:
-            return escalation, outcome.out_of_scope, Reason.OUT_OF_SCOPE, ()
-        return None
+    def _decides(self, outcome: LayerOutcome) -> Decided | None:
+        return layer_decides(self.config, outcome, self.adapted.get(outcome.layer))
 
     def _hint(self, outcome: LayerOutcome) -> tuple[Reason, tuple[str, ...]] | None:
         """Why ``outcome`` leans towards escalating, though not surely enough to decide."""
@@ -422,20 +450,11 @@ class Cascade:
             verdict = Verdict.abstain(Reason.LAYER_ERROR)
         if verdict.route is not None and verdict.route not in self._labels:
             verdict = Verdict.abstain(Reason.INVALID_LABEL)
-        configured = self._layer_configs.get(layer.name)
-        if verdict.route is not None and configured is not None and not verdict.decisive:
-            verdict = replace(verdict, confidence=configured.calibrated(verdict.confidence))
-        return LayerOutcome(
-            layer=layer.name,
-            route=verdict.route,
-            confidence=verdict.confidence,
-            reason=verdict.reason,
-            seconds=time.perf_counter() - started,
-            cause=verdict.cause,
-            plan=verdict.plan,
-            out_of_scope=verdict.out_of_scope,
-            candidates=verdict.candidates,
-            decisive=verdict.decisive,
+        return layer_outcome(
+            layer.name,
+            verdict,
+            self._layer_configs.get(layer.name),
+            time.perf_counter() - started,
         )
 
     def _journal_key(self, message: str) -> str:

@@ -106,6 +106,11 @@ class EmbeddingLayer:
         return self._layer.name
 
     @property
+    def index(self) -> ExampleIndex | None:
+        """The index serving now (None before :meth:`prepare` built one)."""
+        return self._index
+
+    @property
     def timeout_ms(self) -> int:
         return self._layer.timeout_ms
 

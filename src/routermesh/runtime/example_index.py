@@ -188,6 +188,9 @@ class ExampleIndex:
     loo_accuracy: float | None
     texts: tuple[str, ...] = ()
     head: TrainedHead | None = None
+    requests: BoolArray | None = None
+    """The evidence that stands for requests (examples; not description or tool phrases);
+    None: all of it."""
     groups: RouteGroups = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,6 +221,19 @@ class ExampleIndex:
             features=vote,
             candidates=ranked,
         )
+
+    def leave_one_out(self) -> list[tuple[int, Features]]:
+        """Each example judged against the rest of the evidence, as the calibration sees
+        it: (evidence row, features of the route chosen for it)."""
+        rows = (
+            np.flatnonzero(self.requests)
+            if self.requests is not None
+            else np.arange(len(self.labels), dtype=np.int64)
+        )
+        features = _features(self.vectors, self.labels, self.groups, self.k, rows, mask_route=False)
+        if len(features) != len(rows):
+            return []  # a single piece of evidence has nothing to be compared with
+        return [(int(row), judged) for row, judged in zip(rows, features, strict=True)]
 
     def _ranked(
         self, sims: FloatArray, scores: npt.NDArray[np.float64], count: int
@@ -274,6 +290,7 @@ def build_index(
         # None without examples to leave out (a table of tools or descriptions only).
         loo_accuracy=sum(correct) / len(correct) if correct else None,
         texts=tuple(texts),
+        requests=askable,
     )
 
 
