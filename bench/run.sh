@@ -64,8 +64,8 @@ done
 
 for dataset in clinc150 hwu64; do
   run_quality "$dataset" seed -- --disable l0 --set l1.enabled=true --set l2.enabled=true
-  run_quality "$dataset" cascade -- --no-all-layers
-  run_quality "$dataset" head --oos-target 0.85 -- --no-all-layers --head 2
+  run_quality "$dataset" cascade --oos-target 0.85 --oos-share 0.18 -- --no-all-layers
+  run_quality "$dataset" head --oos-target 0.85 --oos-share 0.18 -- --no-all-layers --head 2
 done
 "${RM[@]}" perf --out "$RESULTS/perf/seed" --disable l0 \
   -f samples/homelab/routetable.yaml -f bench/data/meshes/homelab-all-layers.yaml

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -126,24 +126,49 @@ def meet_oos(
     cascade escalates ``target`` of the out-of-scope rows (accuracy fits say nothing about
     requests that belong nowhere); unchanged when it already does or there are none. The
     lowest such threshold keeps the most coverage."""
-    if not fits or not any(not r.in_scope for r in records):
-        return fits
 
-    def oos(candidate: list[LayerFit]) -> float:
+    def reached(candidate: list[LayerFit]) -> bool:
         value = expected(records, candidate, escalation_route)["oos_escalated"]
-        return float(value) if value is not None else 1.0
+        return value is None or float(value) >= target
 
-    if oos(fits) >= target:
+    return _raised_until(records, fits, reached)
+
+
+def _raised_until(
+    records: Sequence[Record],
+    fits: list[LayerFit],
+    reached: Callable[[list[LayerFit]], bool],
+) -> list[LayerFit]:
+    """``fits`` with the first layer's threshold raised to the lowest confidence where
+    ``reached`` holds (``fits`` itself when it already holds, or when no row is out of
+    scope; the original fits when nothing below certainty does)."""
+    if not fits or not any(not r.in_scope for r in records) or reached(fits):
         return fits
     first = fits[0]
     confidences = sorted(
         {conf for _, _, conf in _verdict_pairs(records, first.layer) if conf > first.threshold}
     )
     for confidence in [*confidences, NEVER]:
-        candidate = [replace(first, threshold=_ceil(confidence)), *fits[1:]]
-        if oos(candidate) >= target:
+        candidate = [_at_threshold(records, first, _ceil(confidence)), *fits[1:]]
+        if reached(candidate):
             return candidate
     return fits
+
+
+def _at_threshold(records: Sequence[Record], first: LayerFit, threshold: float) -> LayerFit:
+    """The first layer's fit moved to ``threshold``, its decisions counted again (every
+    row reaches the first layer)."""
+    decided = [
+        (record, route)
+        for record, route, conf in _verdict_pairs(records, first.layer)
+        if conf >= first.per_route.get(route, threshold)
+    ]
+    return replace(
+        first,
+        threshold=threshold,
+        decided=len(decided),
+        correct=sum(route == record.gold for record, route in decided),
+    )
 
 
 def _ceil(threshold: float) -> float:
@@ -174,45 +199,111 @@ def bounded(fits: Sequence[LayerFit], current: dict[str, float], step: float) ->
 
 
 def expected(
-    records: Sequence[Record], fits: Sequence[LayerFit], escalation_route: str
+    records: Sequence[Record],
+    fits: Sequence[LayerFit],
+    escalation_route: str,
+    oos_share: float | None = None,
 ) -> dict[str, Any]:
-    """The cascade's routed accuracy, coverage and OOS escalation under ``fits``."""
+    """The cascade's routed accuracy, coverage and OOS escalation under ``fits``; with
+    ``oos_share``, also the routed accuracy when out-of-scope requests are that share of
+    the traffic (each kind's rates weighted, for eval files with far fewer of them than
+    real traffic: CLINC150 val has 3 %, its test 18 %)."""
     in_scope = sum(r.in_scope for r in records)
     out_of_scope = len(records) - in_scope
-    routed = correct = routed_in_scope = oos_escalated = 0
+    routed = correct = routed_in_scope = correct_in_scope = oos_escalated = 0
     for record in records:
-        decision = escalation_route
-        for layer_fit in fits:
-            verdict = record.verdict(layer_fit.layer)
-            if verdict is None or verdict.route is None or verdict.reason is not None:
-                continue
-            if verdict.confidence >= layer_fit.per_route.get(verdict.route, layer_fit.threshold):
-                decision = verdict.route
-                break
+        decision = _decision(record, fits, escalation_route)
         if decision != escalation_route:
             routed += 1
             correct += decision == record.gold
             routed_in_scope += record.in_scope
+            correct_in_scope += record.in_scope and decision == record.gold
         elif not record.in_scope:
             oos_escalated += 1
-    return {
+    result: dict[str, Any] = {
         "routed_accuracy": round(correct / routed, 6) if routed else None,
         "coverage": round(routed_in_scope / in_scope, 6) if in_scope else None,
         "oos_escalated": round(oos_escalated / out_of_scope, 6) if out_of_scope else None,
         "n": len(records),
     }
+    if oos_share is not None:
+        result["oos_share"] = oos_share
+        result["routed_accuracy_at_share"] = _at_share(
+            oos_share,
+            in_scope=in_scope,
+            out_of_scope=out_of_scope,
+            routed_in_scope=routed_in_scope,
+            correct_in_scope=correct_in_scope,
+            routed_out_of_scope=out_of_scope - oos_escalated,
+        )
+    return result
+
+
+def _decision(record: Record, fits: Sequence[LayerFit], escalation_route: str) -> str:
+    for layer_fit in fits:
+        verdict = record.verdict(layer_fit.layer)
+        if verdict is None or verdict.route is None or verdict.reason is not None:
+            continue
+        if verdict.confidence >= layer_fit.per_route.get(verdict.route, layer_fit.threshold):
+            return verdict.route
+    return escalation_route
+
+
+def _at_share(
+    share: float,
+    *,
+    in_scope: int,
+    out_of_scope: int,
+    routed_in_scope: int,
+    correct_in_scope: int,
+    routed_out_of_scope: int,
+) -> float | None:
+    """Routed accuracy with out-of-scope rows weighted to ``share`` of all rows (an
+    out-of-scope request routed locally is always a mistake)."""
+    if not in_scope or not out_of_scope:
+        return None
+    right = (1 - share) * correct_in_scope / in_scope
+    routed = right + (1 - share) * (routed_in_scope - correct_in_scope) / in_scope
+    routed += share * routed_out_of_scope / out_of_scope
+    return round(right / routed, 6) if routed else None
+
+
+def meet_share(
+    records: Sequence[Record],
+    fits: list[LayerFit],
+    escalation_route: str,
+    share: float,
+    target: float,
+) -> list[LayerFit]:
+    """``fits`` with the first layer's threshold raised, as little as it takes, until the
+    routed accuracy reaches ``target`` with out-of-scope requests ``share`` of the traffic:
+    accuracy fitted on an eval file with few of them promises more than real traffic
+    gives. Unchanged when it already does or there are no out-of-scope rows."""
+
+    def reached(candidate: list[LayerFit]) -> bool:
+        value = expected(records, candidate, escalation_route, share)["routed_accuracy_at_share"]
+        return value is None or float(value) >= target
+
+    return _raised_until(records, fits, reached)
 
 
 def mesh_patch(
-    fits: Sequence[LayerFit], calibrations: dict[str, tuple[float, float]] | None = None
+    fits: Sequence[LayerFit],
+    calibrations: dict[str, tuple[float, float]] | None = None,
+    headed: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The RouterMesh merge patch that sets the fitted thresholds (and calibrations)."""
+    """The RouterMesh merge patch that sets the fitted thresholds (and calibrations); for
+    a layer in ``headed`` (the records came from its trained head) under the layer's
+    ``head``, so the base encoder keeps its own."""
     layers: dict[str, Any] = {f.layer: {"threshold": f.threshold} for f in fits}
     for layer, (slope, intercept) in (calibrations or {}).items():
         layers.setdefault(layer, {})["calibration"] = {
             "slope": round(slope, 6),
             "intercept": round(intercept, 6),
         }
+    for layer in headed:
+        if layer in layers:
+            layers[layer] = {"head": layers[layer]}
     return {"spec": {"layers": layers}}
 
 

@@ -34,6 +34,17 @@ def _targets(pairs: list[str]) -> dict[str, float]:
     return targets
 
 
+def _share(value: str) -> float:
+    """A share of traffic strictly between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {value!r}")
+    return number
+
+
 def _settings(pairs: list[str]) -> dict[str, dict[str, object]]:
     """``LAYER.FIELD=VALUE`` pairs (VALUE as YAML: numbers, booleans, strings; FIELD may be
     a dotted path such as ``multiStep.threshold``)."""
@@ -152,6 +163,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 max_step=args.max_step,
                 confidence=not args.no_confidence_calibration,
                 oos_target=args.oos_target,
+                oos_share=args.oos_share,
             )
     except Exception as error:
         sys.stderr.write(f"bench calibrate: {error}\n")
@@ -679,6 +691,14 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="SHARE",
         help="also raise the first layer's threshold until this share of out-of-scope rows "
         "is escalated (e.g. 0.85; accuracy targets alone say nothing about them)",
+    )
+    fit.add_argument(
+        "--oos-share",
+        type=_share,
+        metavar="SHARE",
+        help="out-of-scope requests are this share of real traffic (e.g. 0.18): also raise "
+        "the first layer's threshold until its accuracy target holds with them weighted so "
+        "(an eval file with few of them, like CLINC150 val's 3 %%, promises too much)",
     )
     fit.set_defaults(func=cmd_calibrate)
 

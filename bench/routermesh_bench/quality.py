@@ -244,6 +244,7 @@ def run_calibrate(
     max_step: float | None = None,
     confidence: bool = True,
     oos_target: float | None = None,
+    oos_share: float | None = None,
 ) -> dict[str, Any]:
     raw, about = _records(options, reuse)
     platts = calibrate.fit_calibration(raw, min_samples) if confidence else []
@@ -259,13 +260,18 @@ def run_calibrate(
         for p in platts
         if p.adopted
     }
-    fits = calibrate.fit(records, targets, per_route=per_route, min_samples=min_samples)
-    if oos_target is not None:
-        fits = calibrate.meet_oos(records, fits, ESCALATION_ROUTE, oos_target)
+    fits = _fit(
+        records,
+        targets,
+        per_route=per_route,
+        min_samples=min_samples,
+        oos_target=oos_target,
+        oos_share=oos_share,
+    )
     if max_step is not None:
         current = {layer["name"]: layer["threshold"] for layer in about["layers"]}
         fits = calibrate.bounded(fits, current, max_step)
-    before = calibrate.expected(raw, _current_fits(raw, about), ESCALATION_ROUTE)
+    before = calibrate.expected(raw, _current_fits(raw, about), ESCALATION_ROUTE, oos_share)
     result: dict[str, Any] = {
         "layers": {
             f.layer: {
@@ -281,6 +287,7 @@ def run_calibrate(
         "route_thresholds": calibrate.route_thresholds(fits),
         "max_step": max_step,
         "oos_target": oos_target,
+        "oos_share": oos_share,
         "confidence_calibration": {
             p.layer: {
                 "adopted": p.adopted,
@@ -293,10 +300,15 @@ def run_calibrate(
             }
             for p in platts
         },
-        "expected": calibrate.expected(records, fits, ESCALATION_ROUTE),
+        "expected": calibrate.expected(records, fits, ESCALATION_ROUTE, oos_share),
         "before": before,
         "held_out": _held_out(
-            records, targets, per_route=per_route, min_samples=min_samples, oos_target=oos_target
+            records,
+            targets,
+            per_route=per_route,
+            min_samples=min_samples,
+            oos_target=oos_target,
+            oos_share=oos_share,
         ),
         "run": about,
     }
@@ -312,7 +324,13 @@ def run_calibrate(
         header += "# Per-route thresholds for the RouteTable (spec.routes[].thresholds):\n"
         header += "".join(f"#   {name}: {json.dumps(t)}\n" for name, t in routes.items())
     (options.out / "routermesh-patch.yaml").write_text(
-        header + yaml.safe_dump(calibrate.mesh_patch(fits, calibrations), sort_keys=False)
+        header
+        + yaml.safe_dump(
+            calibrate.mesh_patch(
+                fits, calibrations, headed=("l0",) if about.get("head_epochs") else ()
+            ),
+            sort_keys=False,
+        )
     )
     return result
 
@@ -324,6 +342,7 @@ def _held_out(
     per_route: bool,
     min_samples: int,
     oos_target: float | None = None,
+    oos_share: float | None = None,
 ) -> dict[str, Any]:
     """Thresholds fitted on a seeded half of the rows, measured on the other half: what
     fitting on one set promises for another (the fit on all rows is measured on itself)."""
@@ -331,14 +350,37 @@ def _held_out(
     random.Random(0).shuffle(shuffled)  # noqa: S311 - a split, not a secret
     half = len(shuffled) // 2
     fit_half, check_half = shuffled[:half], shuffled[half:]
-    fits = calibrate.fit(fit_half, targets, per_route=per_route, min_samples=min_samples)
-    if oos_target is not None:
-        fits = calibrate.meet_oos(fit_half, fits, ESCALATION_ROUTE, oos_target)
+    fits = _fit(
+        fit_half,
+        targets,
+        per_route=per_route,
+        min_samples=min_samples,
+        oos_target=oos_target,
+        oos_share=oos_share,
+    )
     return {
         "thresholds": {f.layer: f.threshold for f in fits},
-        "fit_half": calibrate.expected(fit_half, fits, ESCALATION_ROUTE),
-        "other_half": calibrate.expected(check_half, fits, ESCALATION_ROUTE),
+        "fit_half": calibrate.expected(fit_half, fits, ESCALATION_ROUTE, oos_share),
+        "other_half": calibrate.expected(check_half, fits, ESCALATION_ROUTE, oos_share),
     }
+
+
+def _fit(
+    records: list[Record],
+    targets: dict[str, float],
+    *,
+    per_route: bool,
+    min_samples: int,
+    oos_target: float | None,
+    oos_share: float | None,
+) -> list[calibrate.LayerFit]:
+    """Accuracy targets per layer, then the out-of-scope requirements on the first."""
+    fits = calibrate.fit(records, targets, per_route=per_route, min_samples=min_samples)
+    if oos_target is not None:
+        fits = calibrate.meet_oos(records, fits, ESCALATION_ROUTE, oos_target)
+    if oos_share is not None and fits:
+        fits = calibrate.meet_share(records, fits, ESCALATION_ROUTE, oos_share, fits[0].target)
+    return fits
 
 
 def _current_fits(records: list[Record], about: dict[str, Any]) -> list[calibrate.LayerFit]:

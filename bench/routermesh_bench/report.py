@@ -195,6 +195,7 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
             "Calibrated thresholds (`router-mesh bench calibrate ... --records "
             f"{(folder / 'records.jsonl').as_posix()}"
             + (f" --oos-target {c['oos_target']}" if c.get("oos_target") else "")
+            + (f" --oos-share {c['oos_share']}" if c.get("oos_share") else "")
             + "`), fitted on these same rows:",
             "",
             "| layer | target | threshold | reached | decided / reaching |",
@@ -209,8 +210,8 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
             f"coverage {_pct(c['expected']['coverage'])}, OOS escalated "
             f"{_pct(c['expected']['oos_escalated'])} (with the thresholds run: "
             f"{_pct(c['before']['routed_accuracy'])}, {_pct(c['before']['coverage'])}, "
-            f"{_pct(c['before']['oos_escalated'])}). Per-route overrides: "
-            f"{c['route_thresholds'] or 'none'}.",
+            f"{_pct(c['before']['oos_escalated'])}){_at_share(c['expected'], c['before'])}. "
+            f"Per-route overrides: {c['route_thresholds'] or 'none'}.",
             "",
             *_held_out_lines(c.get("held_out")),
             *_confidence_lines(c.get("confidence_calibration")),
@@ -219,6 +220,19 @@ def _quality_section(name: str, folder: Path, docs: Path) -> list[str]:
     if image.is_file():
         lines += [f"![{name}]({os.path.relpath(image, docs)})", ""]
     return lines
+
+
+def _at_share(after: dict[str, Any], before: dict[str, Any]) -> str:
+    """Routed accuracy with out-of-scope requests weighted to a realistic share, when the
+    fit was asked for it."""
+    share = after.get("routed_accuracy_at_share")
+    if share is None:
+        return ""
+    return (
+        f"; with out-of-scope requests {_pct(after['oos_share'])} of the traffic, routed "
+        f"accuracy {_pct(share)} (with the thresholds run: "
+        f"{_pct(before.get('routed_accuracy_at_share'))})"
+    )
 
 
 def _confidence_lines(calibration: dict[str, Any] | None) -> list[str]:
@@ -254,11 +268,16 @@ def _held_out_lines(held: dict[str, Any] | None) -> list[str]:
     return [
         f"Fitted on a random half of these rows ({held['thresholds']}), measured on the other "
         f"half: routed accuracy {_pct(other['routed_accuracy'])}, coverage "
-        f"{_pct(other['coverage'])}, OOS escalated {_pct(other['oos_escalated'])} (on the "
-        f"fitting half: {_pct(fit['routed_accuracy'])}, {_pct(fit['coverage'])}, "
-        f"{_pct(fit['oos_escalated'])}).",
+        f"{_pct(other['coverage'])}, OOS escalated {_pct(other['oos_escalated'])}"
+        f"{_share_suffix(other)} (on the fitting half: {_pct(fit['routed_accuracy'])}, "
+        f"{_pct(fit['coverage'])}, {_pct(fit['oos_escalated'])}{_share_suffix(fit)}).",
         "",
     ]
+
+
+def _share_suffix(figures: dict[str, Any]) -> str:
+    share = figures.get("routed_accuracy_at_share")
+    return "" if share is None else f", {_pct(share)} routed accuracy at the share"
 
 
 def _perf_section(perf: dict[str, Any], folder: Path, docs: Path) -> list[str]:

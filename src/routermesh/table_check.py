@@ -106,6 +106,8 @@ class EvalReport(BaseModel):
 class TableCheck(BaseModel):
     mesh: str
     encoder: str
+    head: bool = False
+    """L0 answered with its trained head (its own threshold applies, where it has one)."""
     routes: int
     examples: int
     description_phrases: int
@@ -128,7 +130,7 @@ def check_table(options: CheckOptions) -> TableCheck:
         labelled = read_labelled(options.eval)
         _known_routes(labelled, config, options.eval)
     layer = EmbeddingLayer(layer_config, config, options.models_dir)
-    return asyncio.run(_check(options, config, layer, labelled))
+    return asyncio.run(_check(options, config, layer_config, layer, labelled))
 
 
 def _l0_config(options: CheckOptions) -> tuple[RouterConfig, LayerConfig]:
@@ -171,6 +173,7 @@ def _known_routes(rows: Sequence[LabelledRequest], config: RouterConfig, path: P
 async def _check(
     options: CheckOptions,
     config: RouterConfig,
+    layer_config: LayerConfig,
     layer: EmbeddingLayer,
     labelled: list[LabelledRequest] | None,
 ) -> TableCheck:
@@ -178,19 +181,28 @@ async def _check(
     index = layer.index
     if index is None:
         raise CheckError(f"L0 could not be built: {layer.error}")
-    layer_config = next(x for x in config.layers if x.name == layer.name)
     calibration = layer.stats.get("calibration", {})
+    head = index.head is not None
     return TableCheck(
         mesh=f"{config.mesh.namespace}/{config.mesh.name}",
-        encoder=layer_config.model.path,
+        encoder=layer_config.head.path if head and layer_config.head else layer_config.model.path,
+        head=head,
         routes=len(config.routes),
         examples=int(layer.stats.get("examples", 0)),
         description_phrases=int(layer.stats.get("description_phrases", 0)),
-        threshold=layer_config.threshold,
+        threshold=config.threshold_for(layer.name, config.escalation.route, head=head),
         half_in_scope_similarity=calibration.get("half_in_scope_similarity"),
         route_checks=_route_checks(index, config.escalation.route),
         evaluation=(
-            await _evaluate(options.eval, options.thresholds, config, layer, labelled)
+            await _evaluate(
+                options.eval,
+                options.thresholds,
+                config=config,
+                layer_config=layer_config,
+                layer=layer,
+                labelled=labelled,
+                head=head,
+            )
             if labelled is not None and options.eval is not None
             else None
         ),
@@ -237,22 +249,25 @@ def _misrouted(index: ExampleIndex, row: int, chosen: int) -> Misrouted:
 async def _evaluate(
     path: Path,
     asked: Sequence[float],
+    *,
     config: RouterConfig,
+    layer_config: LayerConfig,
     layer: EmbeddingLayer,
     labelled: list[LabelledRequest],
+    head: bool,
 ) -> EvalReport:
-    layer_config = next(x for x in config.layers if x.name == layer.name)
     escalation = config.escalation.route
     outcomes = [
         layer_outcome(layer.name, await layer.classify(row.text), layer_config, 0.0)
         for row in labelled
     ]
     expected = [row.route_name if row.kind == "in_scope" else escalation for row in labelled]
-    thresholds = sorted({*asked, layer_config.threshold})
+    at_mesh = config.threshold_for(layer.name, escalation, head=head)
+    thresholds = sorted({*asked, at_mesh})
     figures = []
     decided_at_mesh: list[tuple[str, str | None]] = []
     for threshold in thresholds:
-        at = _with_threshold(config, layer.name, threshold)
+        at = _with_threshold(config, layer.name, threshold, head=head)
         decided = []
         for outcome in outcomes:
             decision = layer_decides(at, outcome)
@@ -263,7 +278,7 @@ async def _evaluate(
                 else (escalation, "low_confidence")
             )
         figures.append(_figures(threshold, labelled, expected, [d for d, _ in decided], escalation))
-        if threshold == layer_config.threshold:
+        if threshold == at_mesh:
             decided_at_mesh = decided
     rows = [
         RowResult(
@@ -289,14 +304,19 @@ async def _evaluate(
     )
 
 
-def _with_threshold(config: RouterConfig, layer: str, threshold: float) -> RouterConfig:
+def _with_threshold(
+    config: RouterConfig, layer: str, threshold: float, *, head: bool
+) -> RouterConfig:
+    """``config`` with ``layer``'s threshold set, or its trained head's when the head
+    answers and has its own."""
+
+    def moved(x: LayerConfig) -> LayerConfig:
+        if head and x.head is not None and x.head.threshold is not None:
+            return x.model_copy(update={"head": x.head.model_copy(update={"threshold": threshold})})
+        return x.model_copy(update={"threshold": threshold})
+
     return config.model_copy(
-        update={
-            "layers": tuple(
-                x.model_copy(update={"threshold": threshold}) if x.name == layer else x
-                for x in config.layers
-            )
-        }
+        update={"layers": tuple(moved(x) if x.name == layer else x for x in config.layers)}
     )
 
 

@@ -27,7 +27,7 @@ def report_text(check: TableCheck, limit: int = 20) -> str:
         )
     lines += ["", _self_check(check, limit)]
     if check.evaluation is not None:
-        lines += ["", _evaluation(check.evaluation, check.threshold, limit)]
+        lines += ["", _evaluation(check.evaluation, check.threshold, limit, head=check.head)]
     return "\n".join(lines)
 
 
@@ -60,7 +60,7 @@ def _self_check(check: TableCheck, limit: int) -> str:
     return "\n".join(lines)
 
 
-def _evaluation(report: EvalReport, threshold: float, limit: int) -> str:
+def _evaluation(report: EvalReport, threshold: float, limit: int, *, head: bool) -> str:
     lines = [
         f"Labelled requests ({report.path}: {report.in_scope} in scope, "
         f"{report.out_of_scope} out of scope, {report.multi_step} multi-step), L0 alone:",
@@ -68,7 +68,8 @@ def _evaluation(report: EvalReport, threshold: float, limit: int) -> str:
         "multi-step escalated",
     ]
     lines += [_figures_line(f, threshold) for f in report.figures]
-    lines.append(f"(* the mesh's L0 threshold, {threshold:.2f})")
+    whose = "the threshold of L0's trained head" if head else "the mesh's L0 threshold"
+    lines.append(f"(* {whose}, {threshold:.2f})")
     missed = [r for r in report.rows if r.kind == "in_scope" and r.decided != r.expected]
     unrouted = [r for r in missed if r.reason is not None]
     wrong = [r for r in missed if r.reason is None]

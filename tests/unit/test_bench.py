@@ -177,6 +177,62 @@ def test_an_oos_target_raises_the_first_threshold_as_little_as_it_takes() -> Non
     assert calibrate.meet_oos(inside, fits, ESC, 0.99) == fits
 
 
+def test_routed_accuracy_at_a_realistic_out_of_scope_share() -> None:
+    # 100 in scope: 90 routed, 88 right. 10 out of scope: 2 routed (always wrong).
+    records = (
+        [record("a", "a", "l0", [("l0", "a", 0.9)]) for _ in range(88)]
+        + [record("a", "b", "l0", [("l0", "b", 0.9)]) for _ in range(2)]
+        + [record("a", ESC, "escalated", [("l0", "a", 0.1)]) for _ in range(10)]
+        + [record(ESC, "a", "l0", [("l0", "a", 0.9)], in_scope=False) for _ in range(2)]
+        + [record(ESC, ESC, "escalated", [("l0", "a", 0.1)], in_scope=False) for _ in range(8)]
+    )
+    fits = [calibrate.LayerFit("l0", 0.9, 0.5, True, 110, 0, 0)]
+    result = calibrate.expected(records, fits, ESC, 0.5)
+    # As counted: 88 right of 92 routed.
+    assert result["routed_accuracy"] == 0.956522
+    # Half the traffic out of scope: 0.5 * 0.88 right of 0.5 * 0.90 + 0.5 * 0.2 routed.
+    assert result["routed_accuracy_at_share"] == 0.8
+    assert result["oos_share"] == 0.5
+    assert "routed_accuracy_at_share" not in calibrate.expected(records, fits, ESC)
+
+
+def test_an_oos_share_raises_the_first_threshold_until_the_target_holds_at_that_share() -> None:
+    # In scope: right at 0.70-0.99. Out of scope (2 rows in 32): routed at 0.80 and 0.90.
+    inside = [record("a", "a", "l0", [("l0", "a", round(0.7 + i / 100, 2))]) for i in range(30)]
+    outside = [record(ESC, "a", "l0", [("l0", "a", c)], in_scope=False) for c in (0.8, 0.9)]
+    records = inside + outside
+    fits = calibrate.fit(records, {"l0": 0.9}, min_samples=5)
+    assert fits[0].threshold == 0.7  # 30 right of 32: the 90 % target holds as counted
+    raised = calibrate.meet_share(records, fits, ESC, 0.5, 0.9)
+    # With out-of-scope requests half the traffic, only a threshold above 0.90 keeps 90 %
+    # (0.81-0.90: 0.5 right of 0.5 + 0.5 * 1/2 routed is 67 %): the next confidence seen.
+    assert raised[0].threshold == 0.91
+    assert (raised[0].decided, raised[0].correct) == (9, 9)  # counted at the new threshold
+    result = calibrate.expected(records, raised, ESC, 0.5)
+    assert result["routed_accuracy_at_share"] == 1.0
+    assert result["coverage"] == 0.3
+    # Already met, or no out-of-scope rows: unchanged.
+    assert calibrate.meet_share(records, raised, ESC, 0.5, 0.9) == raised
+    assert calibrate.meet_share(inside, fits, ESC, 0.5, 0.9) == fits
+
+
+def test_a_fit_on_a_trained_heads_records_patches_the_heads_settings() -> None:
+    fits = [calibrate.LayerFit("l0", 0.98, 0.93914, True, 10, 9, 9)]
+    patch = calibrate.mesh_patch(fits, {"l0": (0.7213041, 0.8763889)}, headed=("l0",))
+    assert patch == {
+        "spec": {
+            "layers": {
+                "l0": {
+                    "head": {
+                        "threshold": 0.93914,
+                        "calibration": {"slope": 0.721304, "intercept": 0.876389},
+                    }
+                }
+            }
+        }
+    }
+
+
 def test_records_round_trip(tmp_path: Path) -> None:
     records = _synthetic(n=5)
     write_records(tmp_path / "r.jsonl", records)
@@ -236,6 +292,12 @@ def test_quality_and_calibrate_commands_reuse_records(tmp_path: Path) -> None:
     assert main(["bench", "calibrate", *args, *reuse, "--target", "l1=0.9"]) == 0
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["layers"]["l1"]["target"] == 0.9
+    assert main(["bench", "calibrate", *args, *reuse, "--oos-share", "0.18"]) == 0
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["oos_share"] == 0.18
+    assert "routed_accuracy_at_share" in calibration["expected"]
+    with pytest.raises(SystemExit):
+        main(["bench", "calibrate", *args, *reuse, "--oos-share", "1.5"])
     assert "kubectl patch routermesh" in (out / "routermesh-patch.yaml").read_text()
 
 

@@ -406,6 +406,11 @@ def test_a_head_gets_an_artifact_path_keyed_by_its_inputs() -> None:
     # A threshold is not a training input.
     same = _config(_mesh({"spec.layers.l0.head": HEAD, "spec.layers.l0.threshold": 0.7}))
     assert layer_of(same, "l0").head == head
+    # Nor is the head's own threshold or calibration: set them, and the artifact stays.
+    settings = {"threshold": 0.94, "calibration": {"slope": 0.7, "intercept": 0.9}}
+    tuned = layer_of(_config(_mesh({"spec.layers.l0.head": {**HEAD, **settings}})), "l0").head
+    assert tuned is not None and tuned.path == head.path
+    assert (tuned.threshold, tuned.calibration) == (0.94, (0.7, 0.9))
     # Off by default: no head, no Job.
     assert layer_of(_config(), "l0").head is None
 

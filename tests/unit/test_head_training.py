@@ -64,7 +64,12 @@ def folders() -> tuple[str, str]:
 
 
 def sample_config(
-    folders: tuple[str, str], head_path: str, *, extra: tuple[str, ...] = (), epochs: int = 3
+    folders: tuple[str, str],
+    head_path: str,
+    *,
+    extra: tuple[str, ...] = (),
+    epochs: int = 3,
+    head_threshold: float | None = None,
 ) -> RouterConfig:
     serving, base = folders
     labels = sorted({json.loads(line)["route"] for line in SAMPLE.read_text().splitlines()})
@@ -86,7 +91,10 @@ def sample_config(
                 threshold=0.5,
                 timeout_ms=5000,
                 head=HeadConfig(
-                    base=ModelRef(uri="packaged", path=base), path=head_path, epochs=epochs
+                    base=ModelRef(uri="packaged", path=base),
+                    path=head_path,
+                    epochs=epochs,
+                    threshold=head_threshold,
                 ),
             ),
         ),
@@ -209,6 +217,8 @@ async def test_l0_serves_with_its_base_until_the_head_is_there(
     assert layer.learned_version == ""
     assert layer.head_pending
     assert await layer.learn() is False  # nothing new yet
+    before = await layer.classify("what's the balance on my checking account")
+    assert before.head is False  # the base encoder answers: L0's own settings apply
 
     shutil.copytree(trained, artifact)
     assert await layer.learn() is True
@@ -216,6 +226,7 @@ async def test_l0_serves_with_its_base_until_the_head_is_there(
     assert layer.learned_version != ""  # decisions cached before the head are not served
     verdict = await layer.classify("what's the balance on my checking account")
     assert verdict.route == "banking" and 0.0 < verdict.confidence <= 1.0
+    assert verdict.head is True  # the head's own threshold and calibration apply
     assert await layer.learn() is False  # loaded: nothing to do
 
     # Examples that changed since training: the head is stale, the base serves.
@@ -232,11 +243,13 @@ def test_the_orchestrator_reports_and_meters_the_head(
     artifact = tmp_path / "heads" / "key"
     directory = tmp_path / "config"
     directory.mkdir()
-    config = sample_config(folders, str(artifact))
+    config = sample_config(folders, str(artifact), head_threshold=0.3)
     (directory / "router.json").write_text(config.model_dump_json())
     with TestClient(create_app(Router(directory, models_dir=MODELS, poll_seconds=0.05))) as c:
         assert wait_until(lambda: c.get("/readyz").status_code == 200, timeout=120)
         assert c.get("/readyz").json()["heads"]["l0"]["state"] == "pending"
+        layer = c.get("/v1/config").json()["layers"][0]
+        assert (layer["configured_threshold"], layer["head_threshold"]) == (0.5, 0.3)
         assert 'router_head_loaded{layer="l0"} 0.0' in c.get("/metrics").text
         message = "what's the balance on my checking account"
         before = c.post("/v1/route", json={"message": message}).json()

@@ -666,6 +666,18 @@ class TrainedHead(ApiModel):
         default_factory=lambda: _resources("2", "3Gi"),
         description="Training Job container resources. Default: 2 CPU, 3Gi.",
     )
+    threshold: Probability | None = Field(
+        default=None,
+        description="L0's threshold while the head serves; l0.threshold then applies to the "
+        "base encoder alone (while the head trains, or when it cannot). The two give "
+        "confidences on different scales: fit each with `router-mesh bench calibrate`. "
+        "Default: none (l0.threshold for both).",
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Platt scaling of the head's confidence while it serves. Default: none "
+        "(l0.calibration for both).",
+    )
 
 
 class MultiStep(ApiModel):

@@ -311,6 +311,8 @@ def with_head(config: rc.RouterConfig, head: TrainedHead) -> rc.RouterConfig:
         path=f"{rc.HEADS_DIR}/{head_key(config, head)}",
         epochs=head.epochs,
         seed=head.seed,
+        threshold=head.threshold,
+        calibration=_platt(head.calibration),
     )
     layers = tuple(
         layer.model_copy(update={"head": trained}) if layer.name == "l0" else layer

@@ -595,6 +595,11 @@ def public_config(state: RouterState) -> dict[str, Any]:
                 "configured_threshold": layer.threshold,
                 "timeout_ms": layer.timeout_ms,
                 **(
+                    {"head_threshold": layer.head.threshold}
+                    if layer.head is not None and layer.head.threshold is not None
+                    else {}
+                ),
+                **(
                     {"index": getattr(running[layer.name], "stats", None)}
                     if layer.kind == "embedding" and layer.name in running
                     else {}

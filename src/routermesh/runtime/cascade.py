@@ -79,6 +79,8 @@ class LayerOutcome:
     out_of_scope: float | None = None
     candidates: tuple[Candidate, ...] = ()
     decisive: bool = False
+    head: bool = False
+    """The layer answered with its trained head (its own threshold applies)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,11 @@ def layer_outcome(
     name: str, verdict: Verdict, configured: LayerConfig | None, seconds: float
 ) -> LayerOutcome:
     """A layer's verdict as the cascade weighs it: its confidence through the layer's
-    calibration (a decisive verdict keeps its own)."""
+    calibration, or its trained head's when the head answered (a decisive verdict keeps
+    its own)."""
     if verdict.route is not None and configured is not None and not verdict.decisive:
-        verdict = replace(verdict, confidence=configured.calibrated(verdict.confidence))
+        calibrated = configured.calibrated(verdict.confidence, head=verdict.head)
+        verdict = replace(verdict, confidence=calibrated)
     return LayerOutcome(
         layer=name,
         route=verdict.route,
@@ -124,6 +128,7 @@ def layer_outcome(
         out_of_scope=verdict.out_of_scope,
         candidates=verdict.candidates,
         decisive=verdict.decisive,
+        head=verdict.head,
     )
 
 
@@ -147,7 +152,7 @@ def layer_decides(
             outcome.cause or Reason.CHOSE_ESCALATION,
             outcome.plan,
         )
-    threshold = config.threshold_for(outcome.layer, route, adapted)
+    threshold = config.threshold_for(outcome.layer, route, adapted, head=outcome.head)
     if outcome.confidence >= threshold:
         if route == escalation:
             return (
@@ -157,7 +162,7 @@ def layer_decides(
                 outcome.plan,
             )
         return route, outcome.confidence, None, ()
-    layer_threshold = config.threshold_for(outcome.layer, escalation, adapted)
+    layer_threshold = config.threshold_for(outcome.layer, escalation, adapted, head=outcome.head)
     if outcome.out_of_scope is not None and outcome.out_of_scope >= layer_threshold:
         return escalation, outcome.out_of_scope, Reason.OUT_OF_SCOPE, ()
     return None

@@ -104,7 +104,9 @@ class Verdict:
     ``plan``). ``out_of_scope`` is the layer's probability that no route handles the
     message (None when it has no such view); ``candidates`` rank routes for later
     layers. ``decisive``: the layer applied its own test (multi-step detection), so the
-    cascade takes the verdict without comparing it with a threshold.
+    cascade takes the verdict without comparing it with a threshold. ``head``: the layer
+    answered with its trained head, so the head's own threshold and calibration apply
+    where configured.
     """
 
     route: str | None
@@ -115,6 +117,7 @@ class Verdict:
     out_of_scope: float | None = None
     candidates: tuple[Candidate, ...] = ()
     decisive: bool = False
+    head: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:

@@ -276,6 +276,8 @@ class EmbeddingLayer:
     ) -> Verdict:
         judged = index.classify(query)
         candidates = self._candidates(index, judged)
+        # The head's encoder built this index: its settings apply to every answer of it.
+        head = index.head is not None
         escalation = self._config.escalation.route
         out_of_scope = _unit(1.0 - judged.in_scope)
         threshold = self._layer.multi_step_threshold
@@ -296,6 +298,7 @@ class EmbeddingLayer:
                     out_of_scope=out_of_scope,
                     candidates=candidates,
                     decisive=True,
+                    head=head,
                 )
         if judged.route == escalation:
             # The escalation route's own examples are nearest: out of scope by example.
@@ -305,12 +308,14 @@ class EmbeddingLayer:
                 cause=Reason.OUT_OF_SCOPE,
                 out_of_scope=out_of_scope,
                 candidates=candidates,
+                head=head,
             )
         return Verdict(
             route=judged.route,
             confidence=_unit(judged.confidence),
             out_of_scope=out_of_scope,
             candidates=candidates,
+            head=head,
         )
 
     @staticmethod

@@ -218,6 +218,17 @@ class HeadConfig(ContractModel):
     epochs: int = Field(default=2, ge=1, le=10)
     seed: int = Field(default=0, ge=0)
     max_tokens: int = Field(default=48, ge=8, le=256)
+    threshold: Probability | None = Field(
+        default=None,
+        description="The layer's threshold while the head serves (none: the layer's). The "
+        "base encoder and the head give confidences on different scales: a threshold fitted "
+        "for one is wrong for the other.",
+    )
+    calibration: tuple[float, float] | None = Field(
+        default=None,
+        description="Platt scaling (slope, intercept) of the head's confidence while it "
+        "serves (none: the layer's calibration).",
+    )
 
 
 class AdaptiveConfig(ContractModel):
@@ -312,10 +323,15 @@ class LayerConfig(ContractModel):
         "finds them all busy skips the layer (reason overload) instead of queueing.",
     )
 
-    def calibrated(self, confidence: float) -> float:
-        if self.calibration is None:
+    def calibrated(self, confidence: float, *, head: bool = False) -> float:
+        """``confidence`` through the layer's Platt scaling (the trained head's own when
+        ``head``: the head answered, and one is configured)."""
+        calibration = self.calibration
+        if head and self.head is not None and self.head.calibration is not None:
+            calibration = self.head.calibration
+        if calibration is None:
             return confidence
-        slope, intercept = self.calibration
+        slope, intercept = calibration
         p = min(max(confidence, 1e-6), 1 - 1e-6)
         z = slope * math.log(p / (1 - p)) + intercept
         return 1 / (1 + math.exp(-max(min(z, 40.0), -40.0)))
@@ -480,14 +496,21 @@ class RouterConfig(ContractModel):
         """Candidate labels of every layer: the routes, then the escalation route."""
         return (*(r.name for r in self.routes), self.escalation.route)
 
-    def threshold_for(self, layer: str, route: str, adapted: float | None = None) -> float:
+    def threshold_for(
+        self, layer: str, route: str, adapted: float | None = None, *, head: bool = False
+    ) -> float:
         """The confidence a ``layer`` needs to choose ``route``: the route's own threshold
-        first (an explicit choice), then the layer's adapted one, then the layer's."""
+        first (an explicit choice), then, when the layer answered with its trained head
+        (``head``), the head's threshold, then the layer's adapted one, then the layer's.
+        Feedback adapts the threshold of the layer, not a head's own."""
         for candidate in self.routes:
             if candidate.name == route and layer in candidate.thresholds:
                 return candidate.thresholds[layer]
         for configured in self.layers:
             if configured.name == layer:
+                trained = configured.head
+                if head and trained is not None and trained.threshold is not None:
+                    return trained.threshold
                 return configured.threshold if adapted is None else adapted
         raise KeyError(f"unknown layer {layer!r}")
 

@@ -1,0 +1,179 @@
+"""Does a second, static encoder beside MiniLM help L0 on small tables? (measured, not
+shipped: see docs/benchmarks.md, "What was tried and not shipped").
+
+WordLlama (PyPI ``wordllama`` 0.4.0) ships real weights in its wheel: 256-dimensional
+token embeddings (``l2_supercat``) averaged over a message. Its vocabulary comes from large
+language models' token tables, so it may know words ("lxc", "tx power") that a table's
+examples never use. The ensemble concatenates MiniLM's unit vector scaled by sqrt(1 - w)
+and WordLlama's scaled by sqrt(w): the cosine of two such vectors is (1 - w) x MiniLM's
+cosine + w x WordLlama's, so L0's index, evidence, calibration and multi-step detection
+run unchanged on it. With ``--prior``, L0's calibration prior is refitted for the
+ensemble first (as ``router-mesh bench prior`` does for the shipped encoder).
+
+Each set is replayed through ``router-mesh check-table``'s machinery (L0 in-process, the
+cascade's own decision rule) on the few-shot runs' tables in bench/results/fewshot/ and
+their eval rows, so weight 0 reproduces those runs' figures exactly.
+
+    .venv/bin/pip install wordllama==0.4.0
+    .venv/bin/python bench/experiments/ensemble_wordllama.py --weight 0.35 --prior
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+import routermesh.runtime.encoder as encoder_module
+from routermesh.runtime import calibration
+from routermesh.table_check import CheckOptions, check_table
+from routermesh_bench.prior import PriorSource, fit_prior
+from routermesh_bench.stack import eval_rows, multi_step_rows
+from routermesh_bench.tables import read_descriptions
+
+FEWSHOT = Path("bench/results/fewshot")
+SETS = {
+    "homelab": ("homelab-dev", "bench/data/homelab-dev.jsonl", 0),
+    "tools": ("tools-dev", "bench/data/tools/dev.jsonl", 100),
+    "clinc150": ("clinc150-k10-val", "{datasets}/clinc150/val.jsonl", 100),
+    "hwu64": ("hwu64-k10-val", "{datasets}/hwu64/val.jsonl", 100),
+}
+
+
+class WordLlama:
+    """WordLlama's packaged tokenizer and token embeddings, mean-pooled, unit length (read
+    from the wheel's files: its own loader looks for the tokenizer where the wheel does
+    not put it and then tries the hub)."""
+
+    def __init__(self) -> None:
+        import wordllama  # type: ignore[import-untyped,import-not-found,unused-ignore]  # noqa: PLC0415
+        from safetensors import safe_open  # noqa: PLC0415
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        root = Path(wordllama.__file__).parent
+        self.tokenizer = Tokenizer.from_file(
+            str(root / "tokenizers/l2_supercat_tokenizer_config.json")
+        )
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        with safe_open(str(root / "weights/l2_supercat_256.safetensors"), framework="np") as f:
+            self.table = f.get_tensor("embedding.weight").astype(np.float32)
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
+        for row, text in enumerate(texts):
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+            if ids:
+                vector = self.table[ids].mean(axis=0)
+                out[row] = vector / max(float(np.linalg.norm(vector)), 1e-9)
+        return out
+
+
+def use_ensemble(weight: float) -> None:
+    """Every L0 encoder of this process returns the weighted concatenation."""
+    static = WordLlama()
+    encode = encoder_module.Encoder.encode
+
+    def ensemble(
+        self: encoder_module.Encoder, texts: Sequence[str], batch: int = encoder_module.BATCH
+    ) -> npt.NDArray[np.float32]:
+        dense = encode(self, texts, batch)
+        if not len(texts):
+            return dense
+        joined = np.concatenate(
+            [np.sqrt(1 - weight) * dense, np.sqrt(weight) * static.encode(texts)], axis=1
+        )
+        return joined.astype(np.float32)
+
+    encoder_module.Encoder.encode = ensemble  # type: ignore[method-assign]
+
+
+def refit_prior(datasets: Path, models: Path) -> dict[str, Any]:
+    sources = [
+        PriorSource(
+            datasets / f"{name}/train.jsonl",
+            read_descriptions(Path(f"bench/data/descriptions/{name}.json")),
+        )
+        for name in ("clinc150", "hwu64")
+    ]
+    encoder = encoder_module.Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
+    prior = fit_prior(sources, encoder, tables=10, k=10, seed=100)
+    in_scope = (prior["in_scope"][0], prior["in_scope"][1])
+    correct = (prior["correct"][0], prior["correct"][1], prior["correct"][2])
+    calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
+    calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
+    return prior
+
+
+def eval_file(name: str, datasets: Path, scratch: Path) -> Path:
+    """The run's eval rows as labelled requests (the same seeded sample and synthetic
+    multi-step rows the run sent)."""
+    folder, source, multi = SETS[name]
+    run = json.loads((FEWSHOT / folder / "run.json").read_text())
+    docs = yaml.safe_load_all((FEWSHOT / folder / "stack/routetable.yaml").read_text())
+    routes = [r["name"] for d in docs if d for r in d["spec"]["routes"]]
+    rows = eval_rows(
+        Path(source.format(datasets=datasets)),
+        routes,
+        "__escalate__",
+        run["limit"],
+        run["seed"],
+        absent=run["absent_routes"],
+    )
+    rows += multi_step_rows(rows, multi, "__escalate__", run["seed"])
+    out = scratch / f"{name}.jsonl"
+    with out.open("w") as handle:
+        for row in rows:
+            line = {"text": row.text, "route": row.gold, "kind": row.kind, "routes": row.plan}
+            handle.write(json.dumps(line) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weight", type=float, default=0.35, help="WordLlama's share (0: off)")
+    parser.add_argument("--prior", action="store_true", help="refit the prior for it first")
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--scratch", type=Path, help="where the eval rows go (a temp dir)")
+    parser.add_argument("--thresholds", default="0.3,0.4,0.5,0.6")
+    args = parser.parse_args()
+    if args.weight:
+        use_ensemble(args.weight)
+    if args.prior:
+        sys.stdout.write(f"prior: {refit_prior(args.datasets, args.models_dir)}\n")
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="ensemble-wordllama-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    thresholds = tuple(float(x) for x in args.thresholds.split(","))
+    for name, (folder, _, _) in SETS.items():
+        stack = FEWSHOT / folder / "stack"
+        check = check_table(
+            CheckOptions(
+                files=[stack / "routetable.yaml", stack / "routermesh.yaml"],
+                models_dir=args.models_dir,
+                eval=eval_file(name, args.datasets, scratch),
+                offline=True,
+                thresholds=thresholds,
+            )
+        )
+        if check.evaluation is None:
+            raise SystemExit(f"{name}: no evaluation")
+        figures = " | ".join(
+            f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
+            f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
+            for f in check.evaluation.figures
+        )
+        sys.stdout.write(f"{name:9s} {figures}\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
