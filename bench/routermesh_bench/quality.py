@@ -260,14 +260,8 @@ def run_calibrate(
         for p in platts
         if p.adopted
     }
-    fits = _fit(
-        records,
-        targets,
-        per_route=per_route,
-        min_samples=min_samples,
-        oos_target=oos_target,
-        oos_share=oos_share,
-    )
+    fitting = _Fitting(targets, per_route, min_samples, oos_target, oos_share)
+    fits = fitting.fit(records)
     if max_step is not None:
         current = {layer["name"]: layer["threshold"] for layer in about["layers"]}
         fits = calibrate.bounded(fits, current, max_step)
@@ -302,14 +296,7 @@ def run_calibrate(
         },
         "expected": calibrate.expected(records, fits, ESCALATION_ROUTE, oos_share),
         "before": before,
-        "held_out": _held_out(
-            records,
-            targets,
-            per_route=per_route,
-            min_samples=min_samples,
-            oos_target=oos_target,
-            oos_share=oos_share,
-        ),
+        "held_out": _held_out(records, fitting),
         "run": about,
     }
     options.out.mkdir(parents=True, exist_ok=True)
@@ -335,29 +322,15 @@ def run_calibrate(
     return result
 
 
-def _held_out(
-    records: list[Record],
-    targets: dict[str, float],
-    *,
-    per_route: bool,
-    min_samples: int,
-    oos_target: float | None = None,
-    oos_share: float | None = None,
-) -> dict[str, Any]:
+def _held_out(records: list[Record], fitting: _Fitting) -> dict[str, Any]:
     """Thresholds fitted on a seeded half of the rows, measured on the other half: what
     fitting on one set promises for another (the fit on all rows is measured on itself)."""
     shuffled = list(records)
     random.Random(0).shuffle(shuffled)  # noqa: S311 - a split, not a secret
     half = len(shuffled) // 2
     fit_half, check_half = shuffled[:half], shuffled[half:]
-    fits = _fit(
-        fit_half,
-        targets,
-        per_route=per_route,
-        min_samples=min_samples,
-        oos_target=oos_target,
-        oos_share=oos_share,
-    )
+    fits = fitting.fit(fit_half)
+    oos_share = fitting.oos_share
     return {
         "thresholds": {f.layer: f.threshold for f in fits},
         "fit_half": calibrate.expected(fit_half, fits, ESCALATION_ROUTE, oos_share),
@@ -365,22 +338,28 @@ def _held_out(
     }
 
 
-def _fit(
-    records: list[Record],
-    targets: dict[str, float],
-    *,
-    per_route: bool,
-    min_samples: int,
-    oos_target: float | None,
-    oos_share: float | None,
-) -> list[calibrate.LayerFit]:
-    """Accuracy targets per layer, then the out-of-scope requirements on the first."""
-    fits = calibrate.fit(records, targets, per_route=per_route, min_samples=min_samples)
-    if oos_target is not None:
-        fits = calibrate.meet_oos(records, fits, ESCALATION_ROUTE, oos_target)
-    if oos_share is not None and fits:
-        fits = calibrate.meet_share(records, fits, ESCALATION_ROUTE, oos_share, fits[0].target)
-    return fits
+@dataclass(frozen=True)
+class _Fitting:
+    """How thresholds are fitted: the same for all rows and for the held-out check."""
+
+    targets: dict[str, float]
+    per_route: bool
+    min_samples: int
+    oos_target: float | None
+    oos_share: float | None
+
+    def fit(self, records: list[Record]) -> list[calibrate.LayerFit]:
+        """Accuracy targets per layer, then the out-of-scope requirements on the first."""
+        fits = calibrate.fit(
+            records, self.targets, per_route=self.per_route, min_samples=self.min_samples
+        )
+        if self.oos_target is not None:
+            fits = calibrate.meet_oos(records, fits, ESCALATION_ROUTE, self.oos_target)
+        if self.oos_share is not None and fits:
+            fits = calibrate.meet_share(
+                records, fits, ESCALATION_ROUTE, self.oos_share, fits[0].target
+            )
+        return fits
 
 
 def _current_fits(records: list[Record], about: dict[str, Any]) -> list[calibrate.LayerFit]:
