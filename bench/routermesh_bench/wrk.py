@@ -57,6 +57,8 @@ function request()
 end
 
 function response(status, headers, body)
+  -- The thread's other connections may still answer while it stops: not counted.
+  if max_requests > 0 and answered >= max_requests then return end
   statuses[status] = (statuses[status] or 0) + 1
   answered = answered + 1
   if max_requests > 0 and answered == max_requests then
@@ -190,14 +192,17 @@ def run(options: WrkOptions) -> dict[str, Any]:
     latency = {k: round(v / 1000, 3) for k, v in raw["latency_us"].items()}
     cpu_s = usage.ru_utime + usage.ru_stime
     statuses = {str(k): int(v) for k, v in raw["statuses"].items()}
+    # With a count, the answers the script counted: wrk's own total also has the responses
+    # that raced the stop on the thread's other connections.
+    requests = sum(statuses.values()) if options.max_requests else raw["requests"]
     return {
         "tool": "wrk",
         "connections": options.connections,
         "threads": options.threads,
         "fresh_every": options.fresh_every,
         "seconds": round(seconds, 2),
-        "requests": raw["requests"],
-        "per_second": round(raw["requests"] / seconds, 1) if seconds else None,
+        "requests": requests,
+        "per_second": round(requests / seconds, 1) if seconds else None,
         "latency_ms": latency,
         "statuses": statuses,
         "non_2xx": sum(v for k, v in statuses.items() if not k.startswith("2")),

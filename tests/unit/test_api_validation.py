@@ -62,6 +62,7 @@ def test_defaults_are_the_seeds() -> None:
     # L0 decides alone unless told otherwise (docs/benchmarks.md: the judges do not pay on
     # CPU), and says no to out-of-scope and multi-step requests.
     assert (spec.layers.l0.threshold, spec.layers.l0.multi_step.threshold) == (0.5, 0.4)
+    assert spec.layers.l0.multi_step.joined_threshold == 0.15
     assert spec.layers.l0.multi_step.enabled
     assert not spec.layers.l1.enabled and not spec.layers.l2.enabled
     assert (spec.layers.l1.candidates, spec.layers.l1.context_tokens) == (3, 4096)
@@ -268,6 +269,20 @@ INVALID: list[tuple[str, dict[str, Any], Mutation, str, bool]] = [
         MESH,
         _set("spec.layers.l1", {"enabled": True, "candidates": 8, "contextTokens": 4096}),
         "spec.layers.l1",
+        True,
+    ),
+    (
+        "joined-threshold-over-threshold",
+        MESH,
+        _set("spec.layers.l0.multiStep", {"threshold": 0.4, "joinedThreshold": 0.5}),
+        "spec.layers.l0.multiStep",
+        True,
+    ),
+    (
+        "joined-threshold-over-default-threshold",  # threshold 0.4 when not set
+        MESH,
+        _set("spec.layers.l0.multiStep", {"joinedThreshold": 0.45}),
+        "spec.layers.l0.multiStep",
         True,
     ),
     # Unknown fields: the API server prunes them (and `kubectl apply` warns or fails under

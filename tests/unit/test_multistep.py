@@ -3,17 +3,21 @@ real encoder over the homelab sample (descriptions and ten examples per route)."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from routermesh.runtime.contract.config import RouterConfig
+from routermesh.local import LocalOptions, render
+from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore
 from routermesh.runtime.example_index import Features, Judgement
-from routermesh.runtime.multistep import ClauseRoute, clauses, plan_of
+from routermesh.runtime.multistep import Clause, ClauseRoute, clauses, plan_of
 from routermesh.runtime.packaged import materialize
 from tests.support import homelab_rendered, layer_of
 
@@ -24,30 +28,58 @@ MODELS = REPO / ".cache/models"
 @pytest.mark.parametrize(
     ("message", "parts"),
     [
-        ("check network and spin up test VM", ["check network", "spin up test VM"]),
+        ("check network and spin up test VM", [("check network", True), ("spin up test VM", True)]),
         (
             "reboot the switch and then migrate vm 101 to node 2",
-            ["reboot the switch", "migrate vm 101 to node 2"],
+            [("reboot the switch", True), ("migrate vm 101 to node 2", True)],
         ),
         (
             "silence the pve1 alerts, then shut pve1 down; after that check the logs",
-            ["silence the pve1 alerts", "shut pve1 down", "check the logs"],
+            [("silence the pve1 alerts", True), ("shut pve1 down", True), ("check the logs", True)],
         ),
         (
             "if the backup failed, show me its logs",
-            ["the backup failed", "show me its logs"],
+            [("the backup failed", True), ("show me its logs", False)],
         ),
         (
             "snapshot vm 106 before the firmware upgrade",
-            ["snapshot vm 106", "the firmware upgrade"],
+            [("snapshot vm 106", True), ("the firmware upgrade", True)],
+        ),
+        # Punctuation alone joins context more often than tasks: no joining word.
+        (
+            "I just landed in Paris. Find me a hotel, something cheap",
+            [
+                ("I just landed in Paris", False),
+                ("Find me a hotel", False),
+                ("something cheap", False),
+            ],
+        ),
+        (
+            "my laptop keeps dropping off the wifi, any idea why. please check it",
+            [
+                ("my laptop keeps dropping off the wifi", False),
+                ("any idea why", False),
+                ("check it", False),
+            ],
+        ),
+        # More clauses than are judged: cut at the strongest joins, so the last task stays.
+        (
+            "graph the cpu of pve1 for the last day, the memory too, the disk io as well as "
+            "the network, then restart the access point in the garage",
+            [
+                ("graph the cpu of pve1 for the last day", False),
+                ("the memory too, the disk io", True),
+                ("the network", True),
+                ("restart the access point in the garage", True),
+            ],
         ),
         ("restart the access point in the living room", []),
         ("start and stop", []),  # one-word parts are no clauses
         ("x and " * 200, []),  # a paragraph is not split
     ],
 )
-def test_clauses(message: str, parts: list[str]) -> None:
-    assert clauses(message) == parts
+def test_clauses(message: str, parts: list[tuple[str, bool]]) -> None:
+    assert clauses(message) == [Clause(text, joined) for text, joined in parts]
 
 
 def test_a_plan_needs_two_confident_clauses_of_different_routes() -> None:
@@ -62,6 +94,28 @@ def test_a_plan_needs_two_confident_clauses_of_different_routes() -> None:
     assert plan_of(same, 0.5, "cortex") == []
     escalation = [ClauseRoute("a", "unifi", 0.9), ClauseRoute("b", "cortex", 0.9)]
     assert plan_of(escalation, 0.5, "cortex") == []
+
+
+def test_a_joined_clause_counts_at_the_joined_threshold_for_one_of_the_best_routes() -> None:
+    steps = [
+        ClauseRoute("migrate vm 210 to pve2", "proxmox", 0.9, joined=True),
+        ClauseRoute("reboot the core switch", "unifi", 0.31, joined=True),
+    ]
+    best = ["proxmox", "unifi", "grafana"]
+    options = {"joined_threshold": 0.15, "candidates": best}
+    assert plan_of(steps, 0.4, "cortex", **options) == ["proxmox", "unifi"]
+    assert plan_of(steps, 0.4, "cortex") == []  # without a joined threshold: 0.4 for both
+    assert plan_of(steps, 0.4, "cortex", joined_threshold=0.35, candidates=best) == []
+    # Not among the message's best routes, or tied by punctuation alone: 0.4 it is.
+    assert plan_of(steps, 0.4, "cortex", joined_threshold=0.15, candidates=["proxmox"]) == []
+    comma = [steps[0], ClauseRoute("reboot the core switch", "unifi", 0.31, joined=False)]
+    assert plan_of(comma, 0.4, "cortex", **options) == []
+    # Two unsure clauses are no plan: one of them must reach the threshold.
+    unsure = [
+        ClauseRoute("a", "proxmox", 0.3, joined=True),
+        ClauseRoute("b", "unifi", 0.3, joined=True),
+    ]
+    assert plan_of(unsure, 0.4, "cortex", **options) == []
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +151,16 @@ async def test_the_seed_examples_are_decided_as_the_seed_shows(
     )
     assert multi.decisive
 
+    # A second task said in few words: unsure alone, but joined by "after that".
+    joined = await layer.classify("move vm 101 over to pve2, after that reboot the core switch")
+    assert (joined.route, joined.cause, joined.plan) == (
+        config.escalation.route,
+        Reason.MULTI_STEP,
+        ("proxmox", "unifi"),
+    )
+    one = await layer.classify("my laptop keeps dropping off the wifi upstairs, any idea why")
+    assert one.cause is not Reason.MULTI_STEP
+
     far = await layer.classify("what's the weather tomorrow")
     assert far.out_of_scope is not None and far.out_of_scope > 0.5
     assert far.confidence < 0.5
@@ -128,8 +192,40 @@ def test_a_message_l0_is_very_sure_of_is_not_split(
     verdict = layer._verdict(
         _Index(whole),  # type: ignore[arg-type]
         vectors[0],
-        ["reboot the switch", "migrate vm 101"],
+        [Clause("reboot the switch", True), Clause("migrate vm 101", True)],
         vectors[1:],
     )
     assert (verdict.cause is Reason.MULTI_STEP) is multi
     assert verdict.route == ("cortex" if multi else "unifi")
+
+
+@pytest.mark.parametrize(
+    ("multi_step", "rendered"),
+    [
+        ({}, (0.4, 0.15)),  # the defaults
+        ({"threshold": 0.1}, (0.1, 0.1)),  # a lower threshold lowers the joined one too
+        ({"threshold": 0.6, "joinedThreshold": 0.3}, (0.6, 0.3)),
+        ({"enabled": False}, (None, None)),
+    ],
+)
+def test_the_joined_threshold_renders_never_above_the_threshold(
+    tmp_path: Path, multi_step: dict[str, object], rendered: tuple[float | None, float | None]
+) -> None:
+    mesh = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
+    mesh["spec"]["layers"]["l0"]["multiStep"] = multi_step
+    (tmp_path / "routermesh.yaml").write_text(yaml.safe_dump(mesh))
+    shutil.copyfile(REPO / "samples/homelab/routetable.yaml", tmp_path / "routetable.yaml")
+    l0 = layer_of(render(LocalOptions(files=[tmp_path])), "l0")
+    assert (l0.multi_step_threshold, l0.multi_step_joined_threshold) == rendered
+
+
+def test_the_contract_refuses_a_joined_threshold_above_the_threshold() -> None:
+    l0 = layer_of(homelab_rendered(), "l0")
+    with pytest.raises(ValidationError, match="may not exceed it"):
+        LayerConfig.model_validate(
+            {**l0.model_dump(), "multi_step_threshold": 0.3, "multi_step_joined_threshold": 0.5}
+        )
+    with pytest.raises(ValidationError, match="needs multi_step_threshold"):
+        LayerConfig.model_validate(
+            {**l0.model_dump(), "multi_step_threshold": None, "multi_step_joined_threshold": 0.1}
+        )

@@ -635,6 +635,10 @@ class Layer(ApiModel):
 
 
 DEFAULT_MULTI_STEP_THRESHOLD = 0.4
+DEFAULT_MULTI_STEP_JOINED_THRESHOLD = 0.15
+"""A second task is often a few words L0 is unsure of alone ("reboot the core switch");
+0.15 escalated every multi-step request of the homelab dev set at no cost in coverage
+there (docs/benchmarks.md)."""
 DEFAULT_L0_THRESHOLD = 0.5
 """L0's confidence is P(in scope) x P(route | in scope); 0.5 is the balance measured on
 small hand-written tables (docs/benchmarks.md): most out-of-scope and multi-step requests
@@ -683,13 +687,39 @@ class TrainedHead(ApiModel):
 class MultiStep(ApiModel):
     """Multi-step detection: the message is cut into clauses where people join tasks
     ("and", "then", "after that", commas, "before", ...) and L0 judges each clause; when two
-    clauses go to different routes with at least ``threshold`` confidence, the request
-    escalates with reason multi_step and those routes as its plan."""
+    clauses go to different routes, one with at least ``threshold`` confidence and the other
+    with ``threshold`` or, if a joining word ties it to the message and its route is among
+    the message's three best, ``joinedThreshold``, the request escalates with reason
+    multi_step and those routes as its plan."""
 
     enabled: bool = Field(default=True, description="Detect multi-step requests. Default: true.")
     threshold: Probability = Field(
         default=DEFAULT_MULTI_STEP_THRESHOLD,
-        description=f"Confidence each clause needs. Default: {DEFAULT_MULTI_STEP_THRESHOLD}.",
+        description="Confidence one clause needs, and every clause that no joining word "
+        f"ties to the message. Default: {DEFAULT_MULTI_STEP_THRESHOLD}.",
+    )
+    joined_threshold: Probability = Field(
+        default=DEFAULT_MULTI_STEP_JOINED_THRESHOLD,
+        alias="joinedThreshold",
+        description="Confidence enough for a second clause that a joining word ('and', "
+        "'then', 'after that', 'before', ...) ties to the message, when its route is among "
+        "the message's three best. At most threshold. Default: "
+        f"{DEFAULT_MULTI_STEP_JOINED_THRESHOLD}, or threshold when that is lower.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule=(
+                "!has(self.joinedThreshold) || self.joinedThreshold <= (has(self.threshold) ? "
+                f"self.threshold : {DEFAULT_MULTI_STEP_THRESHOLD})"
+            ),
+            message="joinedThreshold may not exceed threshold",
+            # A threshold set below the default joinedThreshold lowers both.
+            check=lambda m: (
+                "joined_threshold" not in m.model_fields_set or m.joined_threshold <= m.threshold
+            ),
+            field_path=".joinedThreshold",
+        ),
     )
 
 

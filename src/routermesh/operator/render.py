@@ -199,6 +199,11 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
             calibration=_platt(l0.calibration),
             adaptive=_adaptive(l0.adaptive),
             multi_step_threshold=l0.multi_step.threshold if l0.multi_step.enabled else None,
+            multi_step_joined_threshold=(
+                min(l0.multi_step.joined_threshold, l0.multi_step.threshold)
+                if l0.multi_step.enabled
+                else None
+            ),
             max_queue_ms=l0.max_queue_ms,
         )
     ]

@@ -49,7 +49,7 @@ from routermesh.runtime.example_index import (
     calibration_report,
 )
 from routermesh.runtime.head_artifact import HeadManifest, examples_digest, read_manifest
-from routermesh.runtime.multistep import ClauseRoute, clauses, plan_of
+from routermesh.runtime.multistep import JOINED_CANDIDATES, Clause, ClauseRoute, clauses, plan_of
 
 log = logging.getLogger("routermesh.layers")
 
@@ -268,11 +268,11 @@ class EmbeddingLayer:
         parts = clauses(text) if self._layer.multi_step_threshold is not None else []
         # The message and its clauses in one encoder call, batched with the concurrent
         # requests' (the encoder and the index it was built with swap together).
-        vectors = await batcher.encode([text, *parts])
+        vectors = await batcher.encode([text, *(part.text for part in parts)])
         return self._verdict(index, vectors[0], parts, vectors[1:])
 
     def _verdict(
-        self, index: ExampleIndex, query: FloatArray, parts: list[str], part_vectors: FloatArray
+        self, index: ExampleIndex, query: FloatArray, parts: list[Clause], part_vectors: FloatArray
     ) -> Verdict:
         judged = index.classify(query)
         candidates = self._candidates(index, judged)
@@ -285,10 +285,18 @@ class EmbeddingLayer:
         # request ("the balance and the routing number") is no second task.
         if parts and threshold is not None and judged.confidence < SINGLE_ROUTE_CONFIDENCE:
             steps = [
-                ClauseRoute(clause, (j := index.classify(vector, 0)).route, j.confidence)
-                for clause, vector in zip(parts, part_vectors, strict=True)
+                ClauseRoute(
+                    part.text, (j := index.classify(vector, 0)).route, j.confidence, part.joined
+                )
+                for part, vector in zip(parts, part_vectors, strict=True)
             ]
-            plan = plan_of(steps, threshold, escalation)
+            plan = plan_of(
+                steps,
+                threshold,
+                escalation,
+                joined_threshold=self._layer.multi_step_joined_threshold,
+                candidates=[c.route for c in judged.candidates[:JOINED_CANDIDATES]],
+            )
             if plan:
                 return Verdict(
                     route=escalation,

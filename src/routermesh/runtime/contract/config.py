@@ -294,6 +294,13 @@ class LayerConfig(ContractModel):
         description="Embedding layers: escalate a message as multi-step when two of its "
         "clauses go to different routes with at least this confidence (none: off).",
     )
+    multi_step_joined_threshold: Probability | None = Field(
+        default=None,
+        description="Embedding layers: the confidence a clause that a joining word ties to "
+        "the message ('..., after that reboot the switch') needs when its route is among the "
+        "message's three best and another clause reaches multi_step_threshold (none: "
+        "multi_step_threshold for every clause).",
+    )
     max_queue_ms: int | None = Field(
         default=None,
         ge=1,
@@ -344,6 +351,14 @@ class LayerConfig(ContractModel):
             raise ValueError(f"layer {self.name}: only an embedding layer has a trained head")
         if self.multi_step_threshold is not None and self.kind != "embedding":
             raise ValueError(f"layer {self.name}: only an embedding layer detects multi-step")
+        joined = self.multi_step_joined_threshold
+        if joined is not None and (
+            self.multi_step_threshold is None or joined > self.multi_step_threshold
+        ):
+            raise ValueError(
+                f"layer {self.name}: multi_step_joined_threshold ({joined}) needs "
+                "multi_step_threshold and may not exceed it"
+            )
         if self.kind == "generative":
             if self.engine == "onnx":
                 raise ValueError(f"layer {self.name}: a generative layer needs llamacpp or vllm")
@@ -588,6 +603,7 @@ def _decision_inputs(config: RouterConfig) -> dict[str, Any]:
                     "head",
                     "adaptive",
                     "multi_step_threshold",
+                    "multi_step_joined_threshold",
                     "candidates",
                 },
             )
