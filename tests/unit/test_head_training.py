@@ -253,6 +253,8 @@ def test_the_orchestrator_reports_and_meters_the_head(
         assert 'router_head_loaded{layer="l0"} 0.0' in c.get("/metrics").text
         message = "what's the balance on my checking account"
         before = c.post("/v1/route", json={"message": message}).json()
+        explained = c.post("/v1/route", json={"message": message, "explain": True}).json()
+        assert [(t["layer"], t["head"]) for t in explained["trace"]][:1] == [("l0", False)]
         assert c.post("/v1/route", json={"message": message}).json()["cache_hit"] is True
 
         shutil.copytree(trained, artifact)  # the training Job finishes
@@ -264,5 +266,7 @@ def test_the_orchestrator_reports_and_meters_the_head(
         assert 'router_head_loaded{layer="l0"} 1.0' in c.get("/metrics").text
         after = c.post("/v1/route", json={"message": message}).json()
         assert after["cache_hit"] is False  # decided again, by the head
+        explained = c.post("/v1/route", json={"message": message, "explain": True}).json()
+        assert [(t["layer"], t["head"]) for t in explained["trace"]][:1] == [("l0", True)]
         assert after["config_hash"] == before["config_hash"]  # no config change, no restart
         assert after["route"] == "banking"

@@ -81,6 +81,11 @@ class LayerTrace(BaseModel):
     out_of_scope: float | None = Field(
         default=None, description="The layer's probability that no route handles the message."
     )
+    head: bool = Field(
+        default=False,
+        description="L0: its trained head answered (false: the base encoder, which serves "
+        "while the head trains).",
+    )
     ms: float
 
 
@@ -148,6 +153,7 @@ def _answer(state: RouterState, decision: Decision, explain: bool) -> RouteRespo
                 cause=o.cause,
                 plan=list(o.plan),
                 out_of_scope=None if o.out_of_scope is None else round(o.out_of_scope, 6),
+                head=o.head,
                 ms=round(o.seconds * 1000, 3),
             )
             for o in decision.trace
