@@ -25,6 +25,8 @@ class LayerVerdict(BaseModel):
     cause: str | None = None
     plan: tuple[str, ...] = ()
     out_of_scope: float | None = None
+    head: bool = False
+    """L0's trained head answered (records of older runs: false)."""
     ms: float = 0.0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from routermesh.cli import main
+from routermesh.runtime.app import LayerTrace
 from routermesh_bench import calibrate, metrics
 from routermesh_bench.perf import replay_stream
 from routermesh_bench.records import LayerVerdict, Record, read_records, write_records
@@ -435,3 +436,22 @@ def test_the_adaptive_replay_moves_the_threshold_fed_on_one_half() -> None:
     assert all(abs(a - b) <= 0.05 + 1e-9 for a, b in zip([0.95, *steps], steps, strict=False))
     before, after = result["other_half_before"], result["other_half_after"]
     assert after["coverage"] > before["coverage"] and after["routed_accuracy"] >= 0.97
+
+
+def test_the_bench_reads_every_field_of_the_routers_trace() -> None:
+    """The records keep what /v1/route's trace says: a new trace field must not make every
+    benchmark run fail to parse the answers."""
+    traced = LayerTrace(
+        layer="l0",
+        route="cortex",
+        confidence=0.7,
+        reason=None,
+        cause="multi_step",
+        plan=["unifi", "proxmox"],
+        out_of_scope=0.1,
+        head=True,
+        ms=3.5,
+    )
+    assert set(LayerTrace.model_fields) <= set(LayerVerdict.model_fields)
+    verdict = LayerVerdict.model_validate(traced.model_dump())
+    assert (verdict.plan, verdict.head, verdict.ms) == (("unifi", "proxmox"), True, 3.5)
