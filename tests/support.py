@@ -70,16 +70,22 @@ def homelab_rendered() -> RouterConfig:
     return render(LocalOptions(files=[REPO / "samples/homelab"]))
 
 
-def homelab_with_generative(folder: Path) -> Path:
-    """samples/homelab with L1 and L2 switched on (the sample writes them out, off), in
-    ``folder``: for tests of the generative layers and of the three-container pod."""
+def homelab_with(folder: Path, layers: dict[str, dict[str, Any]]) -> Path:
+    """samples/homelab in ``folder`` with these fields of its layers replaced (for example
+    ``{"l0": {"multiStep": {...}}}``)."""
     folder.mkdir(parents=True, exist_ok=True)
     mesh = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
-    for name in ("l1", "l2"):
-        mesh["spec"]["layers"][name]["enabled"] = True
+    for name, fields in layers.items():
+        mesh["spec"]["layers"][name].update(fields)
     (folder / "routermesh.yaml").write_text(yaml.safe_dump(mesh, sort_keys=False))
     shutil.copyfile(REPO / "samples/homelab/routetable.yaml", folder / "routetable.yaml")
     return folder
+
+
+def homelab_with_generative(folder: Path) -> Path:
+    """samples/homelab with L1 and L2 switched on (the sample writes them out, off), in
+    ``folder``: for tests of the generative layers and of the three-container pod."""
+    return homelab_with(folder, {"l1": {"enabled": True}, "l2": {"enabled": True}})
 
 
 def llama_server() -> str | None:

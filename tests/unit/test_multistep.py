@@ -3,12 +3,10 @@ real encoder over the homelab sample (descriptions and ten examples per route)."
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from routermesh.local import LocalOptions, render
@@ -19,7 +17,7 @@ from routermesh.runtime.encoder import EncoderStore
 from routermesh.runtime.example_index import Features, Judgement
 from routermesh.runtime.multistep import Clause, ClauseRoute, clauses, plan_of
 from routermesh.runtime.packaged import materialize
-from tests.support import homelab_rendered, layer_of
+from tests.support import homelab_rendered, homelab_with, layer_of
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / ".cache/models"
@@ -211,11 +209,8 @@ def test_a_message_l0_is_very_sure_of_is_not_split(
 def test_the_joined_threshold_renders_never_above_the_threshold(
     tmp_path: Path, multi_step: dict[str, object], rendered: tuple[float | None, float | None]
 ) -> None:
-    mesh = yaml.safe_load((REPO / "samples/homelab/routermesh.yaml").read_text())
-    mesh["spec"]["layers"]["l0"]["multiStep"] = multi_step
-    (tmp_path / "routermesh.yaml").write_text(yaml.safe_dump(mesh))
-    shutil.copyfile(REPO / "samples/homelab/routetable.yaml", tmp_path / "routetable.yaml")
-    l0 = layer_of(render(LocalOptions(files=[tmp_path])), "l0")
+    folder = homelab_with(tmp_path, {"l0": {"multiStep": multi_step}})
+    l0 = layer_of(render(LocalOptions(files=[folder])), "l0")
     assert (l0.multi_step_threshold, l0.multi_step_joined_threshold) == rendered
 
 
