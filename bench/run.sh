@@ -57,6 +57,10 @@ for dataset in clinc150 hwu64; do
     --descriptions "bench/data/descriptions/$dataset.json" "${absent[@]}" --multi 100 \
     --eval "$DATASETS/$dataset/val.jsonl" --out "$F/$dataset-k10-val" "${LIMIT_ARGS[@]}"
 done
+"${RM[@]}" learn -f samples/homelab --eval bench/data/homelab-dev.jsonl \
+  --stream bench/data/homelab-messages.jsonl --batch 10 --out "$RESULTS/learn/homelab"
+"${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
+  --eval bench/data/tools/dev.jsonl --batch 50 --out "$RESULTS/learn/tools"
 "${RM[@]}" prior --train "$DATASETS/clinc150/train.jsonl" \
   --descriptions bench/data/descriptions/clinc150.json \
   --train "$DATASETS/hwu64/train.jsonl" --descriptions bench/data/descriptions/hwu64.json \

@@ -21,7 +21,6 @@ their eval rows, so weight 0 reproduces those runs' figures exactly.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,22 +29,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 import routermesh.runtime.encoder as encoder_module
 from routermesh.runtime import calibration
-from routermesh.table_check import CheckOptions, check_table
+from routermesh_bench.fewshot_sets import SETS, check_set
 from routermesh_bench.prior import PriorSource, fit_prior
-from routermesh_bench.stack import eval_rows, multi_step_rows
 from routermesh_bench.tables import read_descriptions
-
-FEWSHOT = Path("bench/results/fewshot")
-SETS = {
-    "homelab": ("homelab-dev", "bench/data/homelab-dev.jsonl", 0),
-    "tools": ("tools-dev", "bench/data/tools/dev.jsonl", 100),
-    "clinc150": ("clinc150-k10-val", "{datasets}/clinc150/val.jsonl", 100),
-    "hwu64": ("hwu64-k10-val", "{datasets}/hwu64/val.jsonl", 100),
-}
 
 
 class WordLlama:
@@ -113,30 +102,6 @@ def refit_prior(datasets: Path, models: Path) -> dict[str, Any]:
     return prior
 
 
-def eval_file(name: str, datasets: Path, scratch: Path) -> Path:
-    """The run's eval rows as labelled requests (the same seeded sample and synthetic
-    multi-step rows the run sent)."""
-    folder, source, multi = SETS[name]
-    run = json.loads((FEWSHOT / folder / "run.json").read_text())
-    docs = yaml.safe_load_all((FEWSHOT / folder / "stack/routetable.yaml").read_text())
-    routes = [r["name"] for d in docs if d for r in d["spec"]["routes"]]
-    rows = eval_rows(
-        Path(source.format(datasets=datasets)),
-        routes,
-        "__escalate__",
-        run["limit"],
-        run["seed"],
-        absent=run["absent_routes"],
-    )
-    rows += multi_step_rows(rows, multi, "__escalate__", run["seed"])
-    out = scratch / f"{name}.jsonl"
-    with out.open("w") as handle:
-        for row in rows:
-            line = {"text": row.text, "route": row.gold, "kind": row.kind, "routes": row.plan}
-            handle.write(json.dumps(line) + "\n")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weight", type=float, default=0.35, help="WordLlama's share (0: off)")
@@ -153,24 +118,8 @@ def main() -> None:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="ensemble-wordllama-"))
     scratch.mkdir(parents=True, exist_ok=True)
     thresholds = tuple(float(x) for x in args.thresholds.split(","))
-    for name, (folder, _, _) in SETS.items():
-        stack = FEWSHOT / folder / "stack"
-        check = check_table(
-            CheckOptions(
-                files=[stack / "routetable.yaml", stack / "routermesh.yaml"],
-                models_dir=args.models_dir,
-                eval=eval_file(name, args.datasets, scratch),
-                offline=True,
-                thresholds=thresholds,
-            )
-        )
-        if check.evaluation is None:
-            raise SystemExit(f"{name}: no evaluation")
-        figures = " | ".join(
-            f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
-            f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
-            for f in check.evaluation.figures
-        )
+    for name in SETS:
+        figures = check_set(name, args.datasets, scratch, args.models_dir, thresholds)
         sys.stdout.write(f"{name:9s} {figures}\n")
         sys.stdout.flush()
 

@@ -333,6 +333,59 @@ def cmd_prior(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_learn(args: argparse.Namespace) -> int:
+    from routermesh.labelled import LabelledError  # noqa: PLC0415
+    from routermesh.table_check import CheckError  # noqa: PLC0415
+    from routermesh_bench.learn import LearnError, LearnOptions, learn_curve  # noqa: PLC0415
+    from routermesh_bench.plots import learn_plots  # noqa: PLC0415
+    from routermesh_bench.records import dumps  # noqa: PLC0415
+
+    for path in [args.eval, *([args.stream] if args.stream else [])]:
+        if not Path(path).is_file():
+            sys.stderr.write(f"bench learn: no such file: {path}\n")
+            return EXIT_USAGE
+    try:
+        run = learn_curve(
+            LearnOptions(
+                files=[Path(f) for f in args.filename],
+                eval=Path(args.eval),
+                stream=Path(args.stream) if args.stream else None,
+                batch=args.batch,
+                seed=args.seed,
+                models_dir=Path(args.models_dir),
+                offline=args.offline,
+            )
+        )
+    except (OSError, LearnError, LabelledError, CheckError) as error:
+        sys.stderr.write(f"bench learn: {error}\n")
+        return EXIT_INVALID
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run.model_dump(mode="json")
+    (out / "learn.json").write_text(dumps(result))
+    learn_plots(result, out)
+    sys.stdout.write(
+        f"{run.mesh}: {run.stream_rows} requests streamed, {run.eval_rows} measured "
+        f"(routed accuracy / in-scope coverage / out-of-scope / multi-step escalated)\n"
+    )
+    for step in run.steps:
+        f = step.figures
+        figures = " / ".join(
+            "-" if v is None else f"{v:.1f}"
+            for v in (
+                f.routed_accuracy,
+                f.coverage,
+                f.out_of_scope_escalated,
+                f.multi_step_escalated,
+            )
+        )
+        sys.stdout.write(
+            f"  after {step.streamed:5d} requests, {step.reported:4d} reported: {figures} %\n"
+        )
+    sys.stdout.write(f"-> {out / 'learn.json'}\n")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from routermesh_bench.report import write_report  # noqa: PLC0415
 
@@ -610,6 +663,39 @@ def _prior_args(prior: argparse.ArgumentParser) -> None:
     prior.add_argument("--out", default="bench/results/prior", help="default: %(default)s")
 
 
+def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    learn = bench_sub.add_parser(
+        "learn",
+        help="replay the feedback loop in-process: escalated requests reported back with "
+        "their route, L0's figures measured after each refresh",
+    )
+    learn.set_defaults(func=cmd_learn)
+    learn.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="YAML file or folder with the RouterMesh and its RouteTables (repeatable)",
+    )
+    learn.add_argument(
+        "--eval", required=True, help='labelled JSONL measured after each batch (with "kind")'
+    )
+    learn.add_argument(
+        "--stream",
+        help="labelled JSONL routed as traffic (default: a seeded half of --eval, the other "
+        "half measured)",
+    )
+    learn.add_argument(
+        "--batch", type=int, default=20, help="requests between refreshes (default: 20)"
+    )
+    learn.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    learn.add_argument("--models-dir", default=".cache/models", help="default: %(default)s")
+    learn.add_argument(
+        "--offline", action="store_true", help="use the packaged encoder without trying its source"
+    )
+    learn.add_argument("--out", default="bench/results/learn", help="default: %(default)s")
+
+
 def _add_mcp_commands(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The MCP benchmarks: tool servers, tables over them, the router's added latency."""
     mcp_servers = bench_sub.add_parser(
@@ -780,6 +866,8 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     _prior_args(prior)
     prior.set_defaults(func=cmd_prior)
+
+    _add_learn_command(bench_sub)
 
     _add_mcp_commands(bench_sub)
 

@@ -9,6 +9,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+
+def _saved(figure: Figure, path: Path) -> list[Path]:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
 
 
 def quality_plots(summary: dict[str, Any], out: Path, title: str) -> list[Path]:
@@ -47,11 +55,7 @@ def quality_plots(summary: dict[str, Any], out: Path, title: str) -> list[Path]:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    path = out / "quality.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return _saved(figure, out / "quality.png")
 
 
 def perf_plots(perf: dict[str, Any], out: Path) -> list[Path]:
@@ -83,11 +87,7 @@ def perf_plots(perf: dict[str, Any], out: Path) -> list[Path]:
     right.legend(fontsize=8)
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = out / "perf.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return _saved(figure, out / "perf.png")
 
 
 def load_plots(load: dict[str, Any], out: Path) -> list[Path]:
@@ -116,8 +116,29 @@ def load_plots(load: dict[str, Any], out: Path) -> list[Path]:
     right.legend(fontsize=8)
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = out / "load.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return _saved(figure, out / "load.png")
+
+
+def learn_plots(run: dict[str, Any], out: Path) -> list[Path]:
+    """The four figures against the escalations reported back (``bench learn``)."""
+    steps = run["steps"]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    reported = [s["reported"] for s in steps]
+    for key, label in (
+        ("routed_accuracy", "routed accuracy"),
+        ("coverage", "in-scope coverage"),
+        ("out_of_scope_escalated", "out-of-scope escalated"),
+        ("multi_step_escalated", "multi-step escalated"),
+    ):
+        values = [s["figures"][key] for s in steps]
+        if any(v is not None for v in values):
+            axis.plot(reported, values, marker="o", label=label)
+    axis.set(
+        xlabel="escalated in-scope requests reported back (learned as examples)",
+        ylabel="%",
+        title=f"{run['mesh']}: {run['eval_rows']} measured rows",
+        ylim=(0, 101),
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return _saved(figure, out / "learn.png")

@@ -1,7 +1,8 @@
 """``router-mesh bench report``: docs/benchmarks.md from the results folder.
 
 Reads ``<results>/quality/*/quality.json`` (and ``calibration.json`` beside it),
-``<results>/perf/*/perf.json`` and ``<results>/load/load.json``; everything in the page
+``<results>/perf/*/perf.json``, ``<results>/learn/*/learn.json`` and
+``<results>/load/load.json``; everything in the page
 comes from those files.
 """
 
@@ -11,6 +12,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from routermesh_bench.report_learn import learn_section
 
 HEADER = """# Benchmarks
 
@@ -518,6 +521,7 @@ def write_report(results: Path, output: Path) -> Path:
     few_shot = sorted(p.parent for p in (results / "fewshot").glob("*/quality.json"))
     if few_shot:
         lines += _few_shot_summary(few_shot)
+    lines += learn_section(results, docs)
     lines += ["## Routing quality", ""]
     quality = sorted(p.parent for p in (results / "quality").glob("*/quality.json"))
     if not quality:

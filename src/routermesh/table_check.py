@@ -124,7 +124,7 @@ class TableCheck(BaseModel):
 
 def check_table(options: CheckOptions) -> TableCheck:
     """Build the mesh's L0 as the orchestrator does and check it (see the module)."""
-    config, layer_config = _l0_config(options)
+    config, layer_config = l0_config(options)
     labelled = None
     if options.eval is not None:
         labelled = read_labelled(options.eval)
@@ -133,7 +133,7 @@ def check_table(options: CheckOptions) -> TableCheck:
     return asyncio.run(_check(options, config, layer_config, layer, labelled))
 
 
-def _l0_config(options: CheckOptions) -> tuple[RouterConfig, LayerConfig]:
+def l0_config(options: CheckOptions) -> tuple[RouterConfig, LayerConfig]:
     local = LocalOptions(
         files=options.files,
         namespace=options.namespace,
@@ -194,7 +194,7 @@ async def _check(
         half_in_scope_similarity=calibration.get("half_in_scope_similarity"),
         route_checks=_route_checks(index, config.escalation.route),
         evaluation=(
-            await _evaluate(
+            await evaluate(
                 options.eval,
                 options.thresholds,
                 config=config,
@@ -246,7 +246,7 @@ def _misrouted(index: ExampleIndex, row: int, chosen: int) -> Misrouted:
     )
 
 
-async def _evaluate(
+async def evaluate(
     path: Path,
     asked: Sequence[float],
     *,

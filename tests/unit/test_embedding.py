@@ -292,6 +292,26 @@ def test_reported_misroutes_become_examples_and_stale_decisions_go(
         assert refused.status_code == 422
 
 
+def test_an_escalation_reported_with_the_server_cortex_chose_is_learned(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop `router-mesh bench learn` replays: a request in words no example uses is
+    escalated; the agent reports the server the reasoning endpoint picked; L0 learns it."""
+    monkeypatch.setenv("ROUTER_MESH_LEARN_SECONDS", "0.1")
+    directory = tmp_path / "config"
+    _publish(directory, l0_config(encoder_dir, threshold=0.5))
+    message = "turn on band steering for HomeNet"
+    with TestClient(create_app(Router(directory, models_dir=MODELS, poll_seconds=0.05))) as c:
+        assert wait_until(lambda: c.get("/readyz").status_code == 200)
+        before = c.post("/v1/route", json={"message": message}).json()
+        assert (before["route"], before["escalation_reason"]) == ("cortex", "out_of_scope")
+        stored = c.post("/v1/feedback", json={"message": message, "expected_route": "unifi"})
+        assert stored.json()["misroute"] is True  # decided: the escalation route
+        assert wait_until(lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 1)
+        after = c.post("/v1/route", json={"message": "Turn on band steering for HomeNet."}).json()
+        assert (after["route"], after["layer"], after["cache_hit"]) == ("unifi", "l0", False)
+
+
 async def test_l0_is_saturated_when_its_backlog_would_outlast_max_queue_ms(
     encoder_dir: Path,
 ) -> None:

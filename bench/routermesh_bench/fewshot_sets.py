@@ -1,0 +1,74 @@
+"""The four few-shot dev sets as the runs in bench/results/fewshot/ sent them, for the
+experiments that replay L0 in-process on those runs' tables (bench/experiments/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from routermesh.table_check import CheckOptions, check_table
+from routermesh_bench.stack import eval_rows, multi_step_rows
+
+FEWSHOT = Path("bench/results/fewshot")
+SETS: dict[str, tuple[str, str, int]] = {
+    "homelab": ("homelab-dev", "bench/data/homelab-dev.jsonl", 0),
+    "tools": ("tools-dev", "bench/data/tools/dev.jsonl", 100),
+    "clinc150": ("clinc150-k10-val", "{datasets}/clinc150/val.jsonl", 100),
+    "hwu64": ("hwu64-k10-val", "{datasets}/hwu64/val.jsonl", 100),
+}
+"""Set -> (run folder, eval file, synthetic multi-step rows the run added)."""
+
+
+def stack_files(name: str) -> list[Path]:
+    """The RouteTable and RouterMesh the run routed over."""
+    stack = FEWSHOT / SETS[name][0] / "stack"
+    return [stack / "routetable.yaml", stack / "routermesh.yaml"]
+
+
+def eval_file(name: str, datasets: Path, scratch: Path) -> Path:
+    """The run's eval rows as labelled requests (the same seeded sample and synthetic
+    multi-step rows the run sent)."""
+    folder, source, multi = SETS[name]
+    run = json.loads((FEWSHOT / folder / "run.json").read_text())
+    docs = yaml.safe_load_all((FEWSHOT / folder / "stack/routetable.yaml").read_text())
+    routes = [r["name"] for d in docs if d for r in d["spec"]["routes"]]
+    rows = eval_rows(
+        Path(source.format(datasets=datasets)),
+        routes,
+        "__escalate__",
+        run["limit"],
+        run["seed"],
+        absent=run["absent_routes"],
+    )
+    rows += multi_step_rows(rows, multi, "__escalate__", run["seed"])
+    out = scratch / f"{name}.jsonl"
+    with out.open("w") as handle:
+        for row in rows:
+            line = {"text": row.text, "route": row.gold, "kind": row.kind, "routes": row.plan}
+            handle.write(json.dumps(line) + "\n")
+    return out
+
+
+def check_set(
+    name: str, datasets: Path, scratch: Path, models: Path, thresholds: tuple[float, ...]
+) -> str:
+    """``router-mesh check-table`` on the set's table and rows: the four figures per
+    threshold, one line."""
+    check = check_table(
+        CheckOptions(
+            files=stack_files(name),
+            models_dir=models,
+            eval=eval_file(name, datasets, scratch),
+            offline=True,
+            thresholds=thresholds,
+        )
+    )
+    if check.evaluation is None:
+        raise ValueError(f"{name}: no evaluation")
+    return " | ".join(
+        f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
+        f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
+        for f in check.evaluation.figures
+    )

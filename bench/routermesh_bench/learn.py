@@ -1,0 +1,177 @@
+"""``router-mesh bench learn``: how L0's figures move as escalations come back as feedback.
+
+A hand-written table of ten examples per route escalates the requests its words do not
+cover. The agent sends those to the reasoning endpoint, which picks a server; when the
+agent reports that choice (``POST /v1/feedback {"message", "expected_route"}``), L0
+learns the request as an example at its next refresh. This replays that loop in-process
+with the router's own L0 (the same encoder, index, calibration and ``learn()`` the
+orchestrator runs every 30 s):
+
+1. the table's L0 is measured on ``--eval`` (the four figures at the mesh's threshold);
+2. the next ``--batch`` requests of ``--stream`` are routed; every in-scope one that L0
+   escalates is reported with its labelled route (the reasoning endpoint is taken to be
+   right: these figures are an upper bound for an endpoint that errs), nothing else is
+   (an out-of-scope or multi-step request has no single server to report, and a
+   misroute nobody notices is not reported);
+3. L0 learns, and the loop goes on from 1 until the stream is spent.
+
+Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic,
+the other is measured. Rows of the measured file whose text is also in the stream are
+dropped from it (a learned copy of a measured request would measure nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from routermesh.labelled import LabelledRequest, read_labelled
+from routermesh.runtime.cascade import layer_decides, layer_outcome
+from routermesh.runtime.contract.config import LayerConfig, RouterConfig
+from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.table_check import CheckOptions, Figures, evaluate, l0_config
+
+
+class LearnError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LearnOptions:
+    files: list[Path]
+    eval: Path
+    stream: Path | None = None
+    batch: int = 20
+    seed: int = 0
+    models_dir: Path = Path(".cache/models")
+    offline: bool = False
+
+
+class LearnStep(BaseModel):
+    streamed: int
+    """Requests of the stream routed so far."""
+    reported: int
+    """Of those, escalated in-scope requests reported with their route."""
+    learned: int
+    """Examples L0 holds from the reports."""
+    figures: Figures
+
+
+class LearnRun(BaseModel):
+    mesh: str
+    eval: str
+    stream: str
+    eval_rows: int
+    stream_rows: int
+    dropped: int
+    """Measured rows left out because the stream has the same text."""
+    batch: int
+    seed: int
+    steps: list[LearnStep]
+
+
+def split_rows(
+    rows: Sequence[LabelledRequest], seed: int
+) -> tuple[list[LabelledRequest], list[LabelledRequest]]:
+    """A seeded half of ``rows`` as the stream, the rest to measure; each kind split on
+    its own so both halves keep the file's mix."""
+    rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
+    stream: list[LabelledRequest] = []
+    measured: list[LabelledRequest] = []
+    for kind in ("in_scope", "out_of_scope", "multi_step"):
+        of_kind = [row for row in rows if row.kind == kind]
+        rng.shuffle(of_kind)
+        half = len(of_kind) // 2
+        stream += of_kind[:half]
+        measured += of_kind[half:]
+    rng.shuffle(stream)
+    return stream, measured
+
+
+def learn_curve(options: LearnOptions) -> LearnRun:
+    if options.batch < 1:
+        raise LearnError(f"--batch must be at least 1, got {options.batch}")
+    rows = read_labelled(options.eval)
+    if options.stream is None:
+        stream, measured = split_rows(rows, options.seed)
+    else:
+        stream = list(read_labelled(options.stream))
+        random.Random(options.seed).shuffle(stream)  # noqa: S311 - sampling, not secrets
+        measured = rows
+    streamed_texts = {_flat(row.text) for row in stream}
+    kept = [row for row in measured if _flat(row.text) not in streamed_texts]
+    if not stream or not kept:
+        raise LearnError("nothing to stream or nothing left to measure")
+    config, layer_config = l0_config(
+        CheckOptions(files=options.files, models_dir=options.models_dir, offline=options.offline)
+    )
+    steps = asyncio.run(_replay(options, config, layer_config, stream, kept))
+    return LearnRun(
+        mesh=f"{config.mesh.namespace}/{config.mesh.name}",
+        eval=str(options.eval),
+        stream=str(options.stream or f"{options.eval} (seeded half)"),
+        eval_rows=len(kept),
+        stream_rows=len(stream),
+        dropped=len(measured) - len(kept),
+        batch=options.batch,
+        seed=options.seed,
+        steps=steps,
+    )
+
+
+async def _replay(
+    options: LearnOptions,
+    config: RouterConfig,
+    layer_config: LayerConfig,
+    stream: list[LabelledRequest],
+    measured: list[LabelledRequest],
+) -> list[LearnStep]:
+    reports: list[tuple[str, str]] = []
+
+    async def feedback(limit: int) -> list[tuple[str, str]]:
+        return list(reversed(reports))[:limit]  # newest first, as the store answers
+
+    layer = EmbeddingLayer(layer_config, config, options.models_dir, feedback=feedback)
+    await layer.prepare()
+    if layer.index is None:
+        raise LearnError(f"L0 could not be built: {layer.error}")
+    escalation = config.escalation.route
+    threshold = config.threshold_for(layer.name, escalation, head=layer.index.head is not None)
+    steps: list[LearnStep] = []
+    done = 0
+    while True:
+        report = await evaluate(
+            options.eval,
+            (),
+            config=config,
+            layer_config=layer_config,
+            layer=layer,
+            labelled=measured,
+            head=layer.index.head is not None,
+        )
+        (figures,) = [f for f in report.figures if f.threshold == threshold]
+        steps.append(
+            LearnStep(
+                streamed=done, reported=len(reports), learned=len(layer.learned), figures=figures
+            )
+        )
+        if done >= len(stream):
+            return steps
+        for row in stream[done : done + options.batch]:
+            if row.kind != "in_scope":
+                continue
+            outcome = layer_outcome(layer.name, await layer.classify(row.text), layer_config, 0.0)
+            decision = layer_decides(config, outcome)
+            if decision is None or decision[0] == escalation:
+                reports.append((row.text, row.route_name))
+        done = min(done + options.batch, len(stream))
+        await layer.learn()
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.lower().split())
