@@ -15,7 +15,9 @@ differently? Four variants of its decision, measured and not shipped (docs/bench
 - ``in-scope-features``: the in-scope model on best similarity, vote share and margin
   (not the best similarity alone), fitted like the prior on tables drawn from the CLINC150
   and HWU64 train splits; reports routed accuracy / coverage / out-of-scope escalated over
-  the in-scope and out-of-scope rows at several thresholds, against today's.
+  the in-scope and out-of-scope rows at several thresholds, against today's models on
+  the same footing ("whole message": L0's confidence on the whole message, thresholded,
+  without multi-step detection, so its figures are not the runs').
 
 Every set is the few-shot run's table and eval rows (bench/results/fewshot/), L0
 in-process as ``router-mesh check-table`` builds it, so the shipped settings reproduce the
@@ -48,7 +50,7 @@ from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.example_index import ExampleIndex, Features, neighbour_features
 from routermesh.runtime.multistep import clauses
-from routermesh.table_check import CheckOptions, l0_config
+from routermesh.table_check import CheckOptions, figures_at, l0_config
 from routermesh_bench import prior
 from routermesh_bench.fewshot_sets import SETS, check_set, eval_file, stack_files
 from routermesh_bench.tables import read_descriptions
@@ -76,20 +78,12 @@ def _layer(name: str, models: Path) -> tuple[EmbeddingLayer, str]:
 
 
 def _figures(rows: Sequence[LabelledRequest], routes: Sequence[str], escalation: str) -> str:
-    routed = [(row, route) for row, route in zip(rows, routes, strict=True) if route != escalation]
-    right = sum(row.kind == "in_scope" and route == row.route_name for row, route in routed)
-
-    def escalated(kind: str) -> str:
-        of_kind = [route for row, route in zip(rows, routes, strict=True) if row.kind == kind]
-        return (
-            f"{100 * sum(r == escalation for r in of_kind) / len(of_kind):.1f}" if of_kind else "-"
-        )
-
-    in_scope = [route for row, route in zip(rows, routes, strict=True) if row.kind == "in_scope"]
-    coverage = 100 * sum(r != escalation for r in in_scope) / max(len(in_scope), 1)
-    accuracy = 100 * right / max(len(routed), 1)
-    return (
-        f"{accuracy:.1f} / {coverage:.1f} / {escalated('out_of_scope')} / {escalated('multi_step')}"
+    """check-table's four figures for these decisions (one threshold, already applied)."""
+    expected = [row.route_name if row.kind == "in_scope" else escalation for row in rows]
+    f = figures_at(0.0, rows, expected, routes, escalation)
+    return " / ".join(
+        "-" if v is None else f"{v:.1f}"
+        for v in (f.routed_accuracy, f.coverage, f.out_of_scope_escalated, f.multi_step_escalated)
     )
 
 
@@ -223,7 +217,7 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             return logistic(in_scope, x) * logistic(correct, x[1:])
 
         scores: tuple[tuple[str, Callable[[int], float]], ...] = (
-            ("today", today),
+            ("whole message", today),
             ("three features", variant),
         )
         for label, score in scores:

@@ -335,28 +335,35 @@ def cmd_prior(args: argparse.Namespace) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from routermesh.labelled import LabelledError  # noqa: PLC0415
+    from routermesh.local import LocalError  # noqa: PLC0415
     from routermesh.table_check import CheckError  # noqa: PLC0415
     from routermesh_bench.learn import LearnError, LearnOptions, learn_curve  # noqa: PLC0415
     from routermesh_bench.plots import learn_plots  # noqa: PLC0415
     from routermesh_bench.records import dumps  # noqa: PLC0415
 
-    for path in [args.eval, *([args.stream] if args.stream else [])]:
-        if not Path(path).is_file():
-            sys.stderr.write(f"bench learn: no such file: {path}\n")
-            return EXIT_USAGE
+    missing = [
+        p
+        for p in [*args.filename, args.eval, *([args.stream] if args.stream else [])]
+        if not Path(p).exists()
+    ]
+    if missing:
+        sys.stderr.write(f"bench learn: no such file or folder: {', '.join(missing)}\n")
+        return EXIT_USAGE
     try:
         run = learn_curve(
             LearnOptions(
                 files=[Path(f) for f in args.filename],
                 eval=Path(args.eval),
                 stream=Path(args.stream) if args.stream else None,
+                namespace=args.namespace,
+                mesh=args.mesh,
                 batch=args.batch,
                 seed=args.seed,
                 models_dir=Path(args.models_dir),
                 offline=args.offline,
             )
         )
-    except (OSError, LearnError, LabelledError, CheckError) as error:
+    except (OSError, LearnError, LabelledError, CheckError, LocalError) as error:
         sys.stderr.write(f"bench learn: {error}\n")
         return EXIT_INVALID
     out = Path(args.out)
@@ -682,9 +689,11 @@ def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentPa
     )
     learn.add_argument(
         "--stream",
-        help="labelled JSONL routed as traffic (default: a seeded half of --eval, the other "
-        "half measured)",
+        help="labelled JSONL routed as traffic, in its order (default: a seeded half of "
+        "--eval, shuffled, the other half measured)",
     )
+    learn.add_argument("-n", "--namespace", default="default", help="default: %(default)s")
+    learn.add_argument("--mesh", help="the RouterMesh to use when the files hold several")
     learn.add_argument(
         "--batch", type=int, default=20, help="requests between refreshes (default: 20)"
     )

@@ -8,16 +8,16 @@ with the router's own L0 (the same encoder, index, calibration and ``learn()`` t
 orchestrator runs every 30 s):
 
 1. the table's L0 is measured on ``--eval`` (the four figures at the mesh's threshold);
-2. the next ``--batch`` requests of ``--stream`` are routed; every in-scope one that L0
-   escalates is reported with its labelled route (the reasoning endpoint is taken to be
-   right: these figures are an upper bound for an endpoint that errs), nothing else is
-   (an out-of-scope or multi-step request has no single server to report, and a
-   misroute nobody notices is not reported);
+2. the next ``--batch`` requests of ``--stream`` (in the file's order) are routed; every
+   in-scope one that L0 escalates is reported with its labelled route (the reasoning
+   endpoint is taken to be right: these figures are an upper bound for an endpoint that
+   errs), nothing else is (an out-of-scope or multi-step request has no single server to
+   report, and a misroute nobody notices is not reported);
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
-Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic,
-the other is measured. Rows of the measured file whose text is also in the stream are
-dropped from it (a learned copy of a measured request would measure nothing).
+Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic
+(shuffled), the other is measured. Rows of the measured file whose text is also in the
+stream are dropped from it (a learned copy of a measured request would measure nothing).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from routermesh.labelled import LabelledRequest, read_labelled
 from routermesh.runtime.cascade import layer_decides, layer_outcome
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.embedding import EmbeddingLayer
-from routermesh.table_check import CheckOptions, Figures, evaluate, l0_config
+from routermesh.table_check import CheckOptions, Figures, evaluate, known_routes, l0_config
 
 
 class LearnError(ValueError):
@@ -46,6 +46,8 @@ class LearnOptions:
     files: list[Path]
     eval: Path
     stream: Path | None = None
+    namespace: str = "default"
+    mesh: str | None = None
     batch: int = 20
     seed: int = 0
     models_dir: Path = Path(".cache/models")
@@ -100,16 +102,31 @@ def learn_curve(options: LearnOptions) -> LearnRun:
     if options.stream is None:
         stream, measured = split_rows(rows, options.seed)
     else:
-        stream = list(read_labelled(options.stream))
-        random.Random(options.seed).shuffle(stream)  # noqa: S311 - sampling, not secrets
+        stream = read_labelled(options.stream)
         measured = rows
     streamed_texts = {_flat(row.text) for row in stream}
     kept = [row for row in measured if _flat(row.text) not in streamed_texts]
-    if not stream or not kept:
-        raise LearnError("nothing to stream or nothing left to measure")
+    if not stream:
+        raise LearnError(
+            f"nothing to stream: {options.stream or options.eval} gives no request "
+            "(without --stream, --eval needs at least two rows of a kind to split)"
+        )
+    if not kept:
+        raise LearnError(
+            f"nothing left to measure: all {len(measured)} rows of {options.eval} are also in "
+            "the stream"
+        )
     config, layer_config = l0_config(
-        CheckOptions(files=options.files, models_dir=options.models_dir, offline=options.offline)
+        CheckOptions(
+            files=options.files,
+            namespace=options.namespace,
+            mesh=options.mesh,
+            models_dir=options.models_dir,
+            offline=options.offline,
+        )
     )
+    known_routes(stream, config, options.stream or options.eval)
+    known_routes(kept, config, options.eval)
     steps = asyncio.run(_replay(options, config, layer_config, stream, kept))
     return LearnRun(
         mesh=f"{config.mesh.namespace}/{config.mesh.name}",
@@ -141,7 +158,6 @@ async def _replay(
     if layer.index is None:
         raise LearnError(f"L0 could not be built: {layer.error}")
     escalation = config.escalation.route
-    threshold = config.threshold_for(layer.name, escalation, head=layer.index.head is not None)
     steps: list[LearnStep] = []
     done = 0
     while True:
@@ -154,10 +170,12 @@ async def _replay(
             labelled=measured,
             head=layer.index.head is not None,
         )
-        (figures,) = [f for f in report.figures if f.threshold == threshold]
         steps.append(
             LearnStep(
-                streamed=done, reported=len(reports), learned=len(layer.learned), figures=figures
+                streamed=done,
+                reported=len(reports),
+                learned=len(layer.learned),
+                figures=report.figures[0],  # none asked: the mesh's threshold alone
             )
         )
         if done >= len(stream):
@@ -171,6 +189,12 @@ async def _replay(
                 reports.append((row.text, row.route_name))
         done = min(done + options.batch, len(stream))
         await layer.learn()
+        learned = {text for text, _ in layer.learned}
+        missing = [text for text, _ in reports if " ".join(text.split()) not in learned]
+        if missing:
+            # learn() keeps the old index on any failure (and logs why): say so here rather
+            # than measure a layer that did not learn.
+            raise LearnError(f"L0 did not learn {len(missing)} reported request(s): {missing[0]!r}")
 
 
 def _flat(text: str) -> str:

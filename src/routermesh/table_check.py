@@ -128,7 +128,7 @@ def check_table(options: CheckOptions) -> TableCheck:
     labelled = None
     if options.eval is not None:
         labelled = read_labelled(options.eval)
-        _known_routes(labelled, config, options.eval)
+        known_routes(labelled, config, options.eval)
     layer = EmbeddingLayer(layer_config, config, options.models_dir)
     return asyncio.run(_check(options, config, layer_config, layer, labelled))
 
@@ -158,7 +158,7 @@ def l0_config(options: CheckOptions) -> tuple[RouterConfig, LayerConfig]:
     return config, next(x for x in config.layers if x.name == l0.name)
 
 
-def _known_routes(rows: Sequence[LabelledRequest], config: RouterConfig, path: Path) -> None:
+def known_routes(rows: Sequence[LabelledRequest], config: RouterConfig, path: Path) -> None:
     known = {route.name for route in config.routes} - {config.escalation.route}
     unknown = sorted(
         {row.route for row in rows if row.kind == "in_scope" and row.route_name not in known}
@@ -277,7 +277,9 @@ async def evaluate(
                 if decision is not None
                 else (escalation, "low_confidence")
             )
-        figures.append(_figures(threshold, labelled, expected, [d for d, _ in decided], escalation))
+        figures.append(
+            figures_at(threshold, labelled, expected, [d for d, _ in decided], escalation)
+        )
         if threshold == at_mesh:
             decided_at_mesh = decided
     rows = [
@@ -320,7 +322,7 @@ def _with_threshold(
     )
 
 
-def _figures(
+def figures_at(
     threshold: float,
     labelled: Sequence[LabelledRequest],
     expected: Sequence[str],

@@ -73,17 +73,19 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     )
     run = learn_curve(
         LearnOptions(
-            files=[HOMELAB], eval=measured, stream=stream, batch=3, models_dir=MODELS, offline=True
+            files=[HOMELAB], eval=measured, stream=stream, batch=2, models_dir=MODELS, offline=True
         )
     )
     assert (run.eval_rows, run.stream_rows, run.dropped) == (2, 3, 1)
-    before, after = run.steps
+    # the stream in its order, two requests per refresh, the last batch short
+    before, after, last = run.steps
     assert (before.streamed, before.reported, before.learned) == (0, 0, 0)
     assert (before.figures.coverage, before.figures.out_of_scope_escalated) == (0.0, 100.0)
-    assert (after.streamed, after.reported, after.learned) == (3, 1, 1)
+    assert (after.streamed, after.reported, after.learned) == (2, 1, 1)
     assert after.figures.coverage == 100.0
     assert after.figures.routed_accuracy == 100.0
     assert after.figures.out_of_scope_escalated == 100.0
+    assert (last.streamed, last.reported, last.learned) == (3, 1, 1)
 
 
 def test_the_command_writes_the_curve_and_its_plot(
@@ -114,11 +116,34 @@ def test_the_command_writes_the_curve_and_its_plot(
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "learn", "-f", str(HOMELAB), "--eval", "nope.jsonl"]) == 2
-    assert "bench learn: no such file: nope.jsonl" in capsys.readouterr().err
+    assert "bench learn: no such file or folder: nope.jsonl" in capsys.readouterr().err
     measured = _jsonl(tmp_path / "eval.jsonl", [{"text": "hello", "route": "unifi"}])
     with pytest.raises(LearnError, match="--batch must be at least 1"):
         learn_curve(LearnOptions(files=[HOMELAB], eval=measured, batch=0, models_dir=MODELS))
     # one row: its half is empty, nothing to stream
     code = main(["bench", "learn", "-f", str(HOMELAB), "--eval", str(measured), "--offline"])
     assert code == 1
-    assert "nothing to stream or nothing left to measure" in capsys.readouterr().err
+    assert "nothing to stream" in capsys.readouterr().err
+    # the stream has every measured row: nothing would be measured
+    code = main(
+        ["bench", "learn", "-f", str(HOMELAB), "--eval", str(measured), "--stream", str(measured)]
+    )
+    assert code == 1
+    assert "nothing left to measure: all 1 rows" in capsys.readouterr().err
+    code = main(["bench", "learn", "-f", "nope/", "--eval", str(measured)])
+    assert code == 2
+    assert "bench learn: no such file or folder: nope/" in capsys.readouterr().err
+
+
+def test_a_route_the_mesh_does_not_have_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label the table does not know would be reported and silently never learned."""
+    stream = _jsonl(tmp_path / "stream.jsonl", [{"text": "restart the printer", "route": "cups"}])
+    measured = _jsonl(tmp_path / "eval.jsonl", [{"text": "hello there", "route": "unifi"}])
+    args = ["bench", "learn", "-f", str(HOMELAB), "--eval", str(measured), "--stream", str(stream)]
+    code = main([*args, "--models-dir", str(MODELS), "--offline", "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "route(s) cups are not in the mesh's routes (elastic, grafana, proxmox, unifi)" in err
+    assert not (tmp_path / "o").exists()
