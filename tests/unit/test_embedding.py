@@ -310,6 +310,18 @@ def test_an_escalation_reported_with_the_server_cortex_chose_is_learned(
         assert wait_until(lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 1)
         after = c.post("/v1/route", json={"message": "Turn on band steering for HomeNet."}).json()
         assert (after["route"], after["layer"], after["cache_hit"]) == ("unifi", "l0", False)
+        # The other way: a server reports a request it does not handle with the escalation
+        # route; L0 learns it as an example of that route and no longer routes it.
+        routed = c.post("/v1/route", json={"message": "show me connected clients"}).json()
+        assert routed["route"] == "unifi"
+        c.post(
+            "/v1/feedback",
+            json={"message": "show me connected clients", "expected_route": "cortex"},
+        )
+        assert wait_until(lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 2)
+        refused = c.post("/v1/route", json={"message": "Show me connected clients!"}).json()
+        # its own examples still pull it to unifi, now below the threshold
+        assert (refused["route"], refused["escalation_reason"]) == ("cortex", "low_confidence")
 
 
 async def test_l0_is_saturated_when_its_backlog_would_outlast_max_queue_ms(
