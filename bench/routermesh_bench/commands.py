@@ -361,6 +361,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 models_dir=Path(args.models_dir),
                 offline=args.offline,
+                report_out_of_scope=args.report_out_of_scope,
             )
         )
     except (OSError, LearnError, LabelledError, CheckError, LocalError) as error:
@@ -694,6 +695,12 @@ def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentPa
     )
     learn.add_argument("-n", "--namespace", default="default", help="default: %(default)s")
     learn.add_argument("--mesh", help="the RouterMesh to use when the files hold several")
+    learn.add_argument(
+        "--report-out-of-scope",
+        action="store_true",
+        help="also report escalated out-of-scope requests with the escalation route (the "
+        "router does not learn such confirmations; this measures what it would do)",
+    )
     learn.add_argument(
         "--batch", type=int, default=20, help="requests between refreshes (default: 20)"
     )

@@ -11,8 +11,10 @@ orchestrator runs every 30 s):
 2. the next ``--batch`` requests of ``--stream`` (in the file's order) are routed; every
    in-scope one that L0 escalates is reported with its labelled route (the reasoning
    endpoint is taken to be right: these figures are an upper bound for an endpoint that
-   errs), nothing else is (an out-of-scope or multi-step request has no single server to
-   report, and a misroute nobody notices is not reported);
+   errs). Nothing else is reported (a multi-step request has no single server, and a
+   misroute nobody notices is not reported), unless ``--report-out-of-scope``: then an
+   escalated out-of-scope request comes back with the escalation route, which the router
+   itself does not learn (it is a confirmation), to measure what learning it would do;
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
 Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic
@@ -52,13 +54,17 @@ class LearnOptions:
     seed: int = 0
     models_dir: Path = Path(".cache/models")
     offline: bool = False
+    report_out_of_scope: bool = False
+    """Also report escalated out-of-scope requests with the escalation route. The router
+    learns such a report only when the request had been routed (a misroute), not when L0
+    escalated it (a confirmation): this measures what learning those would do."""
 
 
 class LearnStep(BaseModel):
     streamed: int
     """Requests of the stream routed so far."""
     reported: int
-    """Of those, escalated in-scope requests reported with their route."""
+    """Of those, escalated requests reported (with their route, or the escalation route)."""
     learned: int
     """Examples L0 holds from the reports."""
     figures: Figures
@@ -74,6 +80,7 @@ class LearnRun(BaseModel):
     """Measured rows left out because the stream has the same text."""
     batch: int
     seed: int
+    report_out_of_scope: bool
     steps: list[LearnStep]
 
 
@@ -137,6 +144,7 @@ def learn_curve(options: LearnOptions) -> LearnRun:
         dropped=len(measured) - len(kept),
         batch=options.batch,
         seed=options.seed,
+        report_out_of_scope=options.report_out_of_scope,
         steps=steps,
     )
 
@@ -181,12 +189,15 @@ async def _replay(
         if done >= len(stream):
             return steps
         for row in stream[done : done + options.batch]:
-            if row.kind != "in_scope":
+            if row.kind == "multi_step" or (
+                row.kind == "out_of_scope" and not options.report_out_of_scope
+            ):
                 continue
             outcome = layer_outcome(layer.name, await layer.classify(row.text), layer_config, 0.0)
             decision = layer_decides(config, outcome)
             if decision is None or decision[0] == escalation:
-                reports.append((row.text, row.route_name))
+                route = row.route_name if row.kind == "in_scope" else escalation
+                reports.append((row.text, route))
         done = min(done + options.batch, len(stream))
         await layer.learn()
         learned = {text for text, _ in layer.learned}

@@ -33,7 +33,7 @@ def learn_section(results: Path, docs: Path) -> list[str]:
             "",
             f"Stream {run['stream']} ({run['stream_rows']} requests, batches of "
             f"{run['batch']}, seed {run['seed']}); measured {run['eval']} "
-            f"({run['eval_rows']} rows).",
+            f"({run['eval_rows']} rows)" + ("; servers only." if run.get("servers_only") else "."),
             "",
             "| requests streamed | reported | routed accuracy | in-scope coverage "
             "| out-of-scope escalated | multi-step escalated |",

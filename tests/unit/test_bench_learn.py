@@ -53,7 +53,8 @@ def test_the_split_keeps_each_kind_on_both_sides_and_is_seeded() -> None:
 def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Path) -> None:
     """L0 escalates "turn on band steering for HomeNet" on samples/homelab (its words are in
     no example). Once the request comes back as feedback with its route, a near copy of it
-    routes to unifi; what was routed or out of scope is not reported."""
+    routes to unifi; what was routed or out of scope is not reported (out of scope: only
+    when asked to)."""
     stream = _jsonl(
         tmp_path / "stream.jsonl",
         [
@@ -86,6 +87,19 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     assert after.figures.routed_accuracy == 100.0
     assert after.figures.out_of_scope_escalated == 100.0
     assert (last.streamed, last.reported, last.learned) == (3, 1, 1)
+    # asked to, the escalated out-of-scope request comes back with the escalation route
+    with_out_of_scope = learn_curve(
+        LearnOptions(
+            files=[HOMELAB],
+            eval=measured,
+            stream=stream,
+            batch=2,
+            models_dir=MODELS,
+            offline=True,
+            report_out_of_scope=True,
+        )
+    )
+    assert [(s.reported, s.learned) for s in with_out_of_scope.steps] == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_the_command_writes_the_curve_and_its_plot(

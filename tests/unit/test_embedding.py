@@ -292,7 +292,7 @@ def test_reported_misroutes_become_examples_and_stale_decisions_go(
         assert refused.status_code == 422
 
 
-def test_an_escalation_reported_with_the_server_cortex_chose_is_learned(
+def test_reported_escalations_are_learned_with_a_server_or_the_escalation_route(
     encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loop `router-mesh bench learn` replays: a request in words no example uses is
