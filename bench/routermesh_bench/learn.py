@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from routermesh.labelled import LabelledRequest, read_labelled
 from routermesh.runtime.cascade import layer_decides, layer_outcome
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
-from routermesh.runtime.embedding import EmbeddingLayer
+from routermesh.runtime.embedding import MAX_LEARNED, EmbeddingLayer
 from routermesh.table_check import CheckOptions, Figures, evaluate, known_routes, l0_config
 
 
@@ -201,7 +201,9 @@ async def _replay(
         done = min(done + options.batch, len(stream))
         await layer.learn()
         learned = {text for text, _ in layer.learned}
-        missing = [text for text, _ in reports if " ".join(text.split()) not in learned]
+        # the layer reads the newest MAX_LEARNED reports, as from the store
+        newest = reports[-MAX_LEARNED:]
+        missing = [text for text, _ in newest if " ".join(text.split()) not in learned]
         if missing:
             # learn() keeps the old index on any failure (and logs why): say so here rather
             # than measure a layer that did not learn.
