@@ -697,9 +697,11 @@ def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentPa
     learn.add_argument("--mesh", help="the RouterMesh to use when the files hold several")
     learn.add_argument(
         "--report-out-of-scope",
-        action="store_true",
-        help="also report escalated out-of-scope requests with the escalation route (the "
-        "router does not learn such confirmations; this measures what it would do)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="report escalated out-of-scope requests with the escalation route, as an "
+        "agent reports what the reasoning endpoint handled itself (default: on; "
+        "--no-report-out-of-scope reports the in-scope ones alone)",
     )
     learn.add_argument(
         "--batch", type=int, default=20, help="requests between refreshes (default: 20)"

@@ -9,12 +9,12 @@ orchestrator runs every 30 s):
 
 1. the table's L0 is measured on ``--eval`` (the four figures at the mesh's threshold);
 2. the next ``--batch`` requests of ``--stream`` (in the file's order) are routed; every
-   in-scope one that L0 escalates is reported with its labelled route (the reasoning
-   endpoint is taken to be right: these figures are an upper bound for an endpoint that
-   errs). Nothing else is reported (a multi-step request has no single server, and a
-   misroute nobody notices is not reported), unless ``--report-out-of-scope``: then an
-   escalated out-of-scope request comes back with the escalation route, which the router
-   itself does not learn (it is a confirmation), to measure what learning it would do;
+   in-scope one that L0 escalates is reported with its labelled route, and every
+   out-of-scope one with the escalation route, as the agent reports what the reasoning
+   endpoint did (it is taken to be right: these figures are an upper bound for an
+   endpoint that errs). Nothing else is reported (a multi-step request has no single
+   server, and a misroute nobody notices is not reported); ``--no-report-out-of-scope``
+   reports the in-scope ones alone;
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
 Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic
@@ -54,10 +54,9 @@ class LearnOptions:
     seed: int = 0
     models_dir: Path = Path(".cache/models")
     offline: bool = False
-    report_out_of_scope: bool = False
-    """Also report escalated out-of-scope requests with the escalation route. The router
-    learns such a report only when the request had been routed (a misroute), not when L0
-    escalated it (a confirmation): this measures what learning those would do."""
+    report_out_of_scope: bool = True
+    """Report escalated out-of-scope requests with the escalation route too (the router
+    learns them as examples of that route)."""
 
 
 class LearnStep(BaseModel):

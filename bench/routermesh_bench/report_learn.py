@@ -22,7 +22,8 @@ def learn_section(results: Path, docs: Path) -> list[str]:
         "",
         "`router-mesh bench learn`: the table's L0 in-process; after each batch of the "
         "stream, every in-scope request L0 escalated is reported with its route (as an agent "
-        "reports the server the reasoning endpoint chose) and L0 refreshes, as the "
+        "reports the server the reasoning endpoint chose), every out-of-scope one with the "
+        "escalation route (a request it handled itself), and L0 refreshes, as the "
         "orchestrator does every 30 s. Measured on rows the stream does not have.",
         "",
     ]
@@ -33,7 +34,8 @@ def learn_section(results: Path, docs: Path) -> list[str]:
             "",
             f"Stream {run['stream']} ({run['stream_rows']} requests, batches of "
             f"{run['batch']}, seed {run['seed']}); measured {run['eval']} "
-            f"({run['eval_rows']} rows)" + ("; servers only." if run.get("servers_only") else "."),
+            f"({run['eval_rows']} rows)"
+            + ("." if run.get("report_out_of_scope", True) else "; in-scope reports alone."),
             "",
             "| requests streamed | reported | routed accuracy | in-scope coverage "
             "| out-of-scope escalated | multi-step escalated |",

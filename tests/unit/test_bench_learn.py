@@ -53,8 +53,8 @@ def test_the_split_keeps_each_kind_on_both_sides_and_is_seeded() -> None:
 def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Path) -> None:
     """L0 escalates "turn on band steering for HomeNet" on samples/homelab (its words are in
     no example). Once the request comes back as feedback with its route, a near copy of it
-    routes to unifi; what was routed or out of scope is not reported (out of scope: only
-    when asked to)."""
+    routes to unifi; what was routed is not reported, and what was out of scope only when
+    asked to (the default)."""
     stream = _jsonl(
         tmp_path / "stream.jsonl",
         [
@@ -74,7 +74,13 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     )
     run = learn_curve(
         LearnOptions(
-            files=[HOMELAB], eval=measured, stream=stream, batch=2, models_dir=MODELS, offline=True
+            files=[HOMELAB],
+            eval=measured,
+            stream=stream,
+            batch=2,
+            models_dir=MODELS,
+            offline=True,
+            report_out_of_scope=False,
         )
     )
     assert (run.eval_rows, run.stream_rows, run.dropped) == (2, 3, 1)
@@ -87,16 +93,10 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     assert after.figures.routed_accuracy == 100.0
     assert after.figures.out_of_scope_escalated == 100.0
     assert (last.streamed, last.reported, last.learned) == (3, 1, 1)
-    # asked to, the escalated out-of-scope request comes back with the escalation route
+    # by default the escalated out-of-scope request comes back with the escalation route
     with_out_of_scope = learn_curve(
         LearnOptions(
-            files=[HOMELAB],
-            eval=measured,
-            stream=stream,
-            batch=2,
-            models_dir=MODELS,
-            offline=True,
-            report_out_of_scope=True,
+            files=[HOMELAB], eval=measured, stream=stream, batch=2, models_dir=MODELS, offline=True
         )
     )
     assert [(s.reported, s.learned) for s in with_out_of_scope.steps] == [(0, 0), (1, 1), (2, 2)]

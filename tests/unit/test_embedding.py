@@ -25,6 +25,7 @@ from routermesh.runtime.encode_batcher import BatchCost
 from routermesh.runtime.encoder import Encoder, EncoderStore
 from routermesh.runtime.evidence import description_phrases, route_examples
 from routermesh.runtime.example_index import RouteGroups, build_index, neighbour_features
+from routermesh.runtime.feedback import FeedbackRecord
 from routermesh.runtime.packaged import PACKAGED, materialize
 from routermesh.runtime.router import Router
 from tests.support import homelab_rendered, layer_of, wait_until
@@ -322,6 +323,50 @@ def test_reported_escalations_are_learned_with_a_server_or_the_escalation_route(
         refused = c.post("/v1/route", json={"message": "Show me connected clients!"}).json()
         # its own examples still pull it to unifi, now below the threshold
         assert (refused["route"], refused["escalation_reason"]) == ("cortex", "low_confidence")
+
+
+def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent reports a request the reasoning endpoint handled itself with the
+    escalation route: not a misroute, yet L0 learns it, and requests like it that the
+    table's words pulled in ("wifi") stop being routed."""
+    monkeypatch.setenv("ROUTER_MESH_LEARN_SECONDS", "0.1")
+    directory = tmp_path / "config"
+    _publish(directory, l0_config(encoder_dir, threshold=0.5))
+    message, near = "write me a poem about my network", "write me a poem about my wifi network"
+    with TestClient(create_app(Router(directory, models_dir=MODELS, poll_seconds=0.05))) as c:
+        assert wait_until(lambda: c.get("/readyz").status_code == 200)
+        before = c.post("/v1/route", json={"message": message}).json()
+        assert before["route"] == "cortex"
+        assert c.post("/v1/route", json={"message": near}).json()["route"] == "unifi"
+        stored = c.post("/v1/feedback", json={"message": message, "expected_route": "cortex"})
+        assert stored.json()["misroute"] is False  # a confirmation, learned all the same
+        assert wait_until(lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 1)
+        after = c.post("/v1/route", json={"message": near}).json()
+        assert (after["route"], after["cache_hit"]) == ("cortex", False)
+        again = c.post("/v1/route", json={"message": "Write me a poem about my network."}).json()
+        assert (again["route"], again["escalation_reason"]) == ("cortex", "out_of_scope")
+        exported = [json.loads(line) for line in c.get("/v1/feedback").text.splitlines()]
+        assert [(row["text"], row["route"]) for row in exported] == [(message, "cortex")]
+
+
+def test_misroutes_and_requests_reported_with_the_escalation_route_are_examples() -> None:
+    def report(expected: str, decided: str | None) -> FeedbackRecord:
+        return FeedbackRecord(
+            message="m",
+            expected_route=expected,
+            decided_route=decided,
+            config_hash="c",
+            route_table_version="v",
+        )
+
+    assert report("unifi", "cortex").learnable("cortex")  # an escalation given its server
+    assert report("unifi", "proxmox").learnable("cortex")  # a misroute
+    assert report("cortex", "unifi").learnable("cortex")  # routed, not a server's job
+    assert report("cortex", "cortex").learnable("cortex")  # the endpoint handled it itself
+    assert not report("unifi", "unifi").learnable("cortex")  # a confirmation: an outcome
+    assert report("unifi", None).learnable("cortex")  # the decision was no longer cached
 
 
 async def test_l0_is_saturated_when_its_backlog_would_outlast_max_queue_ms(

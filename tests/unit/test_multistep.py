@@ -90,8 +90,11 @@ def test_a_plan_needs_two_confident_clauses_of_different_routes() -> None:
     assert plan_of(steps, 0.75, "cortex") == []  # one confident route is no plan
     same = [ClauseRoute("cpu graph", "grafana", 0.9), ClauseRoute("memory graph", "grafana", 0.9)]
     assert plan_of(same, 0.5, "cortex") == []
+    # A clause the escalation route's examples are nearest is a step no server takes: with
+    # a server's step beside it, the message needs both; alone, it is no plan.
     escalation = [ClauseRoute("a", "unifi", 0.9), ClauseRoute("b", "cortex", 0.9)]
-    assert plan_of(escalation, 0.5, "cortex") == []
+    assert plan_of(escalation, 0.5, "cortex") == ["unifi", "cortex"]
+    assert plan_of([escalation[1], ClauseRoute("c", "cortex", 0.8)], 0.5, "cortex") == []
 
 
 def test_a_joined_clause_counts_at_the_joined_threshold_for_one_of_the_best_routes() -> None:
@@ -162,6 +165,35 @@ async def test_the_seed_examples_are_decided_as_the_seed_shows(
     far = await layer.classify("what's the weather tomorrow")
     assert far.out_of_scope is not None and far.out_of_scope > 0.5
     assert far.confidence < 0.5
+
+
+async def test_a_task_no_server_takes_beside_one_a_server_takes_is_multi_step(
+    homelab_l0: tuple[EmbeddingLayer, RouterConfig],
+) -> None:
+    """Once a request is reported as the reasoning endpoint's own, a message joining a
+    server's task to one like it escalates with the server's part as its plan."""
+    layer, config = homelab_l0
+    await layer.prepare()
+    message = "snapshot vm 104 and then compose a haiku about my network"
+    before = await layer.classify(message)
+    assert (before.route, before.cause) == ("proxmox", None)  # the haiku matched nothing
+
+    reports = [("write me a poem about my network", config.escalation.route)]
+
+    async def feedback(limit: int) -> list[tuple[str, str]]:
+        return reports[:limit]
+
+    learning = EmbeddingLayer(layer._layer, config, MODELS, store=EncoderStore(), feedback=feedback)
+    await learning.prepare()
+    after = await learning.classify(message)
+    assert (after.route, after.cause, after.plan) == (
+        config.escalation.route,
+        Reason.MULTI_STEP,
+        ("proxmox",),  # the table's part; the rest is the reasoning endpoint's
+    )
+    # The seed's two-server request keeps both servers in its plan.
+    seed = await learning.classify("check network and spin up test VM")
+    assert (seed.cause, seed.plan) == (Reason.MULTI_STEP, ("unifi", "proxmox"))
 
 
 class _Index:

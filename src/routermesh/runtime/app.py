@@ -472,8 +472,11 @@ def create_app(
         """The newest reports as JSONL, newest first: ``text``/``route`` rows a RouteTable's
         ``examplesFrom`` file takes as they are (the next config learns them for good, and
         a trained head trains on them), with ``decided_route``, the layers' ``verdicts``
-        and ``received_at`` for calibration (``bench calibrate`` style fits)."""
+        and ``received_at`` for calibration (``bench calibrate`` style fits). By default
+        the reports L0 learns; ``misroutes=false`` adds the confirmed server routes."""
         records = await router.feedback.recent(limit)
+        state = router.state
+        escalation = state.config.escalation.route if state else ""
         lines = [
             json.dumps(
                 {
@@ -487,7 +490,7 @@ def create_app(
                 ensure_ascii=False,
             )
             for r in records
-            if r.misroute or not misroutes
+            if not misroutes or r.learnable(escalation)
         ]
         return Response(
             content="".join(f"{line}\n" for line in lines), media_type="application/x-ndjson"

@@ -187,7 +187,7 @@ class Preparable(Protocol):
 
 @runtime_checkable
 class Learning(Protocol):
-    """A layer that turns reported misroutes into examples (the feedback loop)."""
+    """A layer that turns reports (misroutes, escalation-route reports) into examples."""
 
     learned: tuple[tuple[str, str], ...]
 

@@ -54,10 +54,11 @@ from routermesh.runtime.multistep import JOINED_CANDIDATES, Clause, ClauseRoute,
 log = logging.getLogger("routermesh.layers")
 
 FeedbackSource = Callable[[int], Awaitable[list[tuple[str, str]]]]
-"""Newest reported misroutes as (message, expected route), newest first."""
+"""Newest reports L0 learns as (message, expected route), newest first: misroutes, and
+requests reported with the escalation route."""
 
 MAX_LEARNED = 2_000
-"""Newest reported misroutes used as examples."""
+"""Newest learnable reports used as examples."""
 MESSAGE_CHARS = 2_000
 """The part of a message L0 reads."""
 SINGLE_ROUTE_CONFIDENCE = 0.9
@@ -127,7 +128,7 @@ class EmbeddingLayer:
             )
 
     async def learn(self) -> bool:
-        """Rebuild with the newest reported misroutes as examples when they changed; True if
+        """Rebuild with the newest learnable reports as examples when they changed; True if
         the layer now answers differently. Never raises (the old index keeps serving)."""
         if self._index is None:
             return False
@@ -295,14 +296,19 @@ class EmbeddingLayer:
                 threshold,
                 escalation,
                 joined_threshold=self._layer.multi_step_joined_threshold,
-                candidates=[c.route for c in judged.candidates[:JOINED_CANDIDATES]],
+                # The message's best few servers: the escalation route's examples being
+                # near takes no server out of them.
+                candidates=[c.route for c in judged.candidates if c.route != escalation][
+                    :JOINED_CANDIDATES
+                ],
             )
             if plan:
                 return Verdict(
                     route=escalation,
                     confidence=_unit(min(s.confidence for s in steps if s.route in plan)),
                     cause=Reason.MULTI_STEP,
-                    plan=tuple(plan),
+                    # The table's routes it needs; the rest is the reasoning endpoint's.
+                    plan=tuple(route for route in plan if route != escalation),
                     out_of_scope=out_of_scope,
                     candidates=candidates,
                     decisive=True,

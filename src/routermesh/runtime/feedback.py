@@ -1,4 +1,4 @@
-"""Feedback: reported misroutes (message, expected route) kept for calibration.
+"""Feedback: reported outcomes (message, expected route) kept for learning and calibration.
 
 With Redis configured they go to a capped Redis list (``LPUSH`` + ``LTRIM``) shared
 by all replicas; otherwise, or while Redis fails, to a bounded in-process buffer.
@@ -42,6 +42,13 @@ class FeedbackRecord(BaseModel):
     @property
     def misroute(self) -> bool:
         return self.decided_route != self.expected_route
+
+    def learnable(self, escalation_route: str) -> bool:
+        """An example for L0: a misroute, or a request reported with the escalation route
+        (the reasoning endpoint's own, outside every server, whatever was decided). A
+        confirmed server route is an outcome for the adaptive thresholds, not an example
+        (it would only churn the cache)."""
+        return self.misroute or self.expected_route == escalation_route
 
 
 class MemoryFeedback:

@@ -29,7 +29,7 @@ class LayerContext:
     client: httpx.AsyncClient
     models_dir: Path = Path(MODELS_DIR)
     feedback: FeedbackSource | None = None
-    """Newest reported misroutes, for layers that learn from them."""
+    """Newest learnable reports (misroutes, escalation-route reports), for layers that learn."""
 
 
 LayerBuilder = Callable[[LayerConfig, RouterConfig, LayerContext], Classifier]

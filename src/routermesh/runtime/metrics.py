@@ -157,13 +157,14 @@ class RouterMetrics:
         )
         self.feedback = Counter(
             "router_feedback_total",
-            "Reported misroutes, by expected route.",
+            "Feedback reports (misroutes and confirmations), by expected route.",
             ["expected_route"],
             registry=r,
         )
         self.learned_examples = Gauge(
             "router_learned_examples",
-            "Reported misroutes a layer uses as examples (the feedback loop), by layer.",
+            "Reports a layer uses as examples (the feedback loop: misroutes and requests "
+            "reported with the escalation route), by layer.",
             ["layer"],
             registry=r,
         )

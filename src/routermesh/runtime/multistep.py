@@ -134,15 +134,16 @@ def plan_of(
     joined_threshold: float | None = None,
     candidates: Collection[str] = (),
 ) -> list[str]:
-    """The routes of the clauses that count, in order, once each: a plan when two or
-    more and one of them is judged at least ``threshold`` (the escalation route is not a
-    step). A clause counts at ``threshold``, or at ``joined_threshold`` when it is joined
-    by a word and its route is one of the message's ``candidates``."""
+    """The steps of the clauses that count, in order, once each: a plan when two or more,
+    at least one of them a route of the table, and one clause judged at least
+    ``threshold``. A clause counts at ``threshold``, or at ``joined_threshold`` when it is
+    joined by a word and its route is one of the message's ``candidates``. A clause that
+    goes to the escalation route is a step no server takes (the escalation route's
+    examples, confirmed escalations learned from feedback among them, are nearest): with
+    a server's step beside it the message needs both, and the plan names it as a step."""
     plan: list[str] = []
     confident = False
     for item in judged:
-        if item.route == escalation_route:
-            continue
         sure = item.confidence >= threshold
         weak = (
             joined_threshold is not None
@@ -153,4 +154,5 @@ def plan_of(
         confident = confident or sure
         if (sure or weak) and item.route not in plan:
             plan.append(item.route)
-    return plan if len(plan) >= 2 and confident else []
+    servers = [route for route in plan if route != escalation_route]
+    return plan if len(plan) >= 2 and servers and confident else []

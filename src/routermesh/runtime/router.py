@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +285,11 @@ class Router:
         """Build ``config``'s layers and swap them in; raises what the build raises."""
         async with self._applying:
             cache, feedback = self._cache_for(config)
-            context = LayerContext(self.client, self.models_dir, feedback=self._recent_feedback)
+            context = LayerContext(
+                self.client,
+                self.models_dir,
+                feedback=partial(self._learnable_feedback, config.escalation.route),
+            )
             content = await asyncio.to_thread(content_version, config, self.models_dir)
             layers = build_layers(config, context)
             # Heavy set-up (an encoder, example embeddings) before the swap: the running
@@ -438,11 +443,13 @@ class Router:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _recent_feedback(self, limit: int) -> list[tuple[str, str]]:
-        """Reported misroutes of every replica (Redis) or this one, newest first
-        (confirmations of a right route are outcomes, not examples)."""
+    async def _learnable_feedback(self, escalation: str, limit: int) -> list[tuple[str, str]]:
+        """The reports L0 learns as examples (:meth:`FeedbackRecord.learnable`), every
+        replica's (Redis) or this one's, newest first."""
         return [
-            (r.message, r.expected_route) for r in await self.feedback.recent(limit) if r.misroute
+            (r.message, r.expected_route)
+            for r in await self.feedback.recent(limit)
+            if r.learnable(escalation)
         ]
 
     def _carry_adaptive(self, config: RouterConfig, cascade: Cascade) -> None:
