@@ -341,12 +341,15 @@ class FakeTarget(ThreadedServer):
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.answer_headers: dict[str, str] = {}
+        """Extra headers of every answer (a reasoning endpoint naming a request's route)."""
         super().__init__(Starlette(routes=[Route("/mcp", self._mcp, methods=["POST"])]))
 
     async def _mcp(self, request: Request) -> Response:
         body = await request.body()
         self.received.append({"body": body, "headers": dict(request.headers)})
-        return JSONResponse({"echo": body.decode()}, status_code=200, headers={"X-Target": "mcp"})
+        headers = {"X-Target": "mcp", **self.answer_headers}
+        return JSONResponse({"echo": body.decode()}, status_code=200, headers=headers)
 
 
 class FileServer(ThreadedServer):

@@ -205,7 +205,8 @@ def test_feedback_outcomes_move_l0s_threshold_live(
         text = next(t for t, d in decided.items() if d["layer"] == "escalated")
         again = c.post("/v1/route", json={"message": text}).json()
         assert again["cache_hit"] is False
-        # Confirmations are outcomes, not examples: L0 learned only the misroutes.
+        # Confirmations are outcomes, not examples: L0 learned only the misroutes (no
+        # request here is reported with the escalation route).
         misroutes = sum(d["route"] != r["route"] for r in rows for d in [decided[r["text"]]])
         wrong = {r["text"] for r in rows if decided[r["text"]]["route"] != r["route"]}
         assert wait_until(

@@ -53,8 +53,8 @@ def test_the_split_keeps_each_kind_on_both_sides_and_is_seeded() -> None:
 def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Path) -> None:
     """L0 escalates "turn on band steering for HomeNet" on samples/homelab (its words are in
     no example). Once the request comes back as feedback with its route, a near copy of it
-    routes to unifi; what was routed is not reported, and what was out of scope only when
-    asked to (the default)."""
+    routes to unifi; what was routed is not reported, and what was out of scope is
+    reported by default (off in the first run)."""
     stream = _jsonl(
         tmp_path / "stream.jsonl",
         [

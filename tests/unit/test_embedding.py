@@ -28,7 +28,7 @@ from routermesh.runtime.example_index import RouteGroups, build_index, neighbour
 from routermesh.runtime.feedback import FeedbackRecord
 from routermesh.runtime.packaged import PACKAGED, materialize
 from routermesh.runtime.router import Router
-from tests.support import homelab_rendered, layer_of, wait_until
+from tests.support import FakeTarget, homelab_rendered, layer_of, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / ".cache/models"
@@ -347,8 +347,52 @@ def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
         assert (after["route"], after["cache_hit"]) == ("cortex", False)
         again = c.post("/v1/route", json={"message": "Write me a poem about my network."}).json()
         assert (again["route"], again["escalation_reason"]) == ("cortex", "out_of_scope")
-        exported = [json.loads(line) for line in c.get("/v1/feedback").text.splitlines()]
-        assert [(row["text"], row["route"]) for row in exported] == [(message, "cortex")]
+        # A confirmed server route is an outcome: exported only with the confirmations.
+        confirmed = {"message": "show me connected clients", "expected_route": "unifi"}
+        c.post("/v1/feedback", json={**confirmed, "decided_route": "unifi"})
+
+        def exported(query: str) -> list[tuple[str, str]]:
+            lines = c.get(f"/v1/feedback{query}").text.splitlines()
+            return [(row["text"], row["route"]) for row in map(json.loads, lines)]
+
+        assert exported("") == [(message, "cortex")]
+        assert exported("?misroutes=false") == [
+            ("show me connected clients", "unifi"),
+            (message, "cortex"),
+        ]
+
+
+def test_the_reasoning_endpoint_closes_the_loop_in_its_dispatched_answer(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through /v1/dispatch an escalated request reaches the reasoning endpoint, whose
+    answer names the server it chose; L0 learns it with no report from the agent."""
+    monkeypatch.setenv("ROUTER_MESH_LEARN_SECONDS", "0.1")
+    cortex = FakeTarget()
+    cortex.start()
+    try:
+        config = l0_config(encoder_dir, threshold=0.5)
+        escalation = config.escalation.model_copy(update={"target": f"{cortex.url}/mcp"})
+        directory = tmp_path / "config"
+        _publish(directory, config.model_copy(update={"escalation": escalation}).sealed())
+        message = "turn on band steering for HomeNet"
+        router = Router(directory, models_dir=MODELS, poll_seconds=0.05)
+        with TestClient(create_app(router)) as c:
+            assert wait_until(lambda: c.get("/readyz").status_code == 200)
+            cortex.answer_headers = {"X-Router-Expected-Route": "unifi"}
+            sent = c.post("/v1/dispatch", json={"message": message})
+            assert (sent.status_code, sent.headers["X-Router-Route"]) == (200, "cortex")
+            assert len(cortex.received) == 1  # the escalation reached the endpoint
+            assert wait_until(
+                lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 1
+            )
+            again = c.post("/v1/dispatch", json={"message": "Turn on band steering for HomeNet"})
+            assert (again.headers["X-Router-Route"], again.headers["X-Router-Layer"]) == (
+                "unifi",
+                "l0",
+            )
+    finally:
+        cortex.stop()
 
 
 def test_misroutes_and_requests_reported_with_the_escalation_route_are_examples() -> None:

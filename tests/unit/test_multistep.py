@@ -14,7 +14,7 @@ from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore
-from routermesh.runtime.example_index import Features, Judgement
+from routermesh.runtime.example_index import Candidate, Features, Judgement
 from routermesh.runtime.multistep import Clause, ClauseRoute, clauses, plan_of
 from routermesh.runtime.packaged import materialize
 from tests.support import homelab_rendered, homelab_with, layer_of
@@ -95,6 +95,11 @@ def test_a_plan_needs_two_confident_clauses_of_different_routes() -> None:
     escalation = [ClauseRoute("a", "unifi", 0.9), ClauseRoute("b", "cortex", 0.9)]
     assert plan_of(escalation, 0.5, "cortex") == ["unifi", "cortex"]
     assert plan_of([escalation[1], ClauseRoute("c", "cortex", 0.8)], 0.5, "cortex") == []
+    # ... and the server's task must be the sure one: a weakly joined server clause beside
+    # a sure escalation clause was as likely part of the endpoint's request.
+    weak = [ClauseRoute("a", "unifi", 0.2, joined=True), ClauseRoute("b", "cortex", 0.9)]
+    options = {"joined_threshold": 0.15, "candidates": ["unifi"]}
+    assert plan_of(weak, 0.5, "cortex", **options) == []
 
 
 def test_a_joined_clause_counts_at_the_joined_threshold_for_one_of_the_best_routes() -> None:
@@ -227,6 +232,33 @@ def test_a_message_l0_is_very_sure_of_is_not_split(
     )
     assert (verdict.cause is Reason.MULTI_STEP) is multi
     assert verdict.route == ("cortex" if multi else "unifi")
+
+
+def test_the_escalation_route_near_the_message_takes_no_server_out_of_its_best_few(
+    homelab_l0: tuple[EmbeddingLayer, RouterConfig],
+) -> None:
+    """A joined clause counts at the lower threshold for one of the message's best three
+    servers; learned escalations ranked among them do not push a server out."""
+    layer, _ = homelab_l0
+    ranked = tuple(
+        Candidate(route, 1.0 - rank / 10, 0)
+        for rank, route in enumerate(["proxmox", "cortex", "elastic", "unifi", "grafana"])
+    )
+    index = _Index(0.6)
+    index.answers = {
+        0.0: Judgement("proxmox", 0.6, 0.9, Features(0, 1.0, 0.9, 0.5), ranked),
+        1.0: Judgement("proxmox", 0.9, 0.99, Features(0, 1.0, 0.9, 0.5)),
+        2.0: Judgement("unifi", 0.3, 0.99, Features(1, 1.0, 0.9, 0.5)),  # joined, unsure
+    }
+    vectors = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    verdict = layer._verdict(
+        index,  # type: ignore[arg-type]
+        vectors[0],
+        [Clause("migrate vm 210 to pve2", True), Clause("reboot the core switch", True)],
+        vectors[1:],
+    )
+    # unifi is fourth with cortex among the routes, third among the servers
+    assert (verdict.cause, verdict.plan) == (Reason.MULTI_STEP, ("proxmox", "unifi"))
 
 
 @pytest.mark.parametrize(

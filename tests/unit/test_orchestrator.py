@@ -423,6 +423,45 @@ def test_dispatch_forwards_the_body_with_router_headers(stack: Stack) -> None:
     assert stack.target.received[0]["headers"]["content-type"] == "application/json"
 
 
+def test_the_reasoning_endpoints_answer_naming_the_route_is_recorded_as_feedback(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reasoning endpoint says in its answer to an escalated request which route it
+    belongs to; the router records it as /v1/feedback would. A server's answer is not
+    read this way (a route's server may be anyone's)."""
+    for layer in (stack.l1, stack.l2):
+        layer.answer("graph the ups load", UNSURE)
+    stack.target.answer_headers = {"X-Router-Expected-Route": "grafana"}
+    response = stack.client.post("/v1/dispatch", json={"message": "graph the ups load"})
+    assert response.status_code == 200 and response.headers["X-Router-Route"] == "cortex"
+    record = stack.router.feedback.records[-1]  # type: ignore[union-attr]
+    assert (record.message, record.expected_route, record.decided_route) == (
+        "graph the ups load",
+        "grafana",
+        "cortex",
+    )
+    assert stack.metric("router_feedback_total", expected_route="grafana") == 1
+    exported = [json.loads(line) for line in stack.client.get("/v1/feedback").text.splitlines()]
+    assert [(row["text"], row["route"]) for row in exported] == [("graph the ups load", "grafana")]
+
+    # A server's answer naming a route is not feedback.
+    stack.l1.answer("start vm 104", SURE)
+    routed = stack.client.post("/v1/dispatch", json={"message": "start vm 104"})
+    assert routed.is_success and routed.headers["X-Router-Route"] == "proxmox"
+    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
+    # A route the config does not have is refused (logged), never stored.
+    stack.target.answer_headers = {"X-Router-Expected-Route": "no-such-route"}
+    with caplog.at_level(logging.WARNING, logger="routermesh.feedback"):
+        assert stack.client.post("/v1/dispatch", json={"message": "graph the ups load"}).is_success
+    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
+    refused = [r for r in caplog.records if getattr(r, "event", "") == "target_feedback_refused"]
+    assert [getattr(r, "expected_route", "") for r in refused] == ["no-such-route"]
+    # Without the header nothing is reported.
+    stack.target.answer_headers = {}
+    assert stack.client.post("/v1/dispatch", json={"message": "graph the ups load"}).is_success
+    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
+
+
 def test_dispatch_to_a_dead_target_is_a_502_naming_it_and_still_counted(stack: Stack) -> None:
     stack.l1.answer("start vm 104", SURE)
     stack.target.stop()

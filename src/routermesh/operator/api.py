@@ -1202,8 +1202,9 @@ class RouterMeshStatus(ApiModel):
     endpoint: str | None = Field(default=None, description="In-cluster URL of the router.")
     learned_examples: int | None = Field(
         default=None,
-        description="Reported misroutes (/v1/feedback) the router's L0 layer now uses as "
-        "examples (the most any ready pod reports).",
+        description="Reports (/v1/feedback: misroutes, and requests reported with the "
+        "escalation route) the router's L0 layer now uses as examples (the most any ready "
+        "pod reports).",
     )
     head: HeadStatus | None = Field(default=None, description="L0's trained head, if enabled.")
     thresholds: list[ThresholdStatus] | None = Field(

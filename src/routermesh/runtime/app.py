@@ -9,7 +9,6 @@ from ``/v1/dispatch`` when the chosen target cannot be reached.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -45,7 +44,8 @@ from routermesh.runtime.edge import (
 )
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.failopen import Stage, internal_error
-from routermesh.runtime.feedback import MAX_FEEDBACK, MAX_STORED_CHARS, FeedbackRecord
+from routermesh.runtime.feedback import MAX_FEEDBACK
+from routermesh.runtime.feedback_intake import export_lines, feedback_from_answer, record_feedback
 from routermesh.runtime.mcp_dispatch import relay, resolve
 from routermesh.runtime.mcp_gateway import Gateway
 from routermesh.runtime.router import Router, RouterState
@@ -418,6 +418,12 @@ def create_app(
                 headers=headers,
                 content={"error": result.error, "target": result.target, "route": decision.route},
             )
+        if decision.route == state.config.escalation.route:
+            # Only the reasoning endpoint teaches this way: it holds the mesh's credential,
+            # while a route's server may be anyone's.
+            await feedback_from_answer(
+                router, state, parsed.message, decision.route, result.headers
+            )
         return Response(
             content=result.content,
             status_code=result.status_code,
@@ -444,19 +450,9 @@ def create_app(
                     }
                 ],
             )
-        # What each layer said when it was decided (while still cached): the outcome that
-        # adaptive thresholds measure. A missing decided_route is the cached decision's.
-        cached = await state.cascade.recall(request.message)
-        record = FeedbackRecord(
-            message=request.message[:MAX_STORED_CHARS],
-            expected_route=request.expected_route,
-            decided_route=request.decided_route or (cached.route if cached else None),
-            config_hash=state.config.config_hash,
-            route_table_version=state.config.route_table_version,
-            verdicts=cached.verdicts if cached else (),
+        record, stored = await record_feedback(
+            router, state, request.message, request.expected_route, request.decided_route
         )
-        stored = await router.feedback.add(record)
-        router.metrics.feedback.labels(expected_route=request.expected_route).inc()
         return {
             "stored": stored,
             "expected_route": request.expected_route,
@@ -474,26 +470,13 @@ def create_app(
         a trained head trains on them), with ``decided_route``, the layers' ``verdicts``
         and ``received_at`` for calibration (``bench calibrate`` style fits). By default
         the reports L0 learns; ``misroutes=false`` adds the confirmed server routes."""
+        state = current()
+        if isinstance(state, JSONResponse):
+            return state  # which reports L0 learns depends on the config's escalation route
         records = await router.feedback.recent(limit)
-        state = router.state
-        escalation = state.config.escalation.route if state else ""
-        lines = [
-            json.dumps(
-                {
-                    "text": r.message,
-                    "route": r.expected_route,
-                    "decided_route": r.decided_route,
-                    "verdicts": [list(v) for v in r.verdicts],
-                    "route_table_version": r.route_table_version,
-                    "received_at": r.received_at,
-                },
-                ensure_ascii=False,
-            )
-            for r in records
-            if not misroutes or r.learnable(escalation)
-        ]
         return Response(
-            content="".join(f"{line}\n" for line in lines), media_type="application/x-ndjson"
+            content=export_lines(records, state.config.escalation.route, misroutes),
+            media_type="application/x-ndjson",
         )
 
     _add_operations(app, router, current)

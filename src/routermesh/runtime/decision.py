@@ -39,7 +39,8 @@ class Reason(StrEnum):
     """No route handles the message: it is far from every route's evidence, or a judge
     said none of the candidates does."""
     MULTI_STEP = "multi_step"
-    """The message needs several routes (its ``plan``): one tool server would do half."""
+    """The message needs several routes (its ``plan``): one tool server would do half. A
+    plan of one server: the rest is a task no server takes (the reasoning endpoint's)."""
     CACHED = "cached"
     """A cached escalation (all layers were unsure of this message before)."""
     NO_LAYER = "no_layer"

@@ -15,6 +15,11 @@ word is more often context ("I just landed in Paris. Find a hotel") than a task.
 A clause that goes nowhere confidently ("from node exporter") changes nothing, one
 request that merely mentions two things of one server ("the cpu and memory graphs")
 stays one route, and a message L0 is very sure of as a whole is not split at all.
+
+A clause that goes to the escalation route (its examples are nearest, requests the
+reasoning endpoint handled itself among them once reported) is a task no server
+takes: beside a server's task the message needs both, so it escalates too, with the
+server alone as its plan.
 """
 
 from __future__ import annotations
@@ -134,13 +139,12 @@ def plan_of(
     joined_threshold: float | None = None,
     candidates: Collection[str] = (),
 ) -> list[str]:
-    """The steps of the clauses that count, in order, once each: a plan when two or more,
-    at least one of them a route of the table, and one clause judged at least
-    ``threshold``. A clause counts at ``threshold``, or at ``joined_threshold`` when it is
-    joined by a word and its route is one of the message's ``candidates``. A clause that
-    goes to the escalation route is a step no server takes (the escalation route's
-    examples, confirmed escalations learned from feedback among them, are nearest): with
-    a server's step beside it the message needs both, and the plan names it as a step."""
+    """The steps of the clauses that count, in order, once each: a plan when two or more
+    and a server's clause is judged at least ``threshold``. A clause counts at
+    ``threshold``, or at ``joined_threshold`` when it is joined by a word and its route
+    is one of the message's ``candidates``. The escalation route is a step too, one no
+    server takes; a sure server task must stand beside it, since an unsure one was as
+    likely part of the request the reasoning endpoint takes whole."""
     plan: list[str] = []
     confident = False
     for item in judged:
@@ -151,8 +155,7 @@ def plan_of(
             and item.route in candidates
             and item.confidence >= joined_threshold
         )
-        confident = confident or sure
+        confident = confident or (sure and item.route != escalation_route)
         if (sure or weak) and item.route not in plan:
             plan.append(item.route)
-    servers = [route for route in plan if route != escalation_route]
-    return plan if len(plan) >= 2 and servers and confident else []
+    return plan if len(plan) >= 2 and confident else []

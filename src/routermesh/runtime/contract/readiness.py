@@ -80,7 +80,7 @@ class ReadinessReport(_Report):
     problems: dict[str, str] = Field(default_factory=dict)
     """Why a layer cannot serve, by layer."""
     learned: dict[str, int] = Field(default_factory=dict)
-    """Misroutes each layer learned from feedback."""
+    """Reports each layer learned as examples (misroutes, escalation-route reports)."""
     thresholds: dict[str, ThresholdReport] = Field(default_factory=dict)
     heads: dict[str, HeadReport] = Field(default_factory=dict)
     mcp: dict[str, McpReport] = Field(default_factory=dict)

@@ -1,0 +1,106 @@
+"""Feedback intake: how a report becomes a stored record and how the records export.
+
+Reports come from ``POST /v1/feedback`` or, for escalated requests sent through
+``/v1/dispatch``, from the reasoning endpoint's answer: naming the route the request
+belongs to in the ``X-Router-Expected-Route`` header reports it without a second call,
+so the feedback loop runs without the agent taking part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+
+import httpx
+
+from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
+from routermesh.runtime.router import Router, RouterState
+
+log = logging.getLogger("routermesh.feedback")
+
+EXPECTED_ROUTE_HEADER = "X-Router-Expected-Route"
+"""Header of a dispatched answer naming the route the request belongs to (a server's
+name, or the escalation route for a request no server takes)."""
+MAX_ROUTE_CHARS = 63
+
+
+async def record_feedback(
+    router: Router, state: RouterState, message: str, expected: str, decided: str | None
+) -> tuple[FeedbackRecord, str]:
+    """Store one report with what each layer said when the message was decided (while
+    still cached: the outcome adaptive thresholds measure); a missing ``decided`` is the
+    cached decision's. Returns the record and the store that kept it."""
+    cached = await state.cascade.recall(message)
+    record = FeedbackRecord(
+        message=message[:MAX_STORED_CHARS],
+        expected_route=expected,
+        decided_route=decided or (cached.route if cached else None),
+        config_hash=state.config.config_hash,
+        route_table_version=state.config.route_table_version,
+        verdicts=cached.verdicts if cached else (),
+    )
+    stored = await router.feedback.add(record)
+    router.metrics.feedback.labels(expected_route=expected).inc()
+    return record, stored
+
+
+async def feedback_from_answer(
+    router: Router, state: RouterState, message: str, decided: str, headers: httpx.Headers
+) -> FeedbackRecord | None:
+    """The report a dispatched answer carries, stored; None when it carries none or
+    names a route the running config does not have (logged, never learned)."""
+    named = headers.get(EXPECTED_ROUTE_HEADER)
+    if named is None:
+        return None
+    expected = named.strip()
+    if expected not in state.config.route_names:
+        log.warning(
+            "a target's answer named an unknown route: not recorded",
+            extra={
+                "event": "target_feedback_refused",
+                "route": decided,
+                "expected_route": expected[:MAX_ROUTE_CHARS],
+            },
+        )
+        return None
+    try:
+        record, stored = await record_feedback(router, state, message, expected, decided)
+    except Exception as error:  # the answer goes back to the caller whatever happens here
+        log.error(
+            "feedback from a target's answer could not be stored",
+            extra={"event": "target_feedback_error", "route": decided, "error": repr(error)},
+        )
+        return None
+    log.info(
+        "feedback from a target's answer",
+        extra={
+            "event": "target_feedback",
+            "route": decided,
+            "expected_route": expected,
+            "misroute": record.misroute,
+            "stored": stored,
+        },
+    )
+    return record
+
+
+def export_lines(records: Iterable[FeedbackRecord], escalation: str, misroutes: bool) -> str:
+    """The records as JSONL, ``text``/``route`` first (a RouteTable's ``examplesFrom``
+    takes the rows as they are): the ones L0 learns, or with ``misroutes`` False all."""
+    lines = [
+        json.dumps(
+            {
+                "text": r.message,
+                "route": r.expected_route,
+                "decided_route": r.decided_route,
+                "verdicts": [list(v) for v in r.verdicts],
+                "route_table_version": r.route_table_version,
+                "received_at": r.received_at,
+            },
+            ensure_ascii=False,
+        )
+        for r in records
+        if not misroutes or r.learnable(escalation)
+    ]
+    return "".join(f"{line}\n" for line in lines)
