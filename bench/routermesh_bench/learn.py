@@ -14,7 +14,9 @@ orchestrator runs every 30 s):
    endpoint did (it is taken to be right: these figures are an upper bound for an
    endpoint that errs). Nothing else is reported (a multi-step request has no single
    server, and a misroute nobody notices is not reported); ``--no-report-out-of-scope``
-   reports the in-scope ones alone;
+   reports the in-scope ones alone. L0 learns what the router learns: an out-of-scope
+   request escalated as multi-step is reported, but a confirmed multi-step escalation
+   is an outcome, not an example;
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
 Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic
@@ -36,6 +38,7 @@ from routermesh.labelled import LabelledRequest, read_labelled
 from routermesh.runtime.cascade import layer_decides, layer_outcome
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.embedding import MAX_LEARNED, EmbeddingLayer
+from routermesh.runtime.feedback import FeedbackRecord
 from routermesh.table_check import CheckOptions, Figures, evaluate, known_routes, l0_config
 
 
@@ -155,16 +158,18 @@ async def _replay(
     stream: list[LabelledRequest],
     measured: list[LabelledRequest],
 ) -> list[LearnStep]:
-    reports: list[tuple[str, str]] = []
+    escalation = config.escalation.route
+    reports: list[FeedbackRecord] = []
 
     async def feedback(limit: int) -> list[tuple[str, str]]:
-        return list(reversed(reports))[:limit]  # newest first, as the store answers
+        # newest first, as the store answers, and only what the router learns
+        newest = list(reversed(reports))[:limit]
+        return [(r.message, r.expected_route) for r in newest if r.learnable(escalation)]
 
     layer = EmbeddingLayer(layer_config, config, options.models_dir, feedback=feedback)
     await layer.prepare()
     if layer.index is None:
         raise LearnError(f"L0 could not be built: {layer.error}")
-    escalation = config.escalation.route
     steps: list[LearnStep] = []
     done = 0
     while True:
@@ -192,16 +197,25 @@ async def _replay(
                 row.kind == "out_of_scope" and not options.report_out_of_scope
             ):
                 continue
-            outcome = layer_outcome(layer.name, await layer.classify(row.text), layer_config, 0.0)
-            decision = layer_decides(config, outcome)
+            verdict = await layer.classify(row.text)
+            decision = layer_decides(config, layer_outcome(layer.name, verdict, layer_config, 0.0))
             if decision is None or decision[0] == escalation:
                 route = row.route_name if row.kind == "in_scope" else escalation
-                reports.append((row.text, route))
+                reports.append(
+                    FeedbackRecord(
+                        message=row.text,
+                        expected_route=route,
+                        decided_route=escalation,
+                        plan=verdict.plan,
+                        config_hash="bench",
+                        route_table_version="bench",
+                    )
+                )
         done = min(done + options.batch, len(stream))
         await layer.learn()
         learned = {text for text, _ in layer.learned}
         # the layer reads the newest MAX_LEARNED reports, as from the store
-        newest = reports[-MAX_LEARNED:]
+        newest = await feedback(MAX_LEARNED)
         missing = [text for text, _ in newest if " ".join(text.split()) not in learned]
         if missing:
             # learn() keeps the old index on any failure (and logs why): say so here rather

@@ -335,13 +335,21 @@ def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
     directory = tmp_path / "config"
     _publish(directory, l0_config(encoder_dir, threshold=0.5))
     message, near = "write me a poem about my network", "write me a poem about my wifi network"
+    seed = "check network and spin up test VM"
     with TestClient(create_app(Router(directory, models_dir=MODELS, poll_seconds=0.05))) as c:
         assert wait_until(lambda: c.get("/readyz").status_code == 200)
+        # A multi-step escalation confirmed is not an example: its parts are servers' tasks.
+        multi = c.post("/v1/route", json={"message": seed}).json()
+        assert (multi["escalation_reason"], multi["plan"]) == ("multi_step", ["unifi", "proxmox"])
+        kept = c.post("/v1/feedback", json={"message": seed, "expected_route": "cortex"}).json()
+        assert (kept["misroute"], kept["example"]) == (False, False)
+
         before = c.post("/v1/route", json={"message": message}).json()
         assert before["route"] == "cortex"
         assert c.post("/v1/route", json={"message": near}).json()["route"] == "unifi"
         stored = c.post("/v1/feedback", json={"message": message, "expected_route": "cortex"})
-        assert stored.json()["misroute"] is False  # a confirmation, learned all the same
+        # a confirmation, learned all the same
+        assert (stored.json()["misroute"], stored.json()["example"]) == (False, True)
         assert wait_until(lambda: c.get("/v1/config").json()["layers"][0]["index"]["learned"] == 1)
         after = c.post("/v1/route", json={"message": near}).json()
         assert (after["route"], after["cache_hit"]) == ("cortex", False)
@@ -359,7 +367,13 @@ def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
         assert exported("?misroutes=false") == [
             ("show me connected clients", "unifi"),
             (message, "cortex"),
+            (seed, "cortex"),
         ]
+        seed_again = c.post("/v1/route", json={"message": seed}).json()
+        assert (seed_again["escalation_reason"], seed_again["plan"]) == (
+            "multi_step",
+            ["unifi", "proxmox"],
+        )
 
 
 def test_the_reasoning_endpoint_closes_the_loop_in_its_dispatched_answer(
@@ -396,11 +410,12 @@ def test_the_reasoning_endpoint_closes_the_loop_in_its_dispatched_answer(
 
 
 def test_misroutes_and_requests_reported_with_the_escalation_route_are_examples() -> None:
-    def report(expected: str, decided: str | None) -> FeedbackRecord:
+    def report(expected: str, decided: str | None, plan: tuple[str, ...] = ()) -> FeedbackRecord:
         return FeedbackRecord(
             message="m",
             expected_route=expected,
             decided_route=decided,
+            plan=plan,
             config_hash="c",
             route_table_version="v",
         )
@@ -411,6 +426,9 @@ def test_misroutes_and_requests_reported_with_the_escalation_route_are_examples(
     assert report("cortex", "cortex").learnable("cortex")  # the endpoint handled it itself
     assert not report("unifi", "unifi").learnable("cortex")  # a confirmation: an outcome
     assert report("unifi", None).learnable("cortex")  # the decision was no longer cached
+    # A multi-step escalation confirmed: its parts are servers' tasks, not the endpoint's.
+    assert not report("cortex", "cortex", ("unifi", "proxmox")).learnable("cortex")
+    assert report("unifi", "cortex", ("unifi", "proxmox")).learnable("cortex")  # one server
 
 
 async def test_l0_is_saturated_when_its_backlog_would_outlast_max_queue_ms(

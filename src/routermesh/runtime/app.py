@@ -421,9 +421,7 @@ def create_app(
         if decision.route == state.config.escalation.route:
             # Only the reasoning endpoint teaches this way: it holds the mesh's credential,
             # while a route's server may be anyone's.
-            await feedback_from_answer(
-                router, state, parsed.message, decision.route, result.headers
-            )
+            await feedback_from_answer(router, state, parsed.message, decision, result.headers)
         return Response(
             content=result.content,
             status_code=result.status_code,
@@ -457,6 +455,7 @@ def create_app(
             "stored": stored,
             "expected_route": request.expected_route,
             "misroute": record.misroute,
+            "example": record.learnable(state.config.escalation.route),
             "measured": bool(record.verdicts),
         }
 

@@ -33,6 +33,11 @@ class FeedbackRecord(BaseModel):
     config_hash: str
     route_table_version: str
     received_at: float = Field(default_factory=time.time)
+    plan: tuple[str, ...] = Field(
+        default=(),
+        description="The plan of the decision reported on (a multi-step escalation), when "
+        "it was still cached.",
+    )
     verdicts: tuple[tuple[str, str, float], ...] = Field(
         default=(),
         description="(layer, route, confidence) recorded with the decision, when the "
@@ -47,8 +52,12 @@ class FeedbackRecord(BaseModel):
         """An example for L0: a misroute, or a request reported with the escalation route
         (the reasoning endpoint's own, outside every server, whatever was decided). A
         confirmed server route is an outcome for the adaptive thresholds, not an example
-        (it would only churn the cache)."""
-        return self.misroute or self.expected_route == escalation_route
+        (it would only churn the cache); so is a confirmed multi-step escalation: its
+        parts are servers' tasks, and as an example of the escalation route its words
+        would pull those parts, and so the plan, away from the servers."""
+        if self.misroute:
+            return True
+        return self.expected_route == escalation_route and not self.plan
 
 
 class MemoryFeedback:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import httpx
 
+from routermesh.runtime.cascade import Decision
 from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
 from routermesh.runtime.router import Router, RouterState
 
@@ -26,16 +27,23 @@ MAX_ROUTE_CHARS = 63
 
 
 async def record_feedback(
-    router: Router, state: RouterState, message: str, expected: str, decided: str | None
+    router: Router,
+    state: RouterState,
+    message: str,
+    expected: str,
+    decided: str | None,
+    *,
+    plan: tuple[str, ...] | None = None,
 ) -> tuple[FeedbackRecord, str]:
     """Store one report with what each layer said when the message was decided (while
-    still cached: the outcome adaptive thresholds measure); a missing ``decided`` is the
-    cached decision's. Returns the record and the store that kept it."""
+    still cached: the outcome adaptive thresholds measure); a missing ``decided`` or
+    ``plan`` is the cached decision's. Returns the record and the store that kept it."""
     cached = await state.cascade.recall(message)
     record = FeedbackRecord(
         message=message[:MAX_STORED_CHARS],
         expected_route=expected,
         decided_route=decided or (cached.route if cached else None),
+        plan=plan if plan is not None else (cached.plan if cached else ()),
         config_hash=state.config.config_hash,
         route_table_version=state.config.route_table_version,
         verdicts=cached.verdicts if cached else (),
@@ -46,7 +54,7 @@ async def record_feedback(
 
 
 async def feedback_from_answer(
-    router: Router, state: RouterState, message: str, decided: str, headers: httpx.Headers
+    router: Router, state: RouterState, message: str, decision: Decision, headers: httpx.Headers
 ) -> FeedbackRecord | None:
     """The report a dispatched answer carries, stored; None when it carries none or
     names a route the running config does not have (logged, never learned)."""
@@ -59,24 +67,26 @@ async def feedback_from_answer(
             "a target's answer named an unknown route: not recorded",
             extra={
                 "event": "target_feedback_refused",
-                "route": decided,
+                "route": decision.route,
                 "expected_route": expected[:MAX_ROUTE_CHARS],
             },
         )
         return None
     try:
-        record, stored = await record_feedback(router, state, message, expected, decided)
+        record, stored = await record_feedback(
+            router, state, message, expected, decision.route, plan=decision.plan
+        )
     except Exception as error:  # the answer goes back to the caller whatever happens here
         log.error(
             "feedback from a target's answer could not be stored",
-            extra={"event": "target_feedback_error", "route": decided, "error": repr(error)},
+            extra={"event": "target_feedback_error", "route": decision.route, "error": repr(error)},
         )
         return None
     log.info(
         "feedback from a target's answer",
         extra={
             "event": "target_feedback",
-            "route": decided,
+            "route": decision.route,
             "expected_route": expected,
             "misroute": record.misroute,
             "stored": stored,
@@ -94,6 +104,7 @@ def export_lines(records: Iterable[FeedbackRecord], escalation: str, misroutes: 
                 "text": r.message,
                 "route": r.expected_route,
                 "decided_route": r.decided_route,
+                "plan": list(r.plan),
                 "verdicts": [list(v) for v in r.verdicts],
                 "route_table_version": r.route_table_version,
                 "received_at": r.received_at,
