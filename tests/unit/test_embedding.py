@@ -343,6 +343,11 @@ def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
         assert (multi["escalation_reason"], multi["plan"]) == ("multi_step", ["unifi", "proxmox"])
         kept = c.post("/v1/feedback", json={"message": seed, "expected_route": "cortex"}).json()
         assert (kept["misroute"], kept["example"]) == (False, False)
+        # once the decision is no longer cached, the agent says what it was
+        told = {"message": "sync the vlans and snapshot vm 104", "expected_route": "cortex"}
+        decided = {"decided_route": "cortex", "plan": ["unifi", "proxmox"]}
+        planned = c.post("/v1/feedback", json={**told, **decided}).json()
+        assert (planned["misroute"], planned["example"]) == (False, False)
 
         before = c.post("/v1/route", json={"message": message}).json()
         assert before["route"] == "cortex"
@@ -367,6 +372,7 @@ def test_an_escalation_confirmed_as_the_reasoning_endpoints_is_learned(
         assert exported("?misroutes=false") == [
             ("show me connected clients", "unifi"),
             (message, "cortex"),
+            ("sync the vlans and snapshot vm 104", "cortex"),
             (seed, "cortex"),
         ]
         seed_again = c.post("/v1/route", json={"message": seed}).json()

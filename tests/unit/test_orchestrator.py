@@ -424,17 +424,23 @@ def test_dispatch_forwards_the_body_with_router_headers(stack: Stack) -> None:
 
 
 def test_the_reasoning_endpoints_answer_naming_the_route_is_recorded_as_feedback(
-    stack: Stack, caplog: pytest.LogCaptureFixture
+    stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reasoning endpoint says in its answer to an escalated request which route it
-    belongs to; the router records it as /v1/feedback would. A server's answer is not
-    read this way (a route's server may be anyone's)."""
+    belongs to; the router records it as /v1/feedback would, after answering. A
+    server's answer is not read this way (a route's server may be anyone's)."""
+    records = stack.router.feedback.records  # type: ignore[union-attr]
+
+    def events(name: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", "") == name]
+
     for layer in (stack.l1, stack.l2):
         layer.answer("graph the ups load", UNSURE)
     stack.target.answer_headers = {"X-Router-Expected-Route": "grafana"}
     response = stack.client.post("/v1/dispatch", json={"message": "graph the ups load"})
     assert response.status_code == 200 and response.headers["X-Router-Route"] == "cortex"
-    record = stack.router.feedback.records[-1]  # type: ignore[union-attr]
+    assert wait_until(lambda: len(records) == 1)
+    record = records[-1]
     assert (record.message, record.expected_route, record.decided_route) == (
         "graph the ups load",
         "grafana",
@@ -444,22 +450,29 @@ def test_the_reasoning_endpoints_answer_naming_the_route_is_recorded_as_feedback
     exported = [json.loads(line) for line in stack.client.get("/v1/feedback").text.splitlines()]
     assert [(row["text"], row["route"]) for row in exported] == [("graph the ups load", "grafana")]
 
-    # A server's answer naming a route is not feedback.
+    # A server's answer naming a route is not feedback (nothing is even scheduled).
     stack.l1.answer("start vm 104", SURE)
     routed = stack.client.post("/v1/dispatch", json={"message": "start vm 104"})
     assert routed.is_success and routed.headers["X-Router-Route"] == "proxmox"
-    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
+    assert len(records) == 1
     # A route the config does not have is refused (logged), never stored.
     stack.target.answer_headers = {"X-Router-Expected-Route": "no-such-route"}
-    with caplog.at_level(logging.WARNING, logger="routermesh.feedback"):
+    with caplog.at_level(logging.INFO, logger="routermesh.feedback"):
         assert stack.client.post("/v1/dispatch", json={"message": "graph the ups load"}).is_success
-    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
-    refused = [r for r in caplog.records if getattr(r, "event", "") == "target_feedback_refused"]
-    assert [getattr(r, "expected_route", "") for r in refused] == ["no-such-route"]
-    # Without the header nothing is reported.
-    stack.target.answer_headers = {}
-    assert stack.client.post("/v1/dispatch", json={"message": "graph the ups load"}).is_success
-    assert len(stack.router.feedback.records) == 1  # type: ignore[union-attr]
+        assert wait_until(lambda: len(events("target_feedback_refused")) == 1)
+        assert getattr(events("target_feedback_refused")[0], "expected_route", "") == (
+            "no-such-route"
+        )
+        # A store that fails costs the report, never the answer.
+        stack.target.answer_headers = {"X-Router-Expected-Route": "cortex"}
+
+        async def broken(record: object) -> str:
+            raise RuntimeError("store down")
+
+        monkeypatch.setattr(stack.router.feedback, "add", broken)
+        assert stack.client.post("/v1/dispatch", json={"message": "graph the ups load"}).is_success
+        assert wait_until(lambda: len(events("target_feedback_error")) == 1)
+    assert len(records) == 1
 
 
 def test_dispatch_to_a_dead_target_is_a_502_naming_it_and_still_counted(stack: Stack) -> None:
@@ -602,6 +615,8 @@ def test_without_a_config_the_router_is_not_ready_and_says_why(tmp_path: Path) -
         assert ready.status_code == 503 and "does not exist" in ready.json()["config_error"]
         response = client.post("/v1/route", json={"message": "hi"})
         assert response.status_code == 503 and "no valid router config" in response.json()["error"]
+        # which reports are examples depends on the config's escalation route
+        assert client.get("/v1/feedback").status_code == 503
 
 
 def test_decisions_are_logged_as_json_without_the_message_at_info(
@@ -655,6 +670,20 @@ def test_redis_cache_outage_keeps_routing_and_recovers(
         )
         assert feedback.json()["stored"] == "redis"
         assert redis_server.client().llen("router-mesh:feedback:homelab") == 1
+        # A multi-step escalation's plan survives the store; defaults are left out, and a
+        # field of a newer release is ignored, not the record.
+        told = {"message": "n", "expected_route": "cortex", "decided_route": "cortex"}
+        stack.client.post("/v1/feedback", json={**told, "plan": ["unifi", "proxmox"]})
+        stored = json.loads(redis_server.client().lindex("router-mesh:feedback:homelab", 0))
+        assert stored["plan"] == ["unifi", "proxmox"] and "verdicts" not in stored
+        newer = {**stored, "message": "o", "plan": [], "from_a_newer_release": 1}
+        redis_server.client().lpush("router-mesh:feedback:homelab", json.dumps(newer))
+        exported = stack.client.get("/v1/feedback?misroutes=false").text.splitlines()
+        assert [(row["text"], row["plan"]) for row in map(json.loads, exported)] == [
+            ("o", []),
+            ("n", ["unifi", "proxmox"]),
+            ("m", []),
+        ]
     finally:
         stack.close()
 

@@ -122,6 +122,12 @@ class FeedbackRequest(BaseModel):
     message: str = Field(min_length=1)
     expected_route: str = Field(min_length=1, max_length=63)
     decided_route: str | None = Field(default=None, max_length=63)
+    plan: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="The decision's plan, as the route answer gave it (default: the cached "
+        "decision's, which is gone once the cache expires or L0 learns).",
+    )
 
 
 def _error(status: int, error: str, **details: Any) -> JSONResponse:
@@ -418,10 +424,12 @@ def create_app(
                 headers=headers,
                 content={"error": result.error, "target": result.target, "route": decision.route},
             )
-        if decision.route == state.config.escalation.route:
+        if decision.route == state.config.escalation.route and result.is_success:
             # Only the reasoning endpoint teaches this way: it holds the mesh's credential,
-            # while a route's server may be anyone's.
-            await feedback_from_answer(router, state, parsed.message, decision, result.headers)
+            # while a route's server may be anyone's. The answer does not wait for it.
+            router.background(
+                feedback_from_answer(router, state, parsed.message, decision, result.headers)
+            )
         return Response(
             content=result.content,
             status_code=result.status_code,
@@ -449,7 +457,12 @@ def create_app(
                 ],
             )
         record, stored = await record_feedback(
-            router, state, request.message, request.expected_route, request.decided_route
+            router,
+            state,
+            request.message,
+            request.expected_route,
+            request.decided_route,
+            plan=None if request.plan is None else tuple(request.plan),
         )
         return {
             "stored": stored,

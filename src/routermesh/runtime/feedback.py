@@ -25,7 +25,9 @@ MAX_STORED_CHARS = 2_000
 
 
 class FeedbackRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Records in the shared list may come from pods of a newer release: their new fields
+    # are ignored, not the whole record.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     message: str = Field(max_length=MAX_STORED_CHARS)
     expected_route: str
@@ -55,9 +57,9 @@ class FeedbackRecord(BaseModel):
         (it would only churn the cache); so is a confirmed multi-step escalation: its
         parts are servers' tasks, and as an example of the escalation route its words
         would pull those parts, and so the plan, away from the servers."""
-        if self.misroute:
-            return True
-        return self.expected_route == escalation_route and not self.plan
+        if self.expected_route == escalation_route:
+            return not self.plan  # a plan is a multi-step escalation's, whatever was decided
+        return self.misroute
 
 
 class MemoryFeedback:
@@ -101,7 +103,8 @@ class RedisFeedback:
     async def add(self, record: FeedbackRecord) -> str:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self.key, record.model_dump_json())
+                # Defaults left out: a pod of the release before reads what it knows.
+                pipe.lpush(self.key, record.model_dump_json(exclude_defaults=True))
                 pipe.ltrim(self.key, 0, self._max - 1)
                 await asyncio.wait_for(pipe.execute(), 1.0)
         except (RedisError, OSError, TimeoutError):

@@ -24,6 +24,7 @@ EXPECTED_ROUTE_HEADER = "X-Router-Expected-Route"
 """Header of a dispatched answer naming the route the request belongs to (a server's
 name, or the escalation route for a request no server takes)."""
 MAX_ROUTE_CHARS = 63
+"""A route name is a DNS label: what is logged of a name the config does not have."""
 
 
 async def record_feedback(

@@ -190,7 +190,9 @@ class Router:
         self._source_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warmed_once: set[str] = set()
-        self._closing: set[asyncio.Task[None]] = set()  # background work: warm-ups, closes
+        self._closing: set[asyncio.Task[object]] = (
+            set()
+        )  # background work: warm-ups, closes, feedback
         self._learner: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._raw: RouterConfig | None = None
@@ -231,8 +233,8 @@ class Router:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         pending = list(self._closing)
-        for task in pending:
-            task.cancel()
+        for work in pending:
+            work.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if self._cache is not None:
             await self._cache.close()
@@ -360,7 +362,7 @@ class Router:
         self._carry_adaptive(config, cascade)
         self._report_learning(cascade)
         for layer in cascade.layers:
-            self._background(layer.warm())
+            self.background(layer.warm())
         self._last_error = None
         self.metrics.set_config(config.config_hash)
         self.metrics.layers_budget.set(cascade.budget)
@@ -436,9 +438,10 @@ class Router:
             await cache.close()
             await feedback.close()
 
-        self._background(close())
+        self.background(close())
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run ``work`` without waiting for it (cancelled if still running at stop)."""
         task = asyncio.create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
