@@ -138,43 +138,6 @@ async def test_a_multi_step_request_offers_every_planned_servers_tools(
         assert decision["plan"] == ["network", "compute"] == decision["tools_from"]
 
 
-@pytest.mark.asyncio
-async def test_the_agents_first_tool_call_after_an_unsure_route_is_reported(
-    stack: dict[str, Any],
-) -> None:
-    """Offered the tools of the routes L0 ranked highest, the agent's model picks one:
-    that is the feedback an agent would send for the reasoning endpoint's choice."""
-    headers = {"Authorization": "Bearer agent-token"}
-
-    def reports(message: str) -> list[str]:
-        lines = httpx.get(f"{stack['base']}/v1/feedback", headers=headers).text.splitlines()
-        return [row["route"] for row in map(json.loads, lines) if row["text"] == message]
-
-    unsure, later = "the thing from yesterday, can you redo it", "do that other thing again"
-    async with agent(stack["url"]) as session:
-        answer = await session.call_tool("route", {"message": unsure})
-        decision = answer.structured_content
-        assert decision is not None
-        assert (decision["route"], decision["plan"]) == ("cortex", [])
-        assert "compute" in decision["tools_from"]
-        first = await session.call_tool("compute__snapshot_vm", {"vmid": "104"})
-        assert not first.is_error
-        assert wait_until(lambda: reports(unsure) == ["compute"])
-        # Later calls are the task's next steps, not a second answer.
-        await session.call_tool("compute__snapshot_vm", {"vmid": "105"})
-        # A sure decision's tool call is nothing new either.
-        sure = await session.call_tool("route", {"message": "take a snapshot of vm 104"})
-        assert sure.structured_content is not None
-        assert sure.structured_content["route"] == "compute"
-        await session.call_tool("compute__snapshot_vm", {"vmid": "104"})
-        # The next unsure route is answered by its own first call.
-        await session.call_tool("route", {"message": later})
-        await session.call_tool("compute__snapshot_vm", {"vmid": "106"})
-        assert wait_until(lambda: reports(later) == ["compute"])
-    assert reports(unsure) == ["compute"]
-    assert reports("take a snapshot of vm 104") == []
-
-
 def test_the_mcp_endpoint_needs_the_api_token(stack: dict[str, Any]) -> None:
     hello = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
     refused = httpx.post(stack["url"], json=hello)

@@ -45,12 +45,7 @@ from routermesh.runtime.edge import (
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.failopen import Stage, internal_error
 from routermesh.runtime.feedback import MAX_FEEDBACK
-from routermesh.runtime.feedback_intake import (
-    export_lines,
-    feedback_from_answer,
-    feedback_from_tool_call,
-    record_feedback,
-)
+from routermesh.runtime.feedback_intake import export_lines, feedback_from_answer, record_feedback
 from routermesh.runtime.mcp_dispatch import relay, resolve
 from routermesh.runtime.mcp_gateway import Gateway
 from routermesh.runtime.router import Router, RouterState
@@ -356,12 +351,7 @@ def _gateway(router: Router) -> Gateway:
             return None
         return await _decide_for_agent(router, state, message), state.config.escalation.route
 
-    def report_tool_choice(message: str, route: str) -> None:
-        state = router.state
-        if state is not None:
-            router.background(feedback_from_tool_call(router, state, message, route))
-
-    return Gateway(router.discovery, decide_for_agent, report_tool_choice)
+    return Gateway(router.discovery, decide_for_agent)
 
 
 def create_app(

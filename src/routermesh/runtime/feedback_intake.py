@@ -1,10 +1,9 @@
 """Feedback intake: how a report becomes a stored record and how the records export.
 
-Reports come from ``POST /v1/feedback``; for escalated requests sent through
-``/v1/dispatch``, from the reasoning endpoint's answer (naming the route the request
-belongs to in the ``X-Router-Expected-Route`` header reports it without a second call);
-and from an MCP agent's first tool call after the router was unsure (``/mcp``). Those
-two run the feedback loop without the agent taking part.
+Reports come from ``POST /v1/feedback`` or, for escalated requests sent through
+``/v1/dispatch``, from the reasoning endpoint's answer: naming the route the request
+belongs to in the ``X-Router-Expected-Route`` header reports it without a second call,
+so the feedback loop runs without the agent taking part.
 """
 
 from __future__ import annotations
@@ -93,28 +92,6 @@ async def feedback_from_answer(
             "misroute": record.misroute,
             "stored": stored,
         },
-    )
-    return record
-
-
-async def feedback_from_tool_call(
-    router: Router, state: RouterState, message: str, route: str
-) -> FeedbackRecord | None:
-    """An MCP agent's first tool call after an unsure decision, stored as the report that
-    ``message`` belongs to ``route`` (decided: the escalation route). Never raises."""
-    try:
-        record, stored = await record_feedback(
-            router, state, message, route, state.config.escalation.route
-        )
-    except Exception as error:
-        log.error(
-            "feedback from an agent's tool call could not be stored",
-            extra={"event": "agent_feedback_error", "expected_route": route, "error": repr(error)},
-        )
-        return None
-    log.info(
-        "feedback from an agent's tool call",
-        extra={"event": "agent_feedback", "expected_route": route, "stored": stored},
     )
     return record
 

@@ -14,11 +14,6 @@ An agent connects once (streamable HTTP, the official SDK's server) and gets:
 - ``tools/call`` of a listed tool, proxied to the MCP server that owns it over the
   router's session with that server (the router's credentials, not the agent's).
 
-When the router was not sure (an escalation without a plan), the agent's model chooses
-among the few servers offered; its first successful tool call after that ``route`` call
-says which server the request belonged to, and is reported as feedback (the request,
-that route), as an agent would report the reasoning endpoint's choice.
-
 Tools are listed as ``<route>__<tool>`` (two servers may name a tool the same). A call
 for a route whose server does not answer, or for an unknown tool, is a tool error the
 agent can read, never a protocol failure.
@@ -74,12 +69,6 @@ class Selection:
 
     routes: tuple[str, ...]
     decision: dict[str, Any]
-    unsure: bool = False
-    """The router escalated without a plan: the agent's choice among ``routes`` is news."""
-
-
-Report = Callable[[str, str], None]
-"""Schedules a report that ``message`` (first) belongs to ``route``."""
 
 
 def selected_routes(decision: Decision, escalation: str) -> tuple[str, ...]:
@@ -127,14 +116,10 @@ class Gateway:
         self,
         discovery: Discovery,
         decide: Callable[[str], Awaitable[tuple[Decision, str] | None]],
-        report: Report | None = None,
     ) -> None:
         self._discovery = discovery
         self._decide = decide
-        self._report = report
         self._selections: OrderedDict[str, Selection] = OrderedDict()
-        self._unreported: dict[str, str] = {}
-        """Session -> the message of its unsure selection, until a tool call answers it."""
         self.server = _Server(
             "router-mesh", version=__version__, on_list_tools=self._list, on_call_tool=self._call
         )
@@ -182,8 +167,7 @@ class Gateway:
             return None
         decision, escalation = decided
         routes = selected_routes(decision, escalation)
-        unsure = decision.route == escalation and not decision.plan and bool(routes)
-        return Selection(routes, decision_summary(decision, routes), unsure)
+        return Selection(routes=routes, decision=decision_summary(decision, routes))
 
     async def _call(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
@@ -203,19 +187,7 @@ class Gateway:
                 extra={"event": "mcp_proxy_error", "route": route, "error": type(error).__name__},
             )
             return _error(f"the MCP server of route {route!r} did not answer: {error}")
-        if not result.is_error:
-            self._reported(_session_key(ctx), route)
         return result
-
-    def _reported(self, key: str | None, route: str) -> None:
-        """The first successful call after an unsure selection answers it: later calls
-        may be the same task's next steps on other servers."""
-        message = self._unreported.pop(key, None) if key else None
-        chosen = self._selections.get(key) if key else None
-        if message is None or chosen is None or route not in chosen.routes:
-            return
-        if self._report is not None:
-            self._report(message, route)
 
     async def _route(
         self, ctx: ServerRequestContext, arguments: dict[str, Any]
@@ -231,12 +203,7 @@ class Gateway:
             self._selections[key] = selection
             self._selections.move_to_end(key)
             while len(self._selections) > MAX_SESSIONS:
-                forgotten, _ = self._selections.popitem(last=False)
-                self._unreported.pop(forgotten, None)
-            if selection.unsure:
-                self._unreported[key] = message
-            else:
-                self._unreported.pop(key, None)
+                self._selections.popitem(last=False)
             await ctx.session.send_tool_list_changed()
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=json.dumps(selection.decision))],
