@@ -61,6 +61,9 @@ done
   --stream bench/data/homelab-messages.jsonl --batch 10 --out "$RESULTS/learn/homelab"
 "${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
   --eval bench/data/tools/dev.jsonl --batch 50 --out "$RESULTS/learn/tools"
+"${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
+  --eval bench/data/tools/dev.jsonl --batch 50 --error-rate 0.1 \
+  --out "$RESULTS/learn/tools-endpoint-wrong-10pct"
 "${RM[@]}" prior --train "$DATASETS/clinc150/train.jsonl" \
   --descriptions bench/data/descriptions/clinc150.json \
   --train "$DATASETS/hwu64/train.jsonl" --descriptions bench/data/descriptions/hwu64.json \

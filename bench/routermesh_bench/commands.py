@@ -362,6 +362,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
                 models_dir=Path(args.models_dir),
                 offline=args.offline,
                 report_out_of_scope=args.report_out_of_scope,
+                error_rate=args.error_rate,
             )
         )
     except (OSError, LearnError, LabelledError, CheckError, LocalError) as error:
@@ -390,6 +391,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"  after {step.streamed:5d} requests, {step.reported:4d} reported: {figures} %\n"
         )
+    if run.error_rate:
+        sys.stdout.write(f"  {run.wrong} reports named a wrong route (--error-rate)\n")
     sys.stdout.write(f"-> {out / 'learn.json'}\n")
     return EXIT_OK
 
@@ -705,6 +708,14 @@ def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentPa
     )
     learn.add_argument(
         "--batch", type=int, default=20, help="requests between refreshes (default: 20)"
+    )
+    learn.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share of the reports the reasoning endpoint gets wrong, spread evenly: the best "
+        "other route L0 ranked for an in-scope request, L0's best server for an out-of-scope "
+        "one (default: 0)",
     )
     learn.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     learn.add_argument("--models-dir", default=".cache/models", help="default: %(default)s")

@@ -19,6 +19,12 @@ orchestrator runs every 30 s):
    is an outcome, not an example;
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
+``--error-rate P`` makes the reasoning endpoint wrong on a share ``P`` of its choices,
+spread evenly over the reports (a seeded draw leaves a stream of a few dozen reports
+with none or twice as many), and the way it would be wrong: an in-scope request comes
+back with the best route L0 ranked that is not the right one (a route near it), an
+out-of-scope one with L0's best server (one that does not handle it).
+
 Without ``--stream`` the ``--eval`` file is split seeded in two: one half is the traffic
 (shuffled), the other is measured. Rows of the measured file whose text is also in the
 stream are dropped from it (a learned copy of a measured request would measure nothing).
@@ -60,6 +66,8 @@ class LearnOptions:
     report_out_of_scope: bool = True
     """Report escalated out-of-scope requests with the escalation route too (the router
     learns them as examples of that route)."""
+    error_rate: float = 0.0
+    """Share of the reports the reasoning endpoint gets wrong (spread evenly)."""
 
 
 class LearnStep(BaseModel):
@@ -83,6 +91,9 @@ class LearnRun(BaseModel):
     batch: int
     seed: int
     report_out_of_scope: bool
+    error_rate: float = 0.0
+    wrong: int = 0
+    """Reports that named a wrong route (``error_rate``)."""
     steps: list[LearnStep]
 
 
@@ -107,6 +118,8 @@ def split_rows(
 def learn_curve(options: LearnOptions) -> LearnRun:
     if options.batch < 1:
         raise LearnError(f"--batch must be at least 1, got {options.batch}")
+    if not 0.0 <= options.error_rate <= 1.0:
+        raise LearnError(f"--error-rate must be between 0 and 1, got {options.error_rate}")
     rows = read_labelled(options.eval)
     if options.stream is None:
         stream, measured = split_rows(rows, options.seed)
@@ -136,7 +149,7 @@ def learn_curve(options: LearnOptions) -> LearnRun:
     )
     known_routes(stream, config, options.stream or options.eval)
     known_routes(kept, config, options.eval)
-    steps = asyncio.run(_replay(options, config, layer_config, stream, kept))
+    steps, wrong = asyncio.run(_replay(options, config, layer_config, stream, kept))
     return LearnRun(
         mesh=f"{config.mesh.namespace}/{config.mesh.name}",
         eval=str(options.eval),
@@ -147,6 +160,8 @@ def learn_curve(options: LearnOptions) -> LearnRun:
         batch=options.batch,
         seed=options.seed,
         report_out_of_scope=options.report_out_of_scope,
+        error_rate=options.error_rate,
+        wrong=wrong,
         steps=steps,
     )
 
@@ -157,9 +172,10 @@ async def _replay(
     layer_config: LayerConfig,
     stream: list[LabelledRequest],
     measured: list[LabelledRequest],
-) -> list[LearnStep]:
+) -> tuple[list[LearnStep], int]:
     escalation = config.escalation.route
     reports: list[FeedbackRecord] = []
+    wrong = 0
 
     async def feedback(limit: int) -> list[tuple[str, str]]:
         # newest first, as the store answers, and only what the router learns
@@ -191,7 +207,7 @@ async def _replay(
             )
         )
         if done >= len(stream):
-            return steps
+            return steps, wrong
         for row in stream[done : done + options.batch]:
             if row.kind == "multi_step" or (
                 row.kind == "out_of_scope" and not options.report_out_of_scope
@@ -200,7 +216,12 @@ async def _replay(
             verdict = await layer.classify(row.text)
             decision = layer_decides(config, layer_outcome(layer.name, verdict, layer_config, 0.0))
             if decision is None or decision[0] == escalation:
-                route = row.route_name if row.kind == "in_scope" else escalation
+                right = row.route_name if row.kind == "in_scope" else escalation
+                route = right
+                made = len(reports)
+                if int((made + 1) * options.error_rate) > int(made * options.error_rate):
+                    route = _mistaken(right, [c.route for c in verdict.candidates], escalation)
+                    wrong += route != right
                 reports.append(
                     FeedbackRecord(
                         message=row.text,
@@ -221,6 +242,12 @@ async def _replay(
             # learn() keeps the old index on any failure (and logs why): say so here rather
             # than measure a layer that did not learn.
             raise LearnError(f"L0 did not learn {len(missing)} reported request(s): {missing[0]!r}")
+
+
+def _mistaken(right: str, ranked: Sequence[str], escalation: str) -> str:
+    """What an endpoint that errs would choose instead of ``right``: the best route L0
+    ranked that is another server (``right`` when there is none)."""
+    return next((r for r in ranked if r not in (right, escalation)), right)
 
 
 def _flat(text: str) -> str:

@@ -35,7 +35,13 @@ def learn_section(results: Path, docs: Path) -> list[str]:
             f"Stream {run['stream']} ({run['stream_rows']} requests, batches of "
             f"{run['batch']}, seed {run['seed']}); measured {run['eval']} "
             f"({run['eval_rows']} rows)"
-            + ("." if run.get("report_out_of_scope", True) else "; in-scope reports alone."),
+            + ("" if run.get("report_out_of_scope", True) else "; in-scope reports alone")
+            + (
+                f"; the endpoint wrong on {run['error_rate']:.0%} of its choices "
+                f"({run['wrong']} reports)."
+                if run.get("error_rate")
+                else "."
+            ),
             "",
             "| requests streamed | reported | routed accuracy | in-scope coverage "
             "| out-of-scope escalated | multi-step escalated |",

@@ -100,6 +100,26 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
         )
     )
     assert [(s.reported, s.learned) for s in with_out_of_scope.steps] == [(0, 0), (1, 1), (2, 2)]
+    # An endpoint wrong every time: band steering comes back as grafana (L0's runner-up),
+    # and its near copy is routed there.
+    wrong = learn_curve(
+        LearnOptions(
+            files=[HOMELAB],
+            eval=measured,
+            stream=stream,
+            batch=2,
+            models_dir=MODELS,
+            offline=True,
+            error_rate=1.0,
+        )
+    )
+    assert wrong.wrong == 2 and wrong.error_rate == 1.0
+    assert (wrong.steps[-1].figures.coverage, wrong.steps[-1].figures.routed_accuracy) == (
+        100.0,
+        0.0,
+    )
+    with pytest.raises(LearnError, match="--error-rate must be between 0 and 1"):
+        learn_curve(LearnOptions(files=[HOMELAB], eval=measured, error_rate=1.5))
 
 
 def test_the_command_writes_the_curve_and_its_plot(
