@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from routermesh.cli import main
 from routermesh.labelled import LabelledRequest
-from routermesh_bench.learn import LearnError, LearnOptions, learn_curve, split_rows
+from routermesh_bench.learn import LearnError, LearnOptions, LearnRun, learn_curve, split_rows
 from routermesh_bench.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,17 +73,14 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
             {"text": "Take a snapshot of VM 104 before  I upgrade it", "route": "proxmox"},
         ],
     )
-    run = learn_curve(
-        LearnOptions(
-            files=[HOMELAB],
-            eval=measured,
-            stream=stream,
-            batch=2,
-            models_dir=MODELS,
-            offline=True,
-            report_out_of_scope=False,
+
+    def replay(**changes: Any) -> LearnRun:
+        options = {"files": [HOMELAB], "eval": measured, "stream": stream, "batch": 2}
+        return learn_curve(
+            LearnOptions(**{**options, "models_dir": MODELS, "offline": True, **changes})
         )
-    )
+
+    run = replay(report_out_of_scope=False)
     assert (run.eval_rows, run.stream_rows, run.dropped) == (2, 3, 1)
     # the stream in its order, two requests per refresh, the last batch short
     before, after, last = run.steps
@@ -94,25 +92,11 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     assert after.figures.out_of_scope_escalated == 100.0
     assert (last.streamed, last.reported, last.learned) == (3, 1, 1)
     # by default the escalated out-of-scope request comes back with the escalation route
-    with_out_of_scope = learn_curve(
-        LearnOptions(
-            files=[HOMELAB], eval=measured, stream=stream, batch=2, models_dir=MODELS, offline=True
-        )
-    )
+    with_out_of_scope = replay()
     assert [(s.reported, s.learned) for s in with_out_of_scope.steps] == [(0, 0), (1, 1), (2, 2)]
     # An endpoint wrong every time: band steering comes back as grafana (L0's runner-up),
     # and its near copy is routed there.
-    wrong = learn_curve(
-        LearnOptions(
-            files=[HOMELAB],
-            eval=measured,
-            stream=stream,
-            batch=2,
-            models_dir=MODELS,
-            offline=True,
-            error_rate=1.0,
-        )
-    )
+    wrong = replay(error_rate=1.0)
     assert wrong.wrong == 2 and wrong.error_rate == 1.0
     assert (wrong.steps[-1].figures.coverage, wrong.steps[-1].figures.routed_accuracy) == (
         100.0,

@@ -190,9 +190,8 @@ class Router:
         self._source_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warmed_once: set[str] = set()
-        self._closing: set[asyncio.Task[object]] = (
-            set()
-        )  # background work: warm-ups, closes, feedback
+        # background work: warm-ups, closes, feedback from dispatched answers
+        self._closing: set[asyncio.Task[object]] = set()
         self._learner: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._raw: RouterConfig | None = None
