@@ -437,6 +437,9 @@ async def test_ready_once_pods_are_available_and_run_the_current_config(operator
             }
         },
     )
+    # configHash may predate the status patch: wait for a reconcile that read the patch, or a
+    # slow one that read the Deployment before it could list the pod below with stale replicas.
+    await _until(lambda: _condition(operator, "Available") == ("True", "MinimumReplicasAvailable"))
     config_hash = await _until(lambda: _status(operator).get("configHash"))
     pod = {
         "apiVersion": "v1",
