@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from routermesh import bootstrap
-from routermesh.runtime.calibration import fit_logistic, logit
+from routermesh.runtime.calibration import correct_row, fit_logistic, in_scope_row
 from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.evidence import description_phrases
-from routermesh.runtime.example_index import RouteGroups, neighbour_features
+from routermesh.runtime.example_index import Features, RouteGroups, neighbour_features
+from routermesh.runtime.lexical import RouteVocabulary, content_words
 
 SIZES = (5, 8, 10, 15, 20)
 QUERIES_PER_ROUTE = 20
@@ -44,10 +45,8 @@ def fit_prior(
 ) -> dict[str, Any]:
     """Draw ``tables`` tables per source, judge their rows, fit both models."""
     rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
-    best_in: list[float] = []
-    best_out: list[float] = []
-    shares: list[float] = []
-    margins: list[float] = []
+    inside: list[Features] = []
+    outside: list[Features] = []
     correct: list[bool] = []
     for source in sources:
         grouped, escalate = _grouped(source.train)
@@ -55,22 +54,20 @@ def fit_prior(
         for _ in range(tables):
             table = _draw(grouped, escalate, names, source.descriptions, rng)
             features = _judge(encoder, table, k)
-            for (_, gold, inside), f in zip(table.rows, features, strict=True):
-                if inside:
-                    best_in.append(f.best)
-                    shares.append(f.share)
-                    margins.append(f.margin)
+            for (_, gold, asked), f in zip(table.rows, features, strict=True):
+                if asked:
+                    inside.append(f)
                     correct.append(table.routes[f.route] == gold)
                 else:
-                    best_out.append(f.best)
-    positives, negatives = len(best_in), len(best_out)
+                    outside.append(f)
+    positives, negatives = len(inside), len(outside)
     in_scope = fit_logistic(
-        [[b] for b in [*best_in, *best_out]],
+        [in_scope_row(f) for f in [*inside, *outside]],
         [True] * positives + [False] * negatives,
         weights=[0.5 / positives] * positives + [0.5 / negatives] * negatives,
         strength=1e-6,
     )
-    right = fit_logistic([[logit(s), m] for s, m in zip(shares, margins, strict=True)], correct)
+    right = fit_logistic([correct_row(f) for f in inside], correct)
     return {
         "in_scope": [round(w, 2) for w in in_scope],
         "correct": [round(w, 2) for w in right],
@@ -130,10 +127,17 @@ def _draw(
     return _Table(routes=chosen, evidence=evidence, rows=rows)
 
 
-def _judge(encoder: Encoder, table: _Table, k: int) -> list[Any]:
-    vectors = encoder.encode([text for text, _ in table.evidence])
+def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
+    """Each row's features as the serving path computes them (lexical evidence included)."""
+    texts = [text for text, _ in table.evidence]
+    vectors = encoder.encode(texts)
     labels = np.array([label for _, label in table.evidence], dtype=np.int64)
     queries = encoder.encode([text for text, _, _ in table.rows])
     groups = RouteGroups(labels, len(table.routes))
     features, _ = neighbour_features(queries @ vectors.T, labels, groups, k)
-    return features
+    vocabulary = RouteVocabulary.build(texts, labels)
+    judged = []
+    for (text, _, _), f in zip(table.rows, features, strict=True):
+        lexical = vocabulary.judge(content_words(text), f.route)
+        judged.append(replace(f, lexical=lexical.own, lexical_margin=lexical.margin))
+    return judged

@@ -23,7 +23,8 @@ def report_text(check: TableCheck, limit: int = 20) -> str:
     if check.half_in_scope_similarity is not None:
         lines.append(
             "L0 takes a message as in scope from a best similarity of about "
-            f"{check.half_in_scope_similarity:.2f} to a route's examples or description."
+            f"{check.half_in_scope_similarity:.2f} to a route's examples or description "
+            "(less when the message uses words of that route's own)."
         )
     lines += ["", _self_check(check, limit)]
     if check.evaluation is not None:

@@ -4,6 +4,7 @@ fitted from a table's own rows."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -47,7 +48,8 @@ def test_rows_with_a_feature_that_barely_varies_do_not_blow_the_fit_up() -> None
     share = np.where(rng.random(15000) < 0.97, 9.21, rng.uniform(-2, 9, 15000))
     margin = rng.uniform(0, 0.5, 15000)
     correct = rng.random(15000) < 1 / (1 + np.exp(-(12 * margin - 1)))
-    weights = fit_logistic(np.column_stack([share, margin]), correct, prior=PRIOR_CORRECT)
+    lexical = np.zeros(15000)  # a message with none of the table's words: constant too
+    weights = fit_logistic(np.column_stack([share, margin, lexical]), correct, prior=PRIOR_CORRECT)
     assert all(math.isfinite(w) for w in weights)
     assert weights[1] > 5.0  # the margin still carries the signal
 
@@ -61,19 +63,49 @@ def test_weights_weigh_rows() -> None:
     assert 1 / (1 + math.exp(-balanced[-1])) == pytest.approx(0.5, abs=1e-3)
 
 
+@dataclass(frozen=True)
+class _Row:
+    best: float
+    lexical: float = 0.0
+    share: float = 0.9
+    margin: float = 0.3
+    lexical_margin: float = 0.0
+
+
 def test_a_table_separates_in_scope_similarity_from_leave_route_out_similarity() -> None:
     rng = np.random.default_rng(4)
-    inside = rng.normal(0.7, 0.05, 200).tolist()
-    outside = rng.normal(0.3, 0.05, 200).tolist()
-    calibration = fit_calibration(inside, outside, [0.9] * 200, [0.3] * 200, [True] * 200)
-    assert calibration.p_in_scope(0.7) > 0.85
-    assert calibration.p_in_scope(0.3) < 0.2
-    # The similarity at which in_scope is one half moves from the prior's (0.40) towards
-    # the table's own boundary (0.5).
-    slope, bias = calibration.in_scope
-    assert -PRIOR_IN_SCOPE[1] / PRIOR_IN_SCOPE[0] == pytest.approx(0.40, abs=0.01)
-    assert 0.44 < -bias / slope <= 0.5
+    inside = [_Row(b) for b in rng.normal(0.7, 0.05, 200)]
+    outside = [_Row(b) for b in rng.normal(0.3, 0.05, 200)]
+    calibration = fit_calibration(inside, outside, [True] * 200)
+    assert calibration.p_in_scope(0.7, 0.0) > 0.85
+    assert calibration.p_in_scope(0.3, 0.0) < 0.2
+    # The similarity at which in_scope is one half (for a message without the route's
+    # words) moves from the prior's (0.44) towards the table's own boundary (0.5).
+    slope, _, bias = calibration.in_scope
+    assert -PRIOR_IN_SCOPE[2] / PRIOR_IN_SCOPE[0] == pytest.approx(0.435, abs=0.001)
+    assert 0.46 < -bias / slope <= 0.5
+
+
+def test_a_message_in_the_routes_own_words_is_more_likely_in_scope() -> None:
+    prior = Calibration()
+    assert prior.p_in_scope(0.4, 0.0) == pytest.approx(0.4221, abs=1e-4)
+    assert prior.p_in_scope(0.4, 0.5) == pytest.approx(0.6436, abs=1e-4)
+    # A table whose in-scope queries use their route's words and whose out-of-scope ones
+    # do not, at the same similarities, weighs the words more than the prior does.
+    rng = np.random.default_rng(5)
+    inside = [_Row(b, lexical=0.5) for b in rng.normal(0.45, 0.1, 200)]
+    outside = [_Row(b, lexical=0.0) for b in rng.normal(0.45, 0.1, 200)]
+    fitted = fit_calibration(inside, outside, [True] * 200)
+    assert fitted.in_scope[1] > PRIOR_IN_SCOPE[1]
+    gap = fitted.p_in_scope(0.45, 0.5) - fitted.p_in_scope(0.45, 0.0)
+    assert gap > 0.35 > prior.p_in_scope(0.45, 0.5) - prior.p_in_scope(0.45, 0.0)
+
+
+def test_a_route_whose_words_the_message_uses_more_is_more_likely_right() -> None:
+    prior = Calibration()
+    assert prior.p_correct(0.6, 0.05, 0.4) > prior.p_correct(0.6, 0.05, 0.0)
+    assert prior.p_correct(0.6, 0.05, -0.4) < prior.p_correct(0.6, 0.05, 0.0)
 
 
 def test_without_rows_the_prior_is_the_calibration() -> None:
-    assert fit_calibration([], [], [], [], []) == Calibration(PRIOR_IN_SCOPE, PRIOR_CORRECT)
+    assert fit_calibration([], [], []) == Calibration(PRIOR_IN_SCOPE, PRIOR_CORRECT)

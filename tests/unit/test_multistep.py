@@ -16,7 +16,6 @@ from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore
 from routermesh.runtime.example_index import Candidate, Features, Judgement
 from routermesh.runtime.multistep import Clause, ClauseRoute, clauses, plan_of
-from routermesh.runtime.packaged import materialize
 from tests.support import homelab_rendered, homelab_with, layer_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,19 +123,6 @@ def test_a_joined_clause_counts_at_the_joined_threshold_for_one_of_the_best_rout
     assert plan_of(unsure, 0.4, "cortex", **options) == []
 
 
-@pytest.fixture(scope="module")
-def homelab_l0() -> tuple[EmbeddingLayer, RouterConfig]:
-    files = materialize(MODELS / "packaged", ["minilm-l6-onnx-int8", "minilm-l6-tokenizer"])
-    folder = files["minilm-l6-onnx-int8"].parent
-    config = homelab_rendered()
-    l0 = layer_of(config, "l0")
-    assert (l0.threshold, l0.multi_step_threshold) == (0.5, 0.4)  # the sample's settings
-    l0 = l0.model_copy(
-        update={"model": l0.model.model_copy(update={"path": str(folder.relative_to(MODELS))})}
-    )
-    return EmbeddingLayer(l0, config, MODELS, store=EncoderStore()), config
-
-
 async def test_the_seed_examples_are_decided_as_the_seed_shows(
     homelab_l0: tuple[EmbeddingLayer, RouterConfig],
 ) -> None:
@@ -214,7 +200,9 @@ class _Index:
             2.0: Judgement("proxmox", 0.8, 0.99, Features(1, 1.0, 0.9, 0.5)),
         }
 
-    def classify(self, vector: np.ndarray, candidates: int = 5) -> Judgement:
+    def classify(
+        self, vector: np.ndarray, candidates: int = 5, words: frozenset[str] = frozenset()
+    ) -> Judgement:
         return self.answers[float(vector[0])]
 
 
@@ -226,6 +214,7 @@ def test_a_message_l0_is_very_sure_of_is_not_split(
     vectors = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
     verdict = layer._verdict(
         _Index(whole),  # type: ignore[arg-type]
+        "reboot the switch and migrate vm 101",
         vectors[0],
         [Clause("reboot the switch", True), Clause("migrate vm 101", True)],
         vectors[1:],
@@ -253,6 +242,7 @@ def test_the_escalation_route_near_the_message_takes_no_server_out_of_its_best_f
     vectors = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
     verdict = layer._verdict(
         index,  # type: ignore[arg-type]
+        "migrate vm 210 to pve2, then reboot the core switch",
         vectors[0],
         [Clause("migrate vm 210 to pve2", True), Clause("reboot the core switch", True)],
         vectors[1:],

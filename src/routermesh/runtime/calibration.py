@@ -5,13 +5,14 @@ route chosen is that one, so L0's confidence is a product of two calibrated
 probabilities:
 
 - ``in_scope``: that some route handles the message, from the best similarity to
-  the route's evidence. Fitted on the table itself: each example queried against
-  the others (leave-one-out) is in scope; each example queried against the table
-  *without its own route* (leave-route-out) stands for a request whose route does
+  the route's evidence and the share of the message's words the route's evidence uses
+  (:mod:`routermesh.runtime.lexical`). Fitted on the table itself: each example queried
+  against the others (leave-one-out) is in scope; each example queried against the
+  table *without its own route* (leave-route-out) stands for a request whose route does
   not exist, the nearest thing to an out-of-scope request the table can show.
 - ``correct``: that the chosen route is the right one when the message is in
-  scope, from the vote share and the margin to the runner-up route. Fitted
-  leave-one-out.
+  scope, from the vote share, the margin to the runner-up route and how much more of the
+  message's words the route uses than any other. Fitted leave-one-out.
 
 A table of ten examples per route gives too few rows to fit either model well, so
 both fits are maximum-a-posteriori: the weights are pulled towards a prior measured
@@ -25,19 +26,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-PRIOR_IN_SCOPE: tuple[float, float] = (10.47, -4.19)
-"""Prior weights (best similarity, bias) of ``in_scope`` for the all-MiniLM-L6-v2
-encoder, fitted by ``router-mesh bench prior`` (its defaults) on 20 few-shot tables
-drawn from the CLINC150 and HWU64 *train* splits (4 to all-but-two routes, 5-20 examples
-each, descriptions for most, other routes' rows and CLINC's out-of-scope rows as
-requests no route handles); bench/results/prior/prior.json has the run."""
+PRIOR_IN_SCOPE: tuple[float, float, float] = (8.99, 1.81, -3.91)
+"""Prior weights (best similarity, words of the route, bias) of ``in_scope`` for the
+all-MiniLM-L6-v2 encoder, fitted by ``router-mesh bench prior`` (its defaults) on 20
+few-shot tables drawn from the CLINC150 and HWU64 *train* splits (4 to all-but-two routes,
+5-20 examples each, descriptions for most, other routes' rows and CLINC's out-of-scope
+rows as requests no route handles); bench/results/prior/prior.json has the run."""
 
-PRIOR_CORRECT: tuple[float, float, float] = (0.91, 9.98, 0.44)
-"""Prior weights (logit of the vote share, margin, bias) of ``correct``; same fit."""
+PRIOR_CORRECT: tuple[float, float, float, float] = (0.85, 8.49, 2.13, 0.46)
+"""Prior weights (logit of the vote share, margin, the route's words less the next route's,
+bias) of ``correct``; same fit."""
 
 PRIOR_STRENGTH = 20.0
 """Ridge strength towards the prior: worth about as much as a few dozen rows."""
@@ -109,53 +112,72 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+class Observed(Protocol):
+    """What the two models read about one message (``example_index.Features``)."""
+
+    @property
+    def best(self) -> float: ...
+    @property
+    def lexical(self) -> float: ...
+    @property
+    def share(self) -> float: ...
+    @property
+    def margin(self) -> float: ...
+    @property
+    def lexical_margin(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The two fitted models (weights as :func:`fit_logistic` returns them)."""
 
-    in_scope: tuple[float, float] = PRIOR_IN_SCOPE
-    correct: tuple[float, float, float] = PRIOR_CORRECT
+    in_scope: tuple[float, float, float] = PRIOR_IN_SCOPE
+    correct: tuple[float, float, float, float] = PRIOR_CORRECT
 
-    def p_in_scope(self, best: float) -> float:
-        return logistic(self.in_scope, [best])
+    def p_in_scope(self, best: float, lexical: float) -> float:
+        return logistic(self.in_scope, [best, lexical])
 
-    def p_correct(self, share: float, margin: float) -> float:
-        return logistic(self.correct, [logit(share), margin])
+    def p_correct(self, share: float, margin: float, lexical_margin: float) -> float:
+        return logistic(self.correct, [logit(share), margin, lexical_margin])
+
+
+def in_scope_row(observed: Observed) -> list[float]:
+    return [observed.best, observed.lexical]
+
+
+def correct_row(observed: Observed) -> list[float]:
+    return [logit(observed.share), observed.margin, observed.lexical_margin]
 
 
 def fit_calibration(
-    in_scope_best: Sequence[float],
-    out_of_scope_best: Sequence[float],
-    shares: Sequence[float],
-    margins: Sequence[float],
-    correct: Sequence[bool],
+    in_scope: Sequence[Observed], out_of_scope: Sequence[Observed], correct: Sequence[bool]
 ) -> Calibration:
     """Both models from a table's own rows, each pulled towards its prior.
 
-    ``in_scope_best`` / ``out_of_scope_best``: best similarities of leave-one-out and
-    leave-route-out queries; the two classes weigh the same in total, so the fit makes
-    no assumption about how much traffic is out of scope. ``shares``, ``margins``,
-    ``correct``: the leave-one-out queries' features and whether their route was right.
+    ``in_scope`` / ``out_of_scope``: leave-one-out and leave-route-out queries; the two
+    classes weigh the same in total, so the fit makes no assumption about how much
+    traffic is out of scope. ``correct``: whether each leave-one-out query's route was
+    right.
     """
-    in_scope: tuple[float, float] = PRIOR_IN_SCOPE
-    if in_scope_best and out_of_scope_best:
-        positives, negatives = len(in_scope_best), len(out_of_scope_best)
+    in_scope_weights: tuple[float, float, float] = PRIOR_IN_SCOPE
+    if in_scope and out_of_scope:
+        positives, negatives = len(in_scope), len(out_of_scope)
         fitted = fit_logistic(
-            [[b] for b in [*in_scope_best, *out_of_scope_best]],
+            [in_scope_row(o) for o in [*in_scope, *out_of_scope]],
             [True] * positives + [False] * negatives,
             weights=[0.5 / positives] * positives + [0.5 / negatives] * negatives,
             prior=PRIOR_IN_SCOPE,
             # Weights sum to one: the strength is relative to a whole table's evidence.
             strength=PRIOR_STRENGTH / max(positives + negatives, 1),
         )
-        in_scope = (fitted[0], fitted[1])
-    correct_weights: tuple[float, float, float] = PRIOR_CORRECT
+        in_scope_weights = (fitted[0], fitted[1], fitted[2])
+    correct_weights: tuple[float, float, float, float] = PRIOR_CORRECT
     if correct:
         fitted = fit_logistic(
-            [[logit(s), m] for s, m in zip(shares, margins, strict=True)],
+            [correct_row(o) for o in in_scope],
             list(correct),
             prior=PRIOR_CORRECT,
             strength=PRIOR_STRENGTH,
         )
-        correct_weights = (fitted[0], fitted[1], fitted[2])
-    return Calibration(in_scope=in_scope, correct=correct_weights)
+        correct_weights = (fitted[0], fitted[1], fitted[2], fitted[3])
+    return Calibration(in_scope=in_scope_weights, correct=correct_weights)

@@ -1,9 +1,10 @@
 """The semantic layer (L0): a message against the routes' evidence, in the orchestrator.
 
 The message is embedded by the sentence encoder (:mod:`routermesh.runtime.encoder`)
-and judged by the example index (:mod:`routermesh.runtime.example_index`) over each
-route's examples (inline, ``examplesFrom``, learned from feedback) and description
-phrases (:mod:`routermesh.runtime.evidence`). The layer answers one of:
+and judged, with its content words (:mod:`routermesh.runtime.lexical`), by the example
+index (:mod:`routermesh.runtime.example_index`) over each route's examples (inline,
+``examplesFrom``, learned from feedback) and description phrases
+(:mod:`routermesh.runtime.evidence`). The layer answers one of:
 
 - a route with its calibrated confidence (P(in scope) x P(route | in scope));
 - the escalation route, cause ``multi_step``, when two clauses of the message go
@@ -49,6 +50,7 @@ from routermesh.runtime.example_index import (
     calibration_report,
 )
 from routermesh.runtime.head_artifact import HeadManifest, examples_digest, read_manifest
+from routermesh.runtime.lexical import content_words
 from routermesh.runtime.multistep import JOINED_CANDIDATES, Clause, ClauseRoute, clauses, plan_of
 
 log = logging.getLogger("routermesh.layers")
@@ -270,12 +272,17 @@ class EmbeddingLayer:
         # The message and its clauses in one encoder call, batched with the concurrent
         # requests' (the encoder and the index it was built with swap together).
         vectors = await batcher.encode([text, *(part.text for part in parts)])
-        return self._verdict(index, vectors[0], parts, vectors[1:])
+        return self._verdict(index, text, vectors[0], parts, vectors[1:])
 
     def _verdict(
-        self, index: ExampleIndex, query: FloatArray, parts: list[Clause], part_vectors: FloatArray
+        self,
+        index: ExampleIndex,
+        text: str,
+        query: FloatArray,
+        parts: list[Clause],
+        part_vectors: FloatArray,
     ) -> Verdict:
-        judged = index.classify(query)
+        judged = index.classify(query, words=content_words(text))
         candidates = self._candidates(index, judged)
         # The head's encoder built this index: its settings apply to every answer of it.
         head = index.head is not None
@@ -287,7 +294,10 @@ class EmbeddingLayer:
         if parts and threshold is not None and judged.confidence < SINGLE_ROUTE_CONFIDENCE:
             steps = [
                 ClauseRoute(
-                    part.text, (j := index.classify(vector, 0)).route, j.confidence, part.joined
+                    part.text,
+                    (j := index.classify(vector, 0, content_words(part.text))).route,
+                    j.confidence,
+                    part.joined,
                 )
                 for part, vector in zip(parts, part_vectors, strict=True)
             ]

@@ -8,15 +8,17 @@ and each route's best similarity is taken over all of its evidence. The route wi
 the largest vote share plus best similarity is chosen: the vote decides on large
 tables, the best similarity on small ones where ``k`` neighbours span several
 routes. The features of that choice (vote share, best similarity, margin to the
-runner-up route's best) feed the calibration (:mod:`routermesh.runtime.calibration`),
-fitted when the index is built from the examples themselves.
+runner-up route's best, and the share of the message's words the route's evidence uses,
+:mod:`routermesh.runtime.lexical`) feed the calibration
+(:mod:`routermesh.runtime.calibration`), fitted when the index is built from the examples
+themselves.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ import numpy.typing as npt
 
 from routermesh.runtime.calibration import Calibration, fit_calibration, logistic, logit
 from routermesh.runtime.encoder import FloatArray
+from routermesh.runtime.lexical import Lexical, RouteVocabulary
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -51,6 +54,10 @@ class Features:
     share: float
     best: float
     margin: float
+    lexical: float = 0.0
+    """The share of the message's words the route's evidence uses (0 until measured)."""
+    lexical_margin: float = 0.0
+    """``lexical`` minus the largest other route's."""
 
     def vector(self) -> list[float]:
         """The trained head's calibration features (logit of the share, best, margin)."""
@@ -191,16 +198,27 @@ class ExampleIndex:
     requests: BoolArray | None = None
     """The evidence that stands for requests (examples; not description or tool phrases);
     None: all of it."""
+    vocabulary: RouteVocabulary | None = None
+    """The evidence's words per route (None: no texts, no lexical evidence)."""
     groups: RouteGroups = field(init=False)
 
     def __post_init__(self) -> None:
         self.groups = RouteGroups(self.labels, len(self.routes))
 
-    def classify(self, query: FloatArray, candidates: int = CANDIDATES) -> Judgement:
+    def classify(
+        self,
+        query: FloatArray,
+        candidates: int = CANDIDATES,
+        words: frozenset[str] = frozenset(),
+    ) -> Judgement:
+        """``query``: the message's unit vector; ``words``: its content words
+        (:func:`routermesh.runtime.lexical.content_words`)."""
         sims = self.vectors @ query
         features, scores = neighbour_features(sims[None, :], self.labels, self.groups, self.k)
         vote = features[0]
-        in_scope = self.calibration.p_in_scope(vote.best)
+        if self.vocabulary is not None:
+            vote = _with_lexical(vote, self.vocabulary.judge(words, vote.route))
+        in_scope = self.calibration.p_in_scope(vote.best, vote.lexical)
         ranked = self._ranked(sims, scores[0], candidates)
         if self.head is not None and not bool((sims >= DUPLICATE_SIMILARITY).any()):
             # A near copy of an example (a learned misroute included) is decided by its
@@ -213,7 +231,9 @@ class ExampleIndex:
                 features=head,
                 candidates=ranked,
             )
-        confidence = in_scope * self.calibration.p_correct(vote.share, vote.margin)
+        confidence = in_scope * self.calibration.p_correct(
+            vote.share, vote.margin, vote.lexical_margin
+        )
         return Judgement(
             route=self.routes[vote.route],
             confidence=confidence,
@@ -230,10 +250,7 @@ class ExampleIndex:
             if self.requests is not None
             else np.arange(len(self.labels), dtype=np.int64)
         )
-        features = _features(self.vectors, self.labels, self.groups, self.k, rows, mask_route=False)
-        if len(features) != len(rows):
-            return []  # a single piece of evidence has nothing to be compared with
-        return [(int(row), judged) for row, judged in zip(rows, features, strict=True)]
+        return _features(self.vectors, self.labels, self.groups, self.k, rows, mask_route=False)
 
     def _ranked(
         self, sims: FloatArray, scores: npt.NDArray[np.float64], count: int
@@ -269,17 +286,19 @@ def build_index(
     groups = RouteGroups(label_array, len(routes))
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(askable)
-    loo = _sample(candidates, LOO_LIMIT, rng)
-    loo_features = _features(vectors, label_array, groups, k, loo, mask_route=False)
-    correct = [f.route == label_array[i] for f, i in zip(loo_features, loo, strict=True)]
-    lro = _sample(candidates, LRO_LIMIT, rng)
-    lro_features = _features(vectors, label_array, groups, k, lro, mask_route=True)
+    vocabulary = RouteVocabulary.build(texts, label_array) if texts else None
+    loo = _features(
+        vectors, label_array, groups, k, _sample(candidates, LOO_LIMIT, rng), mask_route=False
+    )
+    lro = _features(
+        vectors, label_array, groups, k, _sample(candidates, LRO_LIMIT, rng), mask_route=True
+    )
+    if vocabulary is not None:
+        loo = [(i, _with_lexical(f, vocabulary.left_one_out(i, f.route))) for i, f in loo]
+        lro = [(i, _with_lexical(f, vocabulary.left_route_out(i, f.route))) for i, f in lro]
+    correct = [f.route == label_array[i] for i, f in loo]
     calibration = fit_calibration(
-        in_scope_best=[f.best for f in loo_features],
-        out_of_scope_best=[f.best for f in lro_features],
-        shares=[f.share for f in loo_features],
-        margins=[f.margin for f in loo_features],
-        correct=correct,
+        in_scope=[f for _, f in loo], out_of_scope=[f for _, f in lro], correct=correct
     )
     return ExampleIndex(
         routes=tuple(routes),
@@ -291,7 +310,12 @@ def build_index(
         loo_accuracy=sum(correct) / len(correct) if correct else None,
         texts=tuple(texts),
         requests=askable,
+        vocabulary=vocabulary,
     )
+
+
+def _with_lexical(features: Features, lexical: Lexical) -> Features:
+    return replace(features, lexical=lexical.own, lexical_margin=lexical.margin)
 
 
 def _sample(rows: IntArray, limit: int, rng: np.random.Generator) -> IntArray:
@@ -308,10 +332,11 @@ def _features(
     rows: IntArray,
     *,
     mask_route: bool,
-) -> list[Features]:
-    """Features of evidence ``rows`` queried against the rest: without themselves
-    (leave-one-out), or without every piece of their own route (leave-route-out)."""
-    features: list[Features] = []
+) -> list[tuple[int, Features]]:
+    """(row, features) of evidence ``rows`` queried against the rest: without themselves
+    (leave-one-out), or without every piece of their own route (leave-route-out). A row
+    with nothing left to compare with (a one-route table) is left out."""
+    features: list[tuple[int, Features]] = []
     for start in range(0, len(rows), LOO_CHUNK):
         block = rows[start : start + LOO_CHUNK]
         sims = vectors[block] @ vectors.T
@@ -319,9 +344,11 @@ def _features(
             sims[labels[block][:, None] == labels[None, :]] = -np.inf
         else:
             sims[np.arange(len(block)), block] = -np.inf
-        if not bool(np.isfinite(sims).any(axis=1).all()):
-            continue  # a one-route table has nothing left to compare with
-        features.extend(neighbour_features(sims, labels, groups, k)[0])
+        comparable = np.isfinite(sims).any(axis=1)
+        if not bool(comparable.any()):
+            continue
+        judged = neighbour_features(sims[comparable], labels, groups, k)[0]
+        features.extend(zip((int(r) for r in block[comparable]), judged, strict=True))
     return features
 
 
@@ -331,12 +358,14 @@ def calibration_report(index: ExampleIndex) -> dict[str, Any]:
         "in_scope": [round(w, 4) for w in index.calibration.in_scope],
         "correct": [round(w, 4) for w in index.calibration.correct],
         "half_in_scope_similarity": _midpoint(index.calibration.in_scope),
+        "lexical_words": len(index.vocabulary.users) if index.vocabulary else 0,
     }
 
 
-def _midpoint(weights: tuple[float, float]) -> float | None:
-    """The best similarity at which ``in_scope`` is one half (None when it never is)."""
-    slope, bias = weights
+def _midpoint(weights: tuple[float, float, float]) -> float | None:
+    """The best similarity at which ``in_scope`` is one half for a message with none of
+    the route's words (None when it never is)."""
+    slope, _, bias = weights
     if slope <= 0 or not math.isfinite(slope):
         return None
     return round(-bias / slope, 4)
