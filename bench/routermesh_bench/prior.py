@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +134,6 @@ def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
     labels = np.array([label for _, label in table.evidence], dtype=np.int64)
     queries = encoder.encode([text for text, _, _ in table.rows])
     groups = RouteGroups(labels, len(table.routes))
-    features, _ = neighbour_features(queries @ vectors.T, labels, groups, k)
     vocabulary = RouteVocabulary.build(texts, labels)
-    judged = []
-    for (text, _, _), f in zip(table.rows, features, strict=True):
-        lexical = vocabulary.judge(content_words(text), f.route)
-        judged.append(replace(f, lexical=lexical.own, lexical_margin=lexical.margin))
-    return judged
+    words = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
+    return neighbour_features(queries @ vectors.T, labels, groups, k, words)[0]

@@ -7,7 +7,7 @@ import pytest
 
 from routermesh.runtime.contract.config import RouterConfig
 from routermesh.runtime.embedding import EmbeddingLayer
-from routermesh.runtime.lexical import Lexical, RouteVocabulary, content_words
+from routermesh.runtime.lexical import Lexical, RouteVocabulary, content_words, lexical_of
 
 
 @pytest.mark.parametrize(
@@ -45,13 +45,15 @@ def test_a_word_one_route_uses_counts_whole_and_a_shared_one_split(
 
 def test_leave_one_out_forgets_the_rows_own_words(vocabulary: RouteVocabulary) -> None:
     # "snapshot vm 104" without itself: "snapshot" is nobody's, "vm" both routes'
-    assert vocabulary.left_one_out(1, 0) == Lexical(own=0.25, margin=0.0)
+    assert vocabulary.scores_left_one_out(1) == {0: 0.25, 1: 0.25}
+    assert lexical_of(vocabulary.scores_left_one_out(1), 0) == Lexical(own=0.25, margin=0.0)
 
 
 def test_leave_route_out_forgets_the_whole_route(vocabulary: RouteVocabulary) -> None:
     # "snapshot vm 104" without route 0: "vm" is route 1's alone
-    assert vocabulary.left_route_out(1, 1) == Lexical(own=0.5, margin=0.5)
-    assert vocabulary.left_route_out(1, 0) == Lexical(own=0.0, margin=-0.5)
+    assert vocabulary.scores_left_route_out(1) == {1: 0.5}
+    assert lexical_of({1: 0.5}, 1) == Lexical(own=0.5, margin=0.5)
+    assert lexical_of({1: 0.5}, 0) == Lexical(own=0.0, margin=-0.5)
 
 
 @pytest.mark.parametrize(

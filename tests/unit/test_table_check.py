@@ -49,7 +49,7 @@ def test_examples_that_land_on_another_route_are_named(homelab_check: TableCheck
 
 def test_labelled_requests_are_decided_as_the_router_decides(homelab_check: TableCheck) -> None:
     """The same four figures `router-mesh bench quality` measured through the running
-    router on this table and file (docs/benchmarks.md: 100 / 60.0 / 100 / 100 %)."""
+    router on this table and file (docs/benchmarks.md: 100 / 61.7 / 100 / 100 %)."""
     report = homelab_check.evaluation
     assert report is not None
     assert (report.in_scope, report.out_of_scope, report.multi_step) == (60, 20, 20)
@@ -61,7 +61,7 @@ def test_labelled_requests_are_decided_as_the_router_decides(homelab_check: Tabl
         at_mesh.coverage,
         at_mesh.out_of_scope_escalated,
         at_mesh.multi_step_escalated,
-    ) == (100.0, 60.0, 100.0, 100.0)
+    ) == (100.0, 61.7, 100.0, 100.0)
     assert (figures[0.3].routed_accuracy, figures[0.3].coverage) == (93.6, 76.7)
     rows = {r.text: r for r in report.rows}
     weather = rows["whats the weather like in denver this weekend"]
@@ -73,9 +73,9 @@ def test_labelled_requests_are_decided_as_the_router_decides(homelab_check: Tabl
 def test_the_text_report_lists_misses_with_their_words(homelab_check: TableCheck) -> None:
     text = report_text(homelab_check, limit=2)
     assert "Examples routed to their own route when left out: 37 of 40" in text
-    assert "0.50    *          100.0 %             60.0 %" in text
+    assert "0.50    *          100.0 %             61.7 %" in text
     assert "In-scope requests escalated (examples in their words raise coverage), at 0.50:" in text
-    assert "... 22 more (--json shows every one)" in text
+    assert "... 21 more (--json shows every one)" in text
 
 
 def test_leave_one_out_judges_only_the_examples() -> None:

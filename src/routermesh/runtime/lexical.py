@@ -85,25 +85,28 @@ class RouteVocabulary:
                 users.setdefault(word, Counter())[label] += 1
         return cls(rows=rows, labels=label_list, users=users)
 
+    def scores(self, words: frozenset[str]) -> dict[int, float]:
+        """Route -> the share of ``words`` its evidence uses, each word weighed by one over
+        the number of routes using it (routes using none are left out)."""
+        return self._scores(words, None, None)
+
+    def scores_left_one_out(self, row: int) -> dict[int, float]:
+        """:meth:`scores` of evidence ``row``'s words as if the row were not evidence (the
+        calibration's leave-one-out query)."""
+        return self._scores(self.rows[row], row, None)
+
+    def scores_left_route_out(self, row: int) -> dict[int, float]:
+        """:meth:`scores` of evidence ``row``'s words as if its whole route were absent
+        (the calibration's leave-route-out query)."""
+        return self._scores(self.rows[row], None, self.labels[row])
+
     def judge(self, words: frozenset[str], route: int) -> Lexical:
         """``route``'s lexical features for a message of ``words``."""
-        return _features(self._scores(words, None, None), route)
-
-    def left_one_out(self, row: int, route: int) -> Lexical:
-        """:meth:`judge` of evidence ``row``'s words as if the row were not evidence (the
-        calibration's leave-one-out query)."""
-        return _features(self._scores(self.rows[row], row, None), route)
-
-    def left_route_out(self, row: int, route: int) -> Lexical:
-        """:meth:`judge` of evidence ``row``'s words as if its whole route were absent
-        (the calibration's leave-route-out query)."""
-        return _features(self._scores(self.rows[row], None, self.labels[row]), route)
+        return lexical_of(self.scores(words), route)
 
     def _scores(
         self, words: frozenset[str], without_row: int | None, without_route: int | None
     ) -> dict[int, float]:
-        """Route -> the share of ``words`` its evidence uses, each word weighed by one over
-        the number of routes using it."""
         if not words:
             return {}
         own_route = self.labels[without_row] if without_row is not None else None
@@ -120,7 +123,8 @@ class RouteVocabulary:
         return {r: score / len(words) for r, score in scores.items()}
 
 
-def _features(scores: dict[int, float], route: int) -> Lexical:
+def lexical_of(scores: dict[int, float], route: int) -> Lexical:
+    """``route``'s features from :meth:`RouteVocabulary.scores`."""
     own = scores.get(route, 0.0)
     others = max((score for r, score in scores.items() if r != route), default=0.0)
     return Lexical(own, own - others)
