@@ -20,11 +20,7 @@ import pytest
 import yaml
 from jsonschema import Draft4Validator
 
-from routermesh.runtime.contract.config import RouterConfig
-from routermesh.runtime.embedding import EmbeddingLayer
-from routermesh.runtime.encoder import EncoderStore
-from routermesh.runtime.packaged import materialize
-from tests.support import RedisProcess, homelab_rendered, layer_of
+from tests.support import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,19 +89,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def homelab_l0() -> tuple[EmbeddingLayer, RouterConfig]:
-    """L0 over samples/homelab with the packaged encoder, as the sample renders it (not yet
-    prepared: each test awaits ``prepare``)."""
-    models = REPO / ".cache/models"
-    files = materialize(models / "packaged", ["minilm-l6-onnx-int8", "minilm-l6-tokenizer"])
-    folder = files["minilm-l6-onnx-int8"].parent
-    config = homelab_rendered()
-    l0 = layer_of(config, "l0")
-    assert (l0.threshold, l0.multi_step_threshold) == (0.5, 0.4)  # the sample's settings
-    l0 = l0.model_copy(
-        update={"model": l0.model.model_copy(update={"path": str(folder.relative_to(models))})}
-    )
-    return EmbeddingLayer(l0, config, models, store=EncoderStore()), config

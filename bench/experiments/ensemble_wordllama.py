@@ -95,8 +95,8 @@ def refit_prior(datasets: Path, models: Path) -> dict[str, Any]:
     ]
     encoder = encoder_module.Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
     prior = fit_prior(sources, encoder, tables=10, k=10, seed=100)
-    in_scope = (prior["in_scope"][0], prior["in_scope"][1])
-    correct = (prior["correct"][0], prior["correct"][1], prior["correct"][2])
+    in_scope = (prior["in_scope"][0], prior["in_scope"][1], prior["in_scope"][2])
+    correct = (prior["correct"][0], prior["correct"][1], prior["correct"][2], prior["correct"][3])
     calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
     calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
     return prior

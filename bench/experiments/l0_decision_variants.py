@@ -49,6 +49,7 @@ from routermesh.runtime.calibration import Calibration, fit_logistic, logistic, 
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.example_index import ExampleIndex, Features, neighbour_features
+from routermesh.runtime.lexical import content_words
 from routermesh.runtime.multistep import clauses
 from routermesh.table_check import CheckOptions, figures_at, l0_config
 from routermesh_bench import prior
@@ -109,7 +110,11 @@ def confident_clause(args: argparse.Namespace, scratch: Path) -> None:
             parts = clauses(row.text[:2000])
             steps: list[tuple[str, float]] = []
             if len(parts) >= 2:
-                judged = (index.classify(v, 0) for v in encoder.encode([p.text for p in parts]))
+                vectors = encoder.encode([p.text for p in parts])
+                judged = (
+                    index.classify(v, 0, content_words(p.text))
+                    for p, v in zip(parts, vectors, strict=True)
+                )
                 steps = [(j.route, j.confidence) for j in judged]
             cause = verdict.cause.value if verdict.cause else None
             seen.append((route, cause, steps))
@@ -201,7 +206,12 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             if r.kind != "multi_step"
         ]
         sims = encoder.encode([r.text for r in rows]) @ index.vectors.T
-        features, _ = neighbour_features(sims, index.labels, index.groups, index.k)
+        words = (
+            [index.vocabulary.scores(content_words(r.text)) for r in rows]
+            if index.vocabulary is not None
+            else None
+        )
+        features, _ = neighbour_features(sims, index.labels, index.groups, index.k, words)
         chosen = [index.routes[f.route] for f in features]
         fitted = index.calibration
 
@@ -209,7 +219,9 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             i: int, features: list[Features] = features, fitted: Calibration = fitted
         ) -> float:
             f = features[i]
-            return fitted.p_in_scope(f.best) * fitted.p_correct(f.share, f.margin)
+            return fitted.p_in_scope(f.best, f.lexical) * fitted.p_correct(
+                f.share, f.margin, f.lexical_margin
+            )
 
         def variant(i: int, features: list[Features] = features) -> float:
             f = features[i]

@@ -26,6 +26,7 @@ from routermesh.runtime.encoder import Encoder, EncoderStore
 from routermesh.runtime.evidence import description_phrases, route_examples
 from routermesh.runtime.example_index import RouteGroups, build_index, neighbour_features
 from routermesh.runtime.feedback import FeedbackRecord
+from routermesh.runtime.lexical import content_words
 from routermesh.runtime.packaged import PACKAGED, materialize
 from routermesh.runtime.router import Router
 from tests.support import FakeTarget, homelab_rendered, layer_of, wait_until
@@ -149,14 +150,18 @@ def test_the_index_routes_held_out_homelab_messages_and_knows_what_is_out_of_sco
     assert 0.0 < index.loo_accuracy <= 1.0  # type: ignore[attr-defined]
     rows = [json.loads(line) for line in MESSAGES.read_text().splitlines()]
     in_scope = [r for r in rows if r["route"] != "__escalate__"]
-    judged = [index.classify(v) for v in encoder.encode([r["text"] for r in in_scope])]  # type: ignore[attr-defined]
+    vectors = encoder.encode([r["text"] for r in in_scope])  # type: ignore[attr-defined]
+    judged = [
+        index.classify(v, words=content_words(r["text"]))
+        for v, r in zip(vectors, in_scope, strict=True)
+    ]
     right = sum(j.route == r["route"] for j, r in zip(judged, in_scope, strict=True))
     assert right / len(in_scope) >= 0.85  # 10 examples and a description per route
     assert all(0.0 <= j.confidence <= j.in_scope <= 1.0 for j in judged)
     # Far from every route: more likely out of scope than in, and below every routed one's
     # median confidence.
     for text in ("write a sonnet about autumn leaves", "what's the weather in denver tomorrow"):
-        far = index.classify(encoder.encode([text])[0])  # type: ignore[attr-defined]
+        far = index.classify(encoder.encode([text])[0], words=content_words(text))  # type: ignore[attr-defined]
         assert far.in_scope < 0.5
         assert far.confidence < float(np.median([j.confidence for j in judged]))
 
@@ -171,7 +176,7 @@ def test_a_near_copy_of_an_example_is_confident_with_ten_examples_per_route(
         ("take a snapshot of vm 104 before I upgrade it", "proxmox"),
         ("restart the access point in the living room please", "unifi"),
     ):
-        judged = index.classify(encoder.encode([text])[0])  # type: ignore[attr-defined]
+        judged = index.classify(encoder.encode([text])[0], words=content_words(text))  # type: ignore[attr-defined]
         assert judged.route == route
         assert judged.confidence >= 0.8
 

@@ -46,6 +46,9 @@ def test_a_word_one_route_uses_counts_whole_and_a_shared_one_split(
 def test_leave_one_out_forgets_the_rows_own_words(vocabulary: RouteVocabulary) -> None:
     # "snapshot vm 104" without itself: "snapshot" is nobody's, "vm" both routes'
     assert vocabulary.scores_left_one_out(1) == {0: 0.25, 1: 0.25}
+    # "block the vm client" without itself: "client" is nobody's, "vm" route 0's alone (1)
+    # of its three words ("block" too)
+    assert vocabulary.scores_left_one_out(3) == {0: pytest.approx(1 / 3)}
     assert lexical_of(vocabulary.scores_left_one_out(1), 0) == Lexical(own=0.25, margin=0.0)
 
 

@@ -38,7 +38,7 @@ LOO_LIMIT = 20_000
 """Examples used for the leave-one-out fit (a seeded sample beyond this)."""
 LRO_LIMIT = 4_000
 """Examples used for the leave-route-out fit (a seeded sample beyond this): the model it
-feeds has two weights."""
+feeds has three weights."""
 DUPLICATE_SIMILARITY = 0.97
 """Neighbours at least this similar are (near) copies of the message: they alone vote, so a
 verbatim example, a learned misroute included, decides its own text."""

@@ -4,11 +4,13 @@ A small sentence encoder places a short request written in a server's jargon ("f
 vm 144 its hung", "why are there unassigned shards") about as far from the route's ten
 examples as a weather question, though the words that matter ("vm", "shards") are the
 route's own: its examples and description use them and no other route's do. The share
-of a message's content words that the chosen route's evidence uses, each word weighed by
-one over the number of routes whose evidence uses it, is a second, independent feature
-of L0's calibration (:mod:`routermesh.runtime.calibration`): a request outside every
-route rarely uses a route's words at all, and a route whose words the message uses more
-than any other route's is more likely the right one.
+of a message's content words that a route's evidence uses, each word weighed by one over
+the number of routes whose evidence uses it, is a second, independent piece of evidence:
+in L0's ranking (:mod:`routermesh.runtime.example_index`) and in its calibration
+(:mod:`routermesh.runtime.calibration`): a request outside every route rarely uses a
+route's words at all, and a route whose words the message uses more than any other
+route's is more likely the right one. Building the vocabulary and the calibration's
+leave-one-out scores for CLINC150's 15,100 examples takes about 0.3 s.
 
 Words are lower-cased runs of letters and digits; numbers alone, one-letter words and a
 short list of English function words and generic request verbs ("show", "list") carry no
@@ -59,9 +61,6 @@ class Lexical:
     margin: float
     """``own`` minus the largest other route's: words another route uses as much are no
     evidence for this one over it."""
-
-
-NO_WORDS = Lexical(0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class RouteVocabulary:
             if not users:
                 continue
             routes = [
-                r for r, rows in users.items() if r != without_route and rows - (r == own_route) > 0
+                r for r, uses in users.items() if r != without_route and uses - (r == own_route) > 0
             ]
             for r in routes:
                 scores[r] = scores.get(r, 0.0) + 1.0 / len(routes)
