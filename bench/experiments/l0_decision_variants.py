@@ -206,12 +206,12 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             if r.kind != "multi_step"
         ]
         sims = encoder.encode([r.text for r in rows]) @ index.vectors.T
-        words = (
+        word_scores = (
             [index.vocabulary.scores(content_words(r.text)) for r in rows]
             if index.vocabulary is not None
             else None
         )
-        features, _ = neighbour_features(sims, index.labels, index.groups, index.k, words)
+        features, _ = neighbour_features(sims, index.labels, index.groups, index.k, word_scores)
         chosen = [index.routes[f.route] for f in features]
         fitted = index.calibration
 

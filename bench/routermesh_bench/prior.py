@@ -135,5 +135,5 @@ def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
     queries = encoder.encode([text for text, _, _ in table.rows])
     groups = RouteGroups(labels, len(table.routes))
     vocabulary = RouteVocabulary.build(texts, labels)
-    words = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
-    return neighbour_features(queries @ vectors.T, labels, groups, k, words)[0]
+    word_scores = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
+    return neighbour_features(queries @ vectors.T, labels, groups, k, word_scores)[0]

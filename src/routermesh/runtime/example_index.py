@@ -103,13 +103,13 @@ def neighbour_features(
     labels: IntArray,
     groups: RouteGroups,
     k: int,
-    words: Sequence[dict[int, float]] | None = None,
+    word_scores: Sequence[dict[int, float]] | None = None,
 ) -> tuple[list[Features], npt.NDArray[np.float64]]:
     """Features of each row of ``sims`` (queries x evidence; -inf for masked evidence) and
     the per-route scores (vote share + best similarity + :data:`WORDS_IN_RANKING` x the
-    route's share of the row's words, ``words``: each row's
+    route's share of the row's words, ``word_scores``: each row's
     :meth:`~routermesh.runtime.lexical.RouteVocabulary.scores`) they were chosen by; the
-    features' lexical fields are filled from ``words`` too."""
+    features' lexical fields are filled from ``word_scores`` too."""
     routes = groups.routes
     k = max(1, min(k, sims.shape[1]))
     top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -126,7 +126,7 @@ def neighbour_features(
         share = votes / total if total > 0 else np.full(routes, 1.0 / routes)
         # A copy decides its own text: only the routes that hold it compete.
         score = share + (np.where(share > 0, best[row], -2.0) if copies.size else best[row])
-        lexical = words[row] if words is not None else {}
+        lexical = word_scores[row] if word_scores is not None else {}
         for other, value in lexical.items():
             score[other] += WORDS_IN_RANKING * value
         scores[row] = score
@@ -380,15 +380,15 @@ def _features(
         if not bool(comparable.any()):
             continue
         kept = block[comparable]
-        words = None
+        word_scores = None
         if vocabulary is not None:
-            words = [
+            word_scores = [
                 vocabulary.scores_left_route_out(int(r))
                 if mask_route
                 else vocabulary.scores_left_one_out(int(r))
                 for r in kept
             ]
-        judged = neighbour_features(sims[comparable], labels, groups, k, words)[0]
+        judged = neighbour_features(sims[comparable], labels, groups, k, word_scores)[0]
         features.extend(zip((int(r) for r in kept), judged, strict=True))
     return features
 
