@@ -301,6 +301,12 @@ def test_threads_follow_the_cpu_limit(
     assert b.cpu_threads(api.Resources(limits=limits, requests=requests)) == threads
 
 
+def test_learning_from_tool_calls_is_off_unless_the_mesh_asks_for_it() -> None:
+    assert _config(_hardened()).api.learn_from_tool_calls is False
+    asked = _mesh({"spec.api": {**HARDENED["api"], "learnFromToolCalls": True}})
+    assert _config(asked).api.learn_from_tool_calls is True
+
+
 def test_the_api_token_comes_from_a_mounted_secret_and_health_has_its_own_port() -> None:
     mesh = _hardened()
     config = _config(mesh)

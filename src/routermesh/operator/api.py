@@ -1000,7 +1000,8 @@ class Toleration(ApiModel):
 
 
 class Api(ApiModel):
-    """The router's HTTP API: authentication and the largest message it reads."""
+    """The router's HTTP API: authentication, the largest message it reads, and whether
+    agents' tool calls through /mcp are learned from."""
 
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -1013,6 +1014,14 @@ class Api(ApiModel):
         ge=1,
         le=MAX_MESSAGE_CHARS_LIMIT,
         description="Longest message accepted; longer ones get 413. Default: 32768.",
+    )
+    learn_from_tool_calls: bool = Field(
+        default=False,
+        description="Learn from agents' tool calls through /mcp: when the router escalated "
+        "a request and offered the tools of its best-ranked routes, and the agent then "
+        "called the tools of exactly one of them, that route is recorded as the request's "
+        "(as a reasoning endpoint's X-Router-Expected-Route is) and L0 learns it. Off by "
+        "default: an agent's choice is weaker evidence than a report.",
     )
 
 

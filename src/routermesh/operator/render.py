@@ -278,6 +278,7 @@ def render_config(mesh: RouterMesh, tables: Iterable[RouteTable]) -> rc.RouterCo
                     else None
                 ),
                 max_message_chars=spec.api.max_message_chars,
+                learn_from_tool_calls=spec.api.learn_from_tool_calls,
             ),
             examples_from=examples_from,
         )

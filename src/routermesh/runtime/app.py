@@ -45,8 +45,14 @@ from routermesh.runtime.edge import (
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.failopen import Stage, internal_error
 from routermesh.runtime.feedback import MAX_FEEDBACK
-from routermesh.runtime.feedback_intake import export_lines, feedback_from_answer, record_feedback
+from routermesh.runtime.feedback_intake import (
+    export_lines,
+    feedback_from_answer,
+    feedback_from_tool_call,
+    record_feedback,
+)
 from routermesh.runtime.mcp_dispatch import relay, resolve
+from routermesh.runtime.mcp_feedback import ToolCallFeedback
 from routermesh.runtime.mcp_gateway import Gateway
 from routermesh.runtime.router import Router, RouterState
 
@@ -232,6 +238,8 @@ def _lifespan(
             async with gateway.manager.run():
                 yield
         finally:
+            if gateway.feedback is not None:
+                await gateway.feedback.close()
             if manage_router:
                 await router.stop()
 
@@ -351,7 +359,17 @@ def _gateway(router: Router) -> Gateway:
             return None
         return await _decide_for_agent(router, state, message), state.config.escalation.route
 
-    return Gateway(router.discovery, decide_for_agent)
+    def learning() -> bool:
+        state = router.state
+        return state is not None and state.config.api.learn_from_tool_calls
+
+    async def report(message: str, route: str, decision: Decision) -> bool:
+        return await feedback_from_tool_call(router, message, route, decision) is not None
+
+    def outcome(name: str) -> None:
+        router.metrics.mcp_feedback.labels(outcome=name).inc()
+
+    return Gateway(router.discovery, decide_for_agent, ToolCallFeedback(learning, report, outcome))
 
 
 def create_app(
@@ -614,6 +632,7 @@ def public_config(state: RouterState) -> dict[str, Any]:
         "api": {
             "authentication": config.api.token_file is not None,
             "max_message_chars": config.api.max_message_chars,
+            "learn_from_tool_calls": config.api.learn_from_tool_calls,
         },
         "cache": {
             "backend": config.cache.backend,

@@ -1,9 +1,11 @@
 """Feedback intake: how a report becomes a stored record and how the records export.
 
-Reports come from ``POST /v1/feedback`` or, for escalated requests sent through
+Reports come from ``POST /v1/feedback``; for escalated requests sent through
 ``/v1/dispatch``, from the reasoning endpoint's answer: naming the route the request
 belongs to in the ``X-Router-Expected-Route`` header reports it without a second call,
-so the feedback loop runs without the agent taking part.
+so the feedback loop runs without the agent taking part; and, with
+``api.learnFromToolCalls``, from the tools an agent called through ``/mcp`` after an
+unsure answer (:mod:`routermesh.runtime.mcp_feedback`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ async def record_feedback(
     decided: str | None,
     *,
     plan: tuple[str, ...] | None = None,
+    measured: bool = True,
 ) -> tuple[FeedbackRecord, str]:
     """Store one report with what each layer said when the message was decided (while
-    still cached: the outcome adaptive thresholds measure); a missing ``decided`` or
-    ``plan`` is the cached decision's. Returns the record and the store that kept it."""
-    cached = await state.cascade.recall(message)
+    still cached: the outcome adaptive thresholds measure; not with ``measured`` False);
+    a missing ``decided`` or ``plan`` is the cached decision's. Returns the record and the
+    store that kept it."""
+    needed = measured or decided is None or plan is None
+    cached = await state.cascade.recall(message) if needed else None
     record = FeedbackRecord(
         message=message[:MAX_STORED_CHARS],
         expected_route=expected,
@@ -47,7 +52,7 @@ async def record_feedback(
         plan=plan if plan is not None else (cached.plan if cached else ()),
         config_hash=state.config.config_hash,
         route_table_version=state.config.route_table_version,
-        verdicts=cached.verdicts if cached else (),
+        verdicts=cached.verdicts if cached and measured else (),
     )
     stored = await router.feedback.add(record)
     router.metrics.feedback.labels(expected_route=expected).inc()
@@ -90,6 +95,43 @@ async def feedback_from_answer(
             "route": decision.route,
             "expected_route": expected,
             "misroute": record.misroute,
+            "stored": stored,
+        },
+    )
+    return record
+
+
+async def feedback_from_tool_call(
+    router: Router, message: str, route: str, decision: Decision
+) -> FeedbackRecord | None:
+    """Store what an agent's tool calls said of an escalated request: ``route`` was its
+    server. None when the router has no config or the running one lacks the route (a
+    reload in between); never raises (the agent's calls are long answered)."""
+    state = router.state
+    if state is None or route not in state.config.route_names:
+        log.warning(
+            "an agent's tool call named a route the running config lacks (or none is "
+            "loaded): not recorded",
+            extra={"event": "mcp_feedback_refused", "expected_route": route[:MAX_ROUTE_CHARS]},
+        )
+        return None
+    try:
+        record, stored = await record_feedback(
+            router, state, message, route, decision.route, plan=decision.plan, measured=False
+        )
+    except Exception as error:
+        log.error(
+            "feedback from an agent's tool call could not be stored",
+            extra={"event": "mcp_feedback_error", "expected_route": route, "error": repr(error)},
+        )
+        return None
+    log.info(
+        "feedback from an agent's tool call",
+        extra={
+            "event": "mcp_feedback",
+            "route": decision.route,
+            "expected_route": route,
+            "reason": decision.escalation_reason,
             "stored": stored,
         },
     )

@@ -12,7 +12,9 @@ An agent connects once (streamable HTTP, the official SDK's server) and gets:
   the selection for that message at once, without a ``route`` call;
 - without either, ``tools/list`` holds ``route`` and every discovered tool;
 - ``tools/call`` of a listed tool, proxied to the MCP server that owns it over the
-  router's session with that server (the router's credentials, not the agent's).
+  router's session with that server (the router's credentials, not the agent's); with
+  ``api.learnFromToolCalls`` the route whose tools an agent called after an unsure
+  ``route`` answer is fed back as the request's route (:mod:`routermesh.runtime.mcp_feedback`).
 
 Tools are listed as ``<route>__<tool>`` (two servers may name a tool the same). A call
 for a route whose server does not answer, or for an unknown tool, is a tool error the
@@ -25,7 +27,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mcp_types as types
@@ -36,6 +38,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from routermesh import __version__
 from routermesh.runtime.cascade import Decision
 from routermesh.runtime.discovery import Discovery
+from routermesh.runtime.mcp_feedback import ToolCallFeedback
 
 log = logging.getLogger("routermesh.mcp")
 
@@ -69,6 +72,8 @@ class Selection:
 
     routes: tuple[str, ...]
     decision: dict[str, Any]
+    decided: Decision
+    escalation: str
 
 
 def selected_routes(decision: Decision, escalation: str) -> tuple[str, ...]:
@@ -116,9 +121,11 @@ class Gateway:
         self,
         discovery: Discovery,
         decide: Callable[[str], Awaitable[tuple[Decision, str] | None]],
+        feedback: ToolCallFeedback | None = None,
     ) -> None:
         self._discovery = discovery
         self._decide = decide
+        self.feedback = feedback
         self._selections: OrderedDict[str, Selection] = OrderedDict()
         self.server = _Server(
             "router-mesh", version=__version__, on_list_tools=self._list, on_call_tool=self._call
@@ -154,10 +161,12 @@ class Gateway:
     ) -> types.ListToolsResult:
         meta = params.meta if params is not None else None
         message = dict(meta).get(MESSAGE_META) if meta is not None else None
+        key = _session_key(ctx)
         if isinstance(message, str) and message.strip():
+            if key and self.feedback is not None:
+                self.feedback.settle(key)  # a new request: the open one is over
             selection = await self._select(message)
             return types.ListToolsResult(tools=self._tools(selection.routes if selection else ()))
-        key = _session_key(ctx)
         chosen = self._selections.get(key) if key else None
         return types.ListToolsResult(tools=self._tools(chosen.routes if chosen else None))
 
@@ -167,7 +176,12 @@ class Gateway:
             return None
         decision, escalation = decided
         routes = selected_routes(decision, escalation)
-        return Selection(routes=routes, decision=decision_summary(decision, routes))
+        return Selection(
+            routes=routes,
+            decision=decision_summary(decision, routes),
+            decided=replace(decision, trace=()),  # kept per session: no candidates' texts
+            escalation=escalation,
+        )
 
     async def _call(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
@@ -179,6 +193,8 @@ class Gateway:
         watch = self._discovery.watch(route) if tool else None
         if watch is None or all(d.get("name") != tool for d in watch.status.definitions):
             return _error(f"unknown tool {params.name!r}: list the tools again")
+        key = _session_key(ctx)
+        pending = self.feedback.open(key) if key and self.feedback is not None else None
         try:
             result = await watch.call_tool(tool, arguments, CALL_TIMEOUT_SECONDS)
         except Exception as error:  # the agent reads why; the router goes on
@@ -187,6 +203,8 @@ class Gateway:
                 extra={"event": "mcp_proxy_error", "route": route, "error": type(error).__name__},
             )
             return _error(f"the MCP server of route {route!r} did not answer: {error}")
+        if self.feedback is not None:
+            self.feedback.called(pending, route)
         return result
 
     async def _route(
@@ -204,6 +222,10 @@ class Gateway:
             self._selections.move_to_end(key)
             while len(self._selections) > MAX_SESSIONS:
                 self._selections.popitem(last=False)
+            if self.feedback is not None:
+                self.feedback.routed(
+                    key, message, selection.decided, selection.routes, selection.escalation
+                )
             await ctx.session.send_tool_list_changed()
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=json.dumps(selection.decision))],

@@ -242,6 +242,14 @@ class RouterMetrics:
             ["route", "outcome"],
             registry=r,
         )
+        self.mcp_feedback = Counter(
+            "router_mcp_feedback_total",
+            "Requests /mcp escalated with candidate tools, by how they ended (api."
+            "learnFromToolCalls): reported (one route's tools called), refused (not "
+            "stored), several_routes, no_call, switched_off, dropped.",
+            ["outcome"],
+            registry=r,
+        )
         self.mcp_list_changed = Counter(
             "router_mcp_list_changed_total",
             "tools/list_changed notifications received, by route.",

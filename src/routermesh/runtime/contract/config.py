@@ -426,6 +426,11 @@ class ApiConfig(ContractModel):
         le=MAX_MESSAGE_CHARS_LIMIT,
         description="Longest message accepted; longer ones get 413.",
     )
+    learn_from_tool_calls: bool = Field(
+        default=False,
+        description="Feed back the route whose tools an agent called through /mcp after "
+        "the router escalated its request with candidate tools (runtime/mcp_feedback.py).",
+    )
 
 
 class ExamplesSource(ContractModel):
