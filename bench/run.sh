@@ -64,6 +64,16 @@ done
 "${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
   --eval bench/data/tools/dev.jsonl --batch 50 --error-rate 0.1 \
   --out "$RESULTS/learn/tools-endpoint-wrong-10pct"
+# the same loop fed by an agent's tool calls through /mcp (api.learnFromToolCalls)
+"${RM[@]}" learn -f samples/homelab --eval bench/data/homelab-dev.jsonl \
+  --stream bench/data/homelab-messages.jsonl --batch 10 --from tool-calls \
+  --out "$RESULTS/learn/homelab-tool-calls"
+"${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
+  --eval bench/data/tools/dev.jsonl --batch 50 --from tool-calls \
+  --out "$RESULTS/learn/tools-tool-calls"
+"${RM[@]}" learn -f bench/data/tools/routetable.yaml -f bench/data/meshes/tools.yaml \
+  --eval bench/data/tools/dev.jsonl --batch 50 --from tool-calls --error-rate 0.1 \
+  --out "$RESULTS/learn/tools-tool-calls-wrong-10pct"
 "${RM[@]}" prior --train "$DATASETS/clinc150/train.jsonl" \
   --descriptions bench/data/descriptions/clinc150.json \
   --train "$DATASETS/hwu64/train.jsonl" --descriptions bench/data/descriptions/hwu64.json \

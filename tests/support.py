@@ -241,6 +241,7 @@ class ThreadedServer:
 
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.app = app
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -250,14 +251,26 @@ class ThreadedServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=self.lifespan
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        if not wait_until(lambda: self._server is not None and self._server.started):
-            raise RuntimeError(f"test server on port {self.port} did not start")
+        # A free port is free when picked, not when bound: another socket of the machine
+        # may take it in between. Uvicorn then exits at once; pick another and try again.
+        for _ in range(3):
+            config = uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan=self.lifespan,
+            )
+            server = self._server = uvicorn.Server(config)
+            thread = self._thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            wait_until(lambda s=server, t=thread: s.started or not t.is_alive())
+            if server.started:
+                return
+            if self._fixed_port or thread.is_alive():
+                break
+            self.port = free_port()
+        raise RuntimeError(f"test server on port {self.port} did not start")
 
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:

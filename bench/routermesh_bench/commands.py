@@ -363,6 +363,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
                 offline=args.offline,
                 report_out_of_scope=args.report_out_of_scope,
                 error_rate=args.error_rate,
+                source=args.source,
             )
         )
     except (OSError, LearnError, LabelledError, CheckError, LocalError) as error:
@@ -705,6 +706,15 @@ def _add_learn_command(bench_sub: argparse._SubParsersAction[argparse.ArgumentPa
         help="report escalated out-of-scope requests with the escalation route, as an "
         "agent reports what the reasoning endpoint handled itself (default: on; "
         "--no-report-out-of-scope reports the in-scope ones alone)",
+    )
+    learn.add_argument(
+        "--from",
+        dest="source",
+        choices=["endpoint", "tool-calls"],
+        default="endpoint",
+        help="who reports: the reasoning endpoint, on every escalated request (default), or "
+        "an agent's tool calls through /mcp with api.learnFromToolCalls: an in-scope request "
+        "escalated without a plan whose route was among the three offered",
     )
     learn.add_argument(
         "--batch", type=int, default=20, help="requests between refreshes (default: 20)"

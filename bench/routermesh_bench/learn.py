@@ -19,6 +19,15 @@ orchestrator runs every 30 s):
    is an outcome, not an example;
 3. L0 learns, and the loop goes on from 1 until the stream is spent.
 
+``--from tool-calls`` replays the other source of reports instead: an agent on the
+router's ``/mcp`` with ``api.learnFromToolCalls``. There an escalated request offers the
+tools of the routes L0 ranked highest (three), and what the agent does with them is the
+report: an in-scope request escalated without a plan whose route is among the offered
+ones is reported with it (the agent called that server's tools); any other (its route
+not offered, out of scope, a multi-step escalation) is not (no tool called, or several
+servers' tools, which teach nothing). ``--error-rate`` then makes the agent call the
+best other offered route's tools instead.
+
 ``--error-rate P`` makes the reasoning endpoint wrong on a share ``P`` of its choices,
 spread evenly over the reports (a seeded draw leaves a stream of a few dozen reports
 with none or twice as many), and the way it would be wrong: an in-scope request comes
@@ -37,6 +46,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -45,6 +55,7 @@ from routermesh.runtime.cascade import layer_decides, layer_outcome
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.embedding import MAX_LEARNED, EmbeddingLayer
 from routermesh.runtime.feedback import FeedbackRecord
+from routermesh.runtime.mcp_gateway import MAX_CANDIDATES
 from routermesh.table_check import CheckOptions, Figures, evaluate, known_routes, l0_config
 
 
@@ -68,6 +79,12 @@ class LearnOptions:
     learns them as examples of that route)."""
     error_rate: float = 0.0
     """Share of the reports the reasoning endpoint gets wrong (spread evenly)."""
+    source: ReportSource = "endpoint"
+    """Who reports: the reasoning endpoint (every escalation) or an agent's tool calls
+    through /mcp (escalations whose route was offered)."""
+
+
+ReportSource = Literal["endpoint", "tool-calls"]
 
 
 class LearnStep(BaseModel):
@@ -91,6 +108,7 @@ class LearnRun(BaseModel):
     batch: int
     seed: int
     report_out_of_scope: bool
+    source: ReportSource = "endpoint"
     error_rate: float = 0.0
     wrong: int = 0
     """Reports that named a wrong route (``error_rate``)."""
@@ -160,6 +178,7 @@ def learn_curve(options: LearnOptions) -> LearnRun:
         batch=options.batch,
         seed=options.seed,
         report_out_of_scope=options.report_out_of_scope,
+        source=options.source,
         error_rate=options.error_rate,
         wrong=wrong,
         steps=steps,
@@ -217,10 +236,15 @@ async def _replay(
             decision = layer_decides(config, layer_outcome(layer.name, verdict, layer_config, 0.0))
             if decision is None or decision[0] == escalation:
                 right = row.route_name if row.kind == "in_scope" else escalation
+                ranked = [c.route for c in verdict.candidates]
+                if options.source == "tool-calls":
+                    ranked = ranked[:MAX_CANDIDATES]
+                    if row.kind != "in_scope" or verdict.plan or right not in ranked:
+                        continue  # no tool of the request's route offered, or no one route
                 route = right
                 made = len(reports)
                 if int((made + 1) * options.error_rate) > int(made * options.error_rate):
-                    route = _mistaken(right, [c.route for c in verdict.candidates], escalation)
+                    route = _mistaken(right, ranked, escalation)
                     wrong += route != right
                 reports.append(
                     FeedbackRecord(

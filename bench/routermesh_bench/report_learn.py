@@ -37,7 +37,14 @@ def learn_section(results: Path, docs: Path) -> list[str]:
             f"({run['eval_rows']} rows)"
             + ("" if run.get("report_out_of_scope", True) else "; in-scope reports alone")
             + (
-                f"; the endpoint wrong on {run['error_rate']:.0%} of its choices "
+                "; reports from an agent's tool calls through /mcp (in-scope requests whose "
+                "route was offered)"
+                if run.get("source") == "tool-calls"
+                else ""
+            )
+            + (
+                f"; the {'agent' if run.get('source') == 'tool-calls' else 'endpoint'} wrong "
+                f"on {run['error_rate']:.0%} of its choices "
                 f"({run['wrong']} reports)."
                 if run.get("error_rate")
                 else "."

@@ -94,6 +94,12 @@ def test_a_reported_escalation_is_learned_and_routes_its_near_copy(tmp_path: Pat
     # by default the escalated out-of-scope request comes back with the escalation route
     with_out_of_scope = replay()
     assert [(s.reported, s.learned) for s in with_out_of_scope.steps] == [(0, 0), (1, 1), (2, 2)]
+    # an agent's tool calls through /mcp: the in-scope request's route was offered and is
+    # reported; nobody calls a tool for the weather, so it is not
+    from_tools = replay(source="tool-calls")
+    assert from_tools.source == "tool-calls"
+    assert [(s.reported, s.learned) for s in from_tools.steps] == [(0, 0), (1, 1), (1, 1)]
+    assert from_tools.steps[-1].figures.coverage == 100.0
     # An endpoint wrong every time: band steering comes back as grafana (L0's runner-up),
     # and its near copy is routed there.
     wrong = replay(error_rate=1.0)

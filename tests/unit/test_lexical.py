@@ -17,6 +17,10 @@ from routermesh.runtime.lexical import Lexical, RouteVocabulary, content_words, 
         ("get_clients", {"client"}),
         ("Zürich Wi-Fi", {"zürich", "wi", "fi"}),
         ("show me all of it", set()),
+        # "has" is not "ha" (high availability); what is left of a contraction is no word
+        ("the HA pair has failed over, don't reboot", {"ha", "pair", "failed", "reboot"}),
+        ("it isn't adopted and we can't ssh in", {"adopted", "ssh"}),
+        ("is that laptop ours or hers", {"laptop"}),
         ("", set()),
     ],
 )

@@ -31,14 +31,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-PRIOR_IN_SCOPE: tuple[float, float, float] = (8.98, 1.89, -3.95)
+PRIOR_IN_SCOPE: tuple[float, float, float] = (9.08, 1.72, -3.96)
 """Prior weights (best similarity, words of the route, bias) of ``in_scope`` for the
 all-MiniLM-L6-v2 encoder, fitted by ``router-mesh bench prior`` (its defaults) on 20
 few-shot tables drawn from the CLINC150 and HWU64 *train* splits (4 to all-but-two routes,
 5-20 examples each, descriptions for most, other routes' rows and CLINC's out-of-scope
 rows as requests no route handles); bench/results/prior/prior.json has the run."""
 
-PRIOR_CORRECT: tuple[float, float, float, float] = (0.83, 8.26, 2.03, 0.52)
+PRIOR_CORRECT: tuple[float, float, float, float] = (0.85, 8.28, 2.05, 0.5)
 """Prior weights (logit of the vote share, margin, the route's words less the next route's,
 bias) of ``correct``; same fit."""
 

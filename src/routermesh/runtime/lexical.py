@@ -34,11 +34,14 @@ before since until is are was were be been being am do does did done can could w
 will shall may might must i me my mine we us our you your it its this that these those there
 here what which who whom whose when where why how he him his she her they them their all
 any some no not if then than so as up down out off just also too very please now right show
-get tell give find list check see let make want need like know ll re ve
+get tell give find list check see let make want need like know has have had having ll re ve
+don doesn didn isn aren wasn weren won wouldn shouldn couldn haven hasn hadn mustn needn
+mightn shan ain cannot
 """
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
-"""Words that say nothing about which server a request is for ("ll", "re", "ve": the ends of
-"we'll", "they're", "I've")."""
+"""Words that say nothing about which server a request is for ("ll", "re", "ve", "don",
+"isn": what is left of "we'll", "they're", "I've", "don't", "isn't"; "has" would otherwise
+lose its "s" and read as "HA")."""
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -48,7 +51,9 @@ def content_words(text: str) -> frozenset[str]:
         if len(found) < 2 or found.isdigit() or found in STOPWORDS:
             continue
         plural = len(found) > 2 and found.endswith("s") and not found.endswith(("ss", "us", "is"))
-        words.add(found[:-1] if plural else found)
+        word = found[:-1] if plural else found
+        if word not in STOPWORDS:  # "ours", "hers": function words once the "s" is gone
+            words.add(word)
     return frozenset(words)
 
 
