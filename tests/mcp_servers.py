@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import mcp_types as types
@@ -22,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from routermesh.runtime.contract.config import CacheConfig, McpConfig, RouteConfig, RouterConfig
+from routermesh.runtime.packaged import materialize
 from tests.support import ThreadedServer, homelab_rendered, layer_of
 
 ToolDict = dict[str, Any]
@@ -220,3 +223,28 @@ def mcp_config(
             "escalation": config.escalation.model_copy(update={"credentials_file": None}),
         }
     ).sealed()
+
+
+@dataclass
+class HomelabServers:
+    """The network and compute servers running, and a two-route config over them."""
+
+    network: ToolServer
+    compute: ToolServer
+    threads: list[ServerThread]
+    config: RouterConfig
+
+    def stop(self) -> None:
+        for thread in self.threads:
+            thread.stop()
+
+
+def homelab_servers(models: Path) -> HomelabServers:
+    """``network`` (with the steering tool) and ``compute`` serving, and
+    :func:`mcp_config` over them with the packaged encoder materialized in ``models``."""
+    files = materialize(models / "packaged", ["minilm-l6-onnx-int8", "minilm-l6-tokenizer"])
+    encoder = str(files["minilm-l6-onnx-int8"].parent.relative_to(models))
+    network, compute = ToolServer("network", [*NETWORK, STEERING]), ToolServer("compute", COMPUTE)
+    threads = [ServerThread(network.app()).start(), ServerThread(compute.app()).start()]
+    config = mcp_config(encoder, {"network": threads[0].url, "compute": threads[1].url})
+    return HomelabServers(network, compute, threads, config)

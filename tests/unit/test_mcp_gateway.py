@@ -23,15 +23,13 @@ from mcp.client.streamable_http import streamable_http_client
 
 from routermesh.runtime.app import create_app
 from routermesh.runtime.contract.config import CONFIG_FILENAME, ApiConfig
-from routermesh.runtime.packaged import materialize
 from routermesh.runtime.router import Router
 from tests.mcp_servers import (
     COMPUTE,
     NETWORK,
     STEERING,
     ServerThread,
-    ToolServer,
-    mcp_config,
+    homelab_servers,
 )
 from tests.support import wait_until
 
@@ -42,22 +40,24 @@ MODELS = REPO / ".cache/models"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Two MCP servers, and the orchestrator routing over them with an API token."""
-    files = materialize(MODELS / "packaged", ["minilm-l6-onnx-int8", "minilm-l6-tokenizer"])
-    encoder = str(files["minilm-l6-onnx-int8"].parent.relative_to(MODELS))
-    network, compute = ToolServer("network", [*NETWORK, STEERING]), ToolServer("compute", COMPUTE)
-    threads = [ServerThread(network.app()).start(), ServerThread(compute.app()).start()]
+    servers = homelab_servers(MODELS)
     folder = tmp_path_factory.mktemp("gateway")
     token = folder / "token"
     token.write_text("agent-token\n")
-    config = mcp_config(encoder, {"network": threads[0].url, "compute": threads[1].url})
-    config = config.model_copy(update={"api": ApiConfig(token_file=str(token))}).sealed()
+    api = ApiConfig(token_file=str(token))
+    config = servers.config.model_copy(update={"api": api}).sealed()
     (folder / CONFIG_FILENAME).write_text(config.to_json())
     router = ServerThread(create_app(Router(folder, models_dir=MODELS, poll_seconds=0.05))).start()
     base = f"http://127.0.0.1:{router.port}"
     assert wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=60)
-    yield {"url": f"{base}/mcp", "base": base, "network": network, "compute": compute}
-    for thread in [router, *threads]:
-        thread.stop()
+    yield {
+        "url": f"{base}/mcp",
+        "base": base,
+        "network": servers.network,
+        "compute": servers.compute,
+    }
+    router.stop()
+    servers.stop()
 
 
 @asynccontextmanager

@@ -16,9 +16,8 @@ import pytest
 
 from routermesh.runtime.app import create_app
 from routermesh.runtime.contract.config import CONFIG_FILENAME, ApiConfig, RouterConfig
-from routermesh.runtime.packaged import materialize
 from routermesh.runtime.router import Router
-from tests.mcp_servers import COMPUTE, NETWORK, STEERING, ServerThread, ToolServer, mcp_config
+from tests.mcp_servers import ServerThread, homelab_servers
 from tests.support import wait_until
 from tests.unit.test_mcp_gateway import agent
 
@@ -43,13 +42,10 @@ def _write(folder: Path, config: RouterConfig, learn: bool) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    files = materialize(MODELS / "packaged", ["minilm-l6-onnx-int8", "minilm-l6-tokenizer"])
-    encoder = str(files["minilm-l6-onnx-int8"].parent.relative_to(MODELS))
-    network, compute = ToolServer("network", [*NETWORK, STEERING]), ToolServer("compute", COMPUTE)
-    threads = [ServerThread(network.app()).start(), ServerThread(compute.app()).start()]
+    servers = homelab_servers(MODELS)
     folder = tmp_path_factory.mktemp("tool-feedback")
     (folder / "token").write_text("agent-token\n")
-    config = mcp_config(encoder, {"network": threads[0].url, "compute": threads[1].url})
+    config = servers.config
     _write(folder, config, learn=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROUTER_MESH_LEARN_SECONDS", "0.1")
@@ -58,8 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         base = f"http://127.0.0.1:{server.port}"
         assert wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=60)
         yield {"base": base, "folder": folder, "config": config}
-        for thread in [server, *threads]:
-            thread.stop()
+        server.stop()
+        servers.stop()
 
 
 def _get(stack: dict[str, Any], path: str) -> httpx.Response:

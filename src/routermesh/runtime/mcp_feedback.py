@@ -32,15 +32,12 @@ What counts, and why:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 
 from routermesh.runtime.cascade import Decision
 from routermesh.runtime.feedback import MAX_STORED_CHARS
-
-log = logging.getLogger("routermesh.mcp")
 
 SETTLE_SECONDS = 120.0
 """How long after the router's answer the agent's tool calls count for the request."""
