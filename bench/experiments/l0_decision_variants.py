@@ -45,7 +45,13 @@ import numpy.typing as npt
 
 from routermesh.labelled import LabelledRequest, read_labelled
 from routermesh.runtime import calibration
-from routermesh.runtime.calibration import Calibration, fit_logistic, logistic, logit
+from routermesh.runtime.calibration import (
+    Calibration,
+    fit_logistic,
+    in_scope_best,
+    logistic,
+    logit,
+)
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.example_index import ExampleIndex, Features, neighbour_features
@@ -211,7 +217,9 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             if index.vocabulary is not None
             else None
         )
-        features, _ = neighbour_features(sims, index.labels, index.groups, index.k, word_scores)
+        features, _ = neighbour_features(
+            sims, index.labels, index.groups, index.k, word_scores, typicality=index.typicality
+        )
         chosen = [index.routes[f.route] for f in features]
         fitted = index.calibration
 
@@ -219,7 +227,7 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             i: int, features: list[Features] = features, fitted: Calibration = fitted
         ) -> float:
             f = features[i]
-            return fitted.p_in_scope(f.best, f.lexical) * fitted.p_correct(
+            return fitted.p_in_scope(in_scope_best(f), f.lexical) * fitted.p_correct(
                 f.share, f.margin, f.lexical_margin
             )
 

@@ -19,10 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from routermesh.runtime import calibration, embedding, encoder, lexical
+from routermesh.runtime import embedding, lexical
 from routermesh_bench import prior
-from routermesh_bench.fewshot_sets import SETS, check_set
-from routermesh_bench.tables import read_descriptions
+from routermesh_bench.fewshot_sets import SETS, check_set, refit_prior
 
 _SHIPPED = lexical.content_words
 _DOUBLED_KEPT = ("ll", "ss", "zz", "ff")
@@ -54,24 +53,6 @@ def use_stems() -> None:
     lexical.content_words = stemmed_words
     embedding.content_words = stemmed_words  # type: ignore[attr-defined]
     prior.content_words = stemmed_words  # type: ignore[attr-defined]
-
-
-def refit_prior(datasets: Path, models: Path) -> dict[str, object]:
-    sources = [
-        prior.PriorSource(
-            datasets / f"{name}/train.jsonl",
-            read_descriptions(Path(f"bench/data/descriptions/{name}.json")),
-        )
-        for name in ("clinc150", "hwu64")
-    ]
-    model = encoder.Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
-    fitted = prior.fit_prior(sources, model, tables=10, k=10, seed=100)
-    w_in, w_right = fitted["in_scope"], fitted["correct"]
-    in_scope = (w_in[0], w_in[1], w_in[2])
-    correct = (w_right[0], w_right[1], w_right[2], w_right[3])
-    calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
-    calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
-    return fitted
 
 
 def main() -> None:

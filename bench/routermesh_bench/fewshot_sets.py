@@ -8,8 +8,12 @@ from pathlib import Path
 
 import yaml
 
+from routermesh.runtime import calibration
+from routermesh.runtime.encoder import Encoder
 from routermesh.table_check import CheckOptions, check_table
+from routermesh_bench import prior
 from routermesh_bench.stack import eval_rows, multi_step_rows
+from routermesh_bench.tables import read_descriptions
 
 FEWSHOT = Path("bench/results/fewshot")
 SETS: dict[str, tuple[str, str, int]] = {
@@ -72,3 +76,24 @@ def check_set(
         f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
         for f in check.evaluation.figures
     )
+
+
+def refit_prior(datasets: Path, models: Path) -> dict[str, object]:
+    """``router-mesh bench prior`` with its defaults (CLINC150 and HWU64 train, 10 tables
+    each, k 10, seed 100), installed in this process as the calibration prior: for an
+    experiment that changes what the prior reads."""
+    sources = [
+        prior.PriorSource(
+            datasets / f"{name}/train.jsonl",
+            read_descriptions(Path(f"bench/data/descriptions/{name}.json")),
+        )
+        for name in ("clinc150", "hwu64")
+    ]
+    model = Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
+    fitted = prior.fit_prior(sources, model, tables=10, k=10, seed=100)
+    w_in, w_right = fitted["in_scope"], fitted["correct"]
+    in_scope = (w_in[0], w_in[1], w_in[2])
+    correct = (w_right[0], w_right[1], w_right[2], w_right[3])
+    calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
+    calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
+    return fitted

@@ -18,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from routermesh import bootstrap
 from routermesh.runtime.calibration import correct_row, fit_logistic, in_scope_row
 from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.evidence import description_phrases
-from routermesh.runtime.example_index import Features, RouteGroups, neighbour_features
+from routermesh.runtime.example_index import (
+    Features,
+    RouteGroups,
+    neighbour_features,
+    route_typicality,
+)
 from routermesh.runtime.lexical import RouteVocabulary, content_words
 
 SIZES = (5, 8, 10, 15, 20)
@@ -86,6 +92,8 @@ class _Table:
     routes: list[str]
     evidence: list[tuple[str, int]]
     rows: list[tuple[str, str, bool]]
+    requests: npt.NDArray[np.bool_]
+    """Which evidence stands for requests (examples, not description phrases)."""
 
 
 def _grouped(train: Path) -> tuple[dict[str, list[str]], list[str]]:
@@ -109,12 +117,16 @@ def _draw(
     chosen = rng.sample(names, rng.randint(4, max(4, len(names) - 2)))
     size = rng.choice(SIZES)
     evidence: list[tuple[str, int]] = []
+    requests: list[bool] = []
     rows: list[tuple[str, str, bool]] = []
     for label, route in enumerate(chosen):
         texts = rng.sample(grouped[route], size + QUERIES_PER_ROUTE)
         evidence += [(text, label) for text in texts[:size]]
+        requests += [True] * size
         if rng.random() < DESCRIBED:
-            evidence += [(p, label) for p in description_phrases(descriptions.get(route, ""))]
+            phrases = description_phrases(descriptions.get(route, ""))
+            evidence += [(p, label) for p in phrases]
+            requests += [False] * len(phrases)
         rows += [(text, route, True) for text in texts[size:]]
     for route in names:
         if route not in chosen:
@@ -124,11 +136,14 @@ def _draw(
             ]
     if escalate:
         rows += [(text, "", False) for text in rng.sample(escalate, min(10, len(escalate)))]
-    return _Table(routes=chosen, evidence=evidence, rows=rows)
+    return _Table(
+        routes=chosen, evidence=evidence, rows=rows, requests=np.array(requests, dtype=bool)
+    )
 
 
 def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
-    """Each row's features as the serving path computes them (lexical evidence included)."""
+    """Each row's features as the serving path computes them (lexical evidence and the
+    routes' typicality included)."""
     texts = [text for text, _ in table.evidence]
     vectors = encoder.encode(texts)
     labels = np.array([label for _, label in table.evidence], dtype=np.int64)
@@ -136,4 +151,7 @@ def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
     groups = RouteGroups(labels, len(table.routes))
     vocabulary = RouteVocabulary.build(texts, labels)
     word_scores = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
-    return neighbour_features(queries @ vectors.T, labels, groups, k, word_scores)[0]
+    typicality = route_typicality(vectors, labels, len(table.routes), table.requests)
+    return neighbour_features(
+        queries @ vectors.T, labels, groups, k, word_scores, typicality=typicality
+    )[0]

@@ -33,7 +33,7 @@ from routermesh.local import LocalOptions, ensure_models, render
 from routermesh.runtime.cascade import layer_decides, layer_outcome
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.embedding import EmbeddingLayer
-from routermesh.runtime.example_index import ExampleIndex
+from routermesh.runtime.example_index import ExampleIndex, route_midpoints
 
 
 class CheckError(Exception):
@@ -68,6 +68,9 @@ class RouteCheck(BaseModel):
     own_route: int
     """Examples routed back to this route when left out."""
     elsewhere: list[Misrouted]
+    in_scope_from: float | None = None
+    """The best similarity to the route's evidence from which L0 takes a message as in
+    scope (no words of the route's own): higher when the route's examples are alike."""
 
 
 class Figures(BaseModel):
@@ -211,6 +214,7 @@ async def _check(
 
 def _route_checks(index: ExampleIndex, escalation: str) -> list[RouteCheck]:
     judged = index.leave_one_out()
+    midpoints = route_midpoints(index)
     checks = []
     for number, route in enumerate(index.routes):
         mine = [(row, features) for row, features in judged if index.labels[row] == number]
@@ -227,6 +231,7 @@ def _route_checks(index: ExampleIndex, escalation: str) -> list[RouteCheck]:
                 examples=len(mine),
                 own_route=len(mine) - len(elsewhere),
                 elsewhere=elsewhere,
+                in_scope_from=midpoints.get(route),
             )
         )
     return checks

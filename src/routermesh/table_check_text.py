@@ -24,7 +24,7 @@ def report_text(check: TableCheck, limit: int = 20) -> str:
         lines.append(
             "L0 takes a message as in scope from a best similarity of about "
             f"{check.half_in_scope_similarity:.2f} to a route's examples or description "
-            "(less when the message uses words of that route's own)."
+            "(per route below; less when the message uses words of that route's own)."
         )
     lines += ["", _self_check(check, limit)]
     if check.evaluation is not None:
@@ -37,14 +37,17 @@ def _self_check(check: TableCheck, limit: int) -> str:
     width = max([5, *(len(c.route) for c in check.route_checks)])
     lines = [
         f"Examples routed to their own route when left out: {check.own_route} of {total}",
-        f"{'route':<{width}}  examples  own route  elsewhere",
+        f"{'route':<{width}}  examples  own route  in scope from  elsewhere",
     ]
     for c in check.route_checks:
         away: dict[str, int] = {}
         for miss in c.elsewhere:
             away[miss.chosen] = away.get(miss.chosen, 0) + 1
         where = ", ".join(f"{n} -> {route}" for route, n in sorted(away.items()))
-        lines.append(f"{c.route:<{width}}  {c.examples:>8}  {c.own_route:>9}  {where}")
+        start = "-" if c.in_scope_from is None else f"{c.in_scope_from:.2f}"
+        lines.append(
+            f"{c.route:<{width}}  {c.examples:>8}  {c.own_route:>9}  {start:>13}  {where}".rstrip()
+        )
     misses = [m for c in check.route_checks for m in c.elsewhere]
     if misses:
         lines += [

@@ -245,6 +245,10 @@ def test_l0_decides_through_the_api_and_a_slow_build_never_blocks_routing(
         assert index["examples"] == 40 and index["loo_accuracy"] > 0
         assert index["description_phrases"] == 32
         assert 0.2 < index["calibration"]["half_in_scope_similarity"] < 0.8
+        # check-table's per-route figures (tests/unit/test_table_check.py), as served.
+        assert index["calibration"]["half_in_scope_similarity_by_route"] == pytest.approx(
+            {"unifi": 0.4647, "proxmox": 0.4677, "grafana": 0.4364, "elastic": 0.4504}, abs=1e-4
+        )
 
         release = threading.Event()
         original = embedding.build_index

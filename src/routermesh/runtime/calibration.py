@@ -5,7 +5,8 @@ route chosen is that one, so L0's confidence is a product of two calibrated
 probabilities:
 
 - ``in_scope``: that some route handles the message, from the best similarity to
-  the route's evidence and the share of the message's words the route's evidence uses
+  the route's evidence (less a share of the route's typicality, :data:`TYPICALITY_WEIGHT`)
+  and the share of the message's words the route's evidence uses
   (:mod:`routermesh.runtime.lexical`). Fitted on the table itself: each example queried
   against the others (leave-one-out) is in scope; each example queried against the
   table *without its own route* (leave-route-out) stands for a request whose route does
@@ -31,7 +32,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-PRIOR_IN_SCOPE: tuple[float, float, float] = (9.08, 1.72, -3.96)
+PRIOR_IN_SCOPE: tuple[float, float, float] = (8.45, 1.94, -3.72)
 """Prior weights (best similarity, words of the route, bias) of ``in_scope`` for the
 all-MiniLM-L6-v2 encoder, fitted by ``router-mesh bench prior`` (its defaults) on 20
 few-shot tables drawn from the CLINC150 and HWU64 *train* splits (4 to all-but-two routes,
@@ -41,6 +42,15 @@ rows as requests no route handles); bench/results/prior/prior.json has the run."
 PRIOR_CORRECT: tuple[float, float, float, float] = (0.85, 8.28, 2.05, 0.5)
 """Prior weights (logit of the vote share, margin, the route's words less the next route's,
 bias) of ``correct``; same fit."""
+
+TYPICALITY_WEIGHT = 0.5
+"""Share of a route's typicality (``example_index.route_typicality``: how alike its
+examples are, against the table's other routes) taken off the best similarity before the
+in-scope model reads it. Ten examples that say one thing in one way put in-scope requests
+nearer to them than ten that spread over a server's job, so the same similarity says
+"in scope" more weakly for the first route than for the second. Picked on the four
+few-shot dev sets (``bench/experiments/route_typicality.py``): 0.25 gains about half of
+what 0.5 does, 0.75 and 1.0 no more on the tool table and less on homelab."""
 
 PRIOR_STRENGTH = 20.0
 """Ridge strength towards the prior: worth about as much as a few dozen rows."""
@@ -125,6 +135,8 @@ class Observed(Protocol):
     def margin(self) -> float: ...
     @property
     def lexical_margin(self) -> float: ...
+    @property
+    def typicality(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -141,8 +153,13 @@ class Calibration:
         return logistic(self.correct, [logit(share), margin, lexical_margin])
 
 
+def in_scope_best(observed: Observed) -> float:
+    """The best similarity as the in-scope model reads it (the route's typicality off)."""
+    return observed.best - TYPICALITY_WEIGHT * observed.typicality
+
+
 def in_scope_row(observed: Observed) -> list[float]:
-    return [observed.best, observed.lexical]
+    return [in_scope_best(observed), observed.lexical]
 
 
 def correct_row(observed: Observed) -> list[float]:

@@ -9,7 +9,8 @@ the largest vote share plus best similarity (plus half the share of the message'
 the route's evidence uses, :mod:`routermesh.runtime.lexical`) is chosen: the vote decides
 on large tables, the best similarity on small ones where ``k`` neighbours span several
 routes. The features of that choice (vote share, best similarity, margin to the runner-up
-route's best, and the route's share of the message's words) feed the calibration
+route's best, the route's share of the message's words, and the route's typicality:
+how alike its examples are, :func:`route_typicality`) feed the calibration
 (:mod:`routermesh.runtime.calibration`), fitted when the index is built from the examples
 themselves.
 """
@@ -24,7 +25,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routermesh.runtime.calibration import Calibration, fit_calibration, logistic, logit
+from routermesh.runtime.calibration import (
+    TYPICALITY_WEIGHT,
+    Calibration,
+    fit_calibration,
+    in_scope_best,
+    logistic,
+    logit,
+)
 from routermesh.runtime.encoder import FloatArray
 from routermesh.runtime.lexical import RouteVocabulary, lexical_of
 
@@ -44,6 +52,8 @@ DUPLICATE_SIMILARITY = 0.97
 verbatim example, a learned misroute included, decides its own text."""
 CANDIDATES = 5
 """Routes ranked for later layers (the generative judges)."""
+TYPICALITY_ROWS = 256
+"""Examples per route that measure its typicality (a large table's first ones suffice)."""
 WORDS_IN_RANKING = 0.5
 """Weight of a route's share of the message's words in its ranking score (vote share + best
 similarity): in-scope top-1 on the tool table's dev set 88.0 % without, 91.0 % with (0.2:
@@ -62,6 +72,9 @@ class Features:
     """The share of the message's words the route's evidence uses (0 until measured)."""
     lexical_margin: float = 0.0
     """``lexical`` minus the largest other route's."""
+    typicality: float = 0.0
+    """How similar the route's own examples are to each other, less the table's mean
+    (:func:`route_typicality`; 0 until measured)."""
 
     def vector(self) -> list[float]:
         """The trained head's calibration features (logit of the share, best, margin)."""
@@ -98,12 +111,43 @@ class RouteGroups:
         return best[0] if sims.ndim == 1 else best
 
 
+def route_typicality(
+    vectors: FloatArray, labels: IntArray, routes: int, requests: BoolArray | None = None
+) -> npt.NDArray[np.float64]:
+    """Each route's typicality: the mean similarity of its examples (``requests``; its
+    tool or description phrases when it has none) to their nearest other piece of the
+    route's evidence, less the mean of that over the table's routes. A route without two
+    distinct pieces of evidence gets 0, the table's mean."""
+    askable = np.ones(len(labels), bool) if requests is None else requests
+    values = np.full(routes, np.nan)
+    for route in range(routes):
+        members = np.flatnonzero(labels == route)
+        if members.size < 2:
+            continue
+        asked = members[askable[members]]
+        # Tools or a description alone: their phrases stand in for the examples.
+        asked = (asked if asked.size else members)[:TYPICALITY_ROWS]
+        sims = vectors[asked] @ vectors[members].T
+        # A row's own copies (itself, a pasted duplicate) say nothing about the spread.
+        sims[sims >= DUPLICATE_SIMILARITY] = -np.inf
+        nearest = sims.max(axis=1)
+        nearest = nearest[np.isfinite(nearest)]
+        if nearest.size:
+            values[route] = float(nearest.mean())
+    known = np.isfinite(values)
+    if not bool(known.any()):
+        return np.zeros(routes)
+    return np.where(known, values - values[known].mean(), 0.0)
+
+
 def neighbour_features(
     sims: FloatArray,
     labels: IntArray,
     groups: RouteGroups,
     k: int,
     word_scores: Sequence[dict[int, float]] | None = None,
+    *,
+    typicality: npt.NDArray[np.float64] | None = None,
 ) -> tuple[list[Features], npt.NDArray[np.float64]]:
     """Features of each row of ``sims`` (queries x evidence; -inf for masked evidence) and
     the per-route scores (vote share + best similarity + :data:`WORDS_IN_RANKING` x the
@@ -142,6 +186,7 @@ def neighbour_features(
                 margin=float(best[row, route]) - max(runner_up, 0.0),
                 lexical=of_route.own,
                 lexical_margin=of_route.margin,
+                typicality=float(typicality[route]) if typicality is not None else 0.0,
             )
         )
     return result, scores
@@ -217,6 +262,8 @@ class ExampleIndex:
     None: all of it."""
     vocabulary: RouteVocabulary | None = None
     """The evidence's words per route (None: no texts, no lexical evidence)."""
+    typicality: npt.NDArray[np.float64] | None = None
+    """:func:`route_typicality` of the evidence (None: not measured)."""
     groups: RouteGroups = field(init=False)
 
     def __post_init__(self) -> None:
@@ -233,10 +280,10 @@ class ExampleIndex:
         sims = self.vectors @ query
         lexical = [self.vocabulary.scores(words)] if self.vocabulary is not None else None
         features, scores = neighbour_features(
-            sims[None, :], self.labels, self.groups, self.k, lexical
+            sims[None, :], self.labels, self.groups, self.k, lexical, typicality=self.typicality
         )
         vote = features[0]
-        in_scope = self.calibration.p_in_scope(vote.best, vote.lexical)
+        in_scope = self.calibration.p_in_scope(in_scope_best(vote), vote.lexical)
         ranked = self._ranked(sims, scores[0], candidates)
         if self.head is not None and not bool((sims >= DUPLICATE_SIMILARITY).any()):
             # A near copy of an example (a learned misroute included) is decided by its
@@ -313,6 +360,7 @@ def build_index(
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(askable)
     vocabulary = RouteVocabulary.build(texts, label_array) if texts else None
+    typicality = route_typicality(vectors, label_array, len(routes), askable)
     loo = _features(
         vectors,
         label_array,
@@ -321,6 +369,7 @@ def build_index(
         _sample(candidates, LOO_LIMIT, rng),
         mask_route=False,
         vocabulary=vocabulary,
+        typicality=typicality,
     )
     lro = _features(
         vectors,
@@ -330,6 +379,7 @@ def build_index(
         _sample(candidates, LRO_LIMIT, rng),
         mask_route=True,
         vocabulary=vocabulary,
+        typicality=typicality,
     )
     correct = [f.route == label_array[i] for i, f in loo]
     calibration = fit_calibration(
@@ -346,6 +396,7 @@ def build_index(
         texts=tuple(texts),
         requests=askable,
         vocabulary=vocabulary,
+        typicality=typicality,
     )
 
 
@@ -364,6 +415,7 @@ def _features(
     *,
     mask_route: bool,
     vocabulary: RouteVocabulary | None = None,
+    typicality: npt.NDArray[np.float64] | None = None,
 ) -> list[tuple[int, Features]]:
     """(row, features) of evidence ``rows`` queried against the rest: without themselves
     (leave-one-out), or without every piece of their own route (leave-route-out). A row
@@ -388,7 +440,9 @@ def _features(
                 else vocabulary.scores_left_one_out(int(r))
                 for r in kept
             ]
-        judged = neighbour_features(sims[comparable], labels, groups, k, word_scores)[0]
+        judged = neighbour_features(
+            sims[comparable], labels, groups, k, word_scores, typicality=typicality
+        )[0]
         features.extend(zip((int(r) for r in kept), judged, strict=True))
     return features
 
@@ -399,7 +453,23 @@ def calibration_report(index: ExampleIndex) -> dict[str, Any]:
         "in_scope": [round(w, 4) for w in index.calibration.in_scope],
         "correct": [round(w, 4) for w in index.calibration.correct],
         "half_in_scope_similarity": _midpoint(index.calibration.in_scope),
+        "half_in_scope_similarity_by_route": route_midpoints(index),
         "lexical_words": len(index.vocabulary.users) if index.vocabulary else 0,
+    }
+
+
+def route_midpoints(index: ExampleIndex) -> dict[str, float]:
+    """Per route, the best similarity at which a message is as likely in scope as not (no
+    words of the route's own): the table's midpoint, raised for a route whose examples
+    are alike and lowered for one whose examples spread (empty when there is none)."""
+    midpoint = _midpoint(index.calibration.in_scope)
+    if midpoint is None:
+        return {}
+    typicality = index.typicality if index.typicality is not None else np.zeros(len(index.routes))
+    return {
+        route: round(midpoint + TYPICALITY_WEIGHT * float(typicality[number]), 4)
+        for number, route in enumerate(index.routes)
+        if index.groups.rows(number).size
     }
 
 
