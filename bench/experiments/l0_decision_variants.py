@@ -218,7 +218,12 @@ def in_scope_features(args: argparse.Namespace, scratch: Path) -> None:
             else None
         )
         features, _ = neighbour_features(
-            sims, index.labels, index.groups, index.k, word_scores, typicality=index.typicality
+            sims,
+            index.labels,
+            index.groups,
+            index.k,
+            word_scores,
+            typicality=index.typicality_by_route,
         )
         chosen = [index.routes[f.route] for f in features]
         fitted = index.calibration

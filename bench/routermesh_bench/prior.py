@@ -26,12 +26,13 @@ from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_l
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.evidence import description_phrases
 from routermesh.runtime.example_index import (
+    DUPLICATE_SIMILARITY,
     Features,
     RouteGroups,
     neighbour_features,
-    route_typicality,
 )
 from routermesh.runtime.lexical import RouteVocabulary, content_words
+from routermesh.runtime.typicality import route_typicality
 
 SIZES = (5, 8, 10, 15, 20)
 QUERIES_PER_ROUTE = 20
@@ -151,7 +152,9 @@ def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
     groups = RouteGroups(labels, len(table.routes))
     vocabulary = RouteVocabulary.build(texts, labels)
     word_scores = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
-    typicality = route_typicality(vectors, labels, len(table.routes), table.requests)
+    typicality = route_typicality(
+        vectors, labels, len(table.routes), table.requests, copies=DUPLICATE_SIMILARITY
+    )
     return neighbour_features(
-        queries @ vectors.T, labels, groups, k, word_scores, typicality=typicality
+        queries @ vectors.T, labels, groups, k, word_scores, typicality=typicality.routes
     )[0]

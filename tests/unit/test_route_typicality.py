@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from routermesh.runtime.example_index import build_index, route_midpoints, route_typicality
+from routermesh.runtime.example_index import DUPLICATE_SIMILARITY as COPIES
+from routermesh.runtime.example_index import build_index, route_midpoints
+from routermesh.runtime.typicality import route_typicality
 
 
 def _plane(angles: list[float], first: int, dims: int = 8) -> np.ndarray:
@@ -25,8 +27,8 @@ def test_each_route_gets_its_examples_nearest_neighbour_similarity_less_the_tabl
     # apart (cos 60 = 0.5). The table's mean is 0.6830.
     vectors = np.vstack([_plane([0, 30, 60], 0), _plane([0, 60, 120], 2)])
     labels = np.array([0, 0, 0, 1, 1, 1])
-    typicality = route_typicality(vectors, labels, 2)
-    assert typicality == pytest.approx([0.1830, -0.1830], abs=1e-4)
+    typicality = route_typicality(vectors, labels, 2, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.1830, -0.1830], abs=1e-4)
 
 
 def test_copies_of_an_example_do_not_make_a_route_look_alike() -> None:
@@ -34,25 +36,61 @@ def test_copies_of_an_example_do_not_make_a_route_look_alike() -> None:
     # degrees away, so the route's figure stays cos 30.
     vectors = np.vstack([_plane([0, 0, 30, 60], 0), _plane([0, 60, 120], 2)])
     labels = np.array([0, 0, 0, 0, 1, 1, 1])
-    typicality = route_typicality(vectors, labels, 2)
-    assert typicality == pytest.approx([0.1830, -0.1830], abs=1e-4)
+    typicality = route_typicality(vectors, labels, 2, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.1830, -0.1830], abs=1e-4)
 
 
-def test_only_examples_are_asked_and_phrases_stand_in_for_a_route_without_any() -> None:
-    # Route 0: examples at 0 and 60 degrees (0.5) and a description phrase at 30 degrees,
-    # nearest to both (0.8660): the examples' nearest is the phrase, the phrase is not
-    # asked. Route 1: phrases only, 90 degrees apart (0.0). Route 2: one example, no
-    # second piece: the table's mean.
-    vectors = np.vstack([_plane([0, 60, 30], 0), _plane([0, 90], 2), _plane([0], 4)])
-    labels = np.array([0, 0, 0, 1, 1, 2])
-    requests = np.array([True, True, False, False, False, True])
-    typicality = route_typicality(vectors, labels, 3, requests)
-    assert typicality == pytest.approx([0.4330, -0.4330, 0.0], abs=1e-4)
+def test_phrases_are_neighbours_but_only_examples_are_measured() -> None:
+    # Route 0: examples at 0 and 60 degrees (0.5 apart) and a description phrase at 30,
+    # nearest to both (0.8660). Route 1: phrases only, not measured beside routes with
+    # examples. Route 2: examples 90 degrees apart (0.0). Route 3: one example, nothing
+    # to be near. The mean of the measured two is 0.4330.
+    vectors = np.vstack(
+        [_plane([0, 60, 30], 0), _plane([0, 90], 2), _plane([0, 90], 4), _plane([0], 6)]
+    )
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+    requests = np.array([True, True, False, False, False, True, True, True])
+    typicality = route_typicality(vectors, labels, 4, requests, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.4330, 0.0, -0.4330, 0.0], abs=1e-4)
+
+
+def test_a_table_of_tools_is_measured_on_its_phrases() -> None:
+    vectors = np.vstack([_plane([0, 30], 0), _plane([0, 60], 2)])
+    labels = np.array([0, 0, 1, 1])
+    requests = np.zeros(4, dtype=bool)
+    typicality = route_typicality(vectors, labels, 2, requests, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.1830, -0.1830], abs=1e-4)
+
+
+def test_the_escalation_route_is_neither_measured_nor_in_the_mean() -> None:
+    vectors = np.vstack([_plane([0, 30], 0), _plane([0, 60], 2), _plane([0, 90], 4)])
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    typicality = route_typicality(vectors, labels, 3, copies=COPIES, exclude=2)
+    assert typicality.routes == pytest.approx([0.1830, -0.1830, 0.0], abs=1e-4)
+
+
+def test_a_left_out_example_does_not_count_in_its_own_routes_figure() -> None:
+    # Route 0 at 0, 30, 90 degrees: nearest 0.8660, 0.8660, 0.5 (mean 0.7440); route 1
+    # at 0, 60, 120: 0.5 each. Mean 0.6220. Without the 90-degree example route 0 is
+    # 0.8660 (+0.2440); without the first one (0.8660 + 0.5) / 2 (+0.0610).
+    vectors = np.vstack([_plane([0, 30, 90], 0), _plane([0, 60, 120], 2)])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    typicality = route_typicality(vectors, labels, 2, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.1220, -0.1220], abs=1e-4)
+    assert typicality.left_out[2] == pytest.approx(0.2440, abs=1e-4)
+    assert typicality.left_out[0] == pytest.approx(0.0610, abs=1e-4)
+    # The calibration's leave-one-out pass sees the left-out figure, not the route's.
+    index = build_index(vectors, labels.tolist(), ["a", "b"], k=1)
+    judged = dict(index.leave_one_out())
+    assert index.routes[judged[2].route] == "a"
+    assert judged[2].typicality == pytest.approx(0.2440, abs=1e-4)
 
 
 def test_a_table_without_two_pieces_per_route_has_no_typicality() -> None:
     vectors = np.vstack([_plane([0], 0), _plane([0], 2)])
-    assert route_typicality(vectors, np.array([0, 1]), 2) == pytest.approx([0.0, 0.0])
+    typicality = route_typicality(vectors, np.array([0, 1]), 2, copies=COPIES)
+    assert typicality.routes == pytest.approx([0.0, 0.0])
+    assert typicality.left_out == {}
 
 
 def _spread_table() -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +114,7 @@ def test_the_same_similarity_is_weaker_evidence_for_a_route_whose_examples_are_a
     vectors, labels = _spread_table()
     index = build_index(vectors, labels.tolist(), ["alike", "varied"], k=5)
     assert index.typicality is not None
-    assert index.typicality[0] > 0 > index.typicality[1]
+    assert index.typicality.routes[0] > 0 > index.typicality.routes[1]
     free = np.zeros(vectors.shape[1])
     free[-1] = 1.0
     judged = {}

@@ -44,7 +44,7 @@ PRIOR_CORRECT: tuple[float, float, float, float] = (0.85, 8.28, 2.05, 0.5)
 bias) of ``correct``; same fit."""
 
 TYPICALITY_WEIGHT = 0.5
-"""Share of a route's typicality (``example_index.route_typicality``: how alike its
+"""Share of a route's typicality (``runtime/typicality.py``: how alike its
 examples are, against the table's other routes) taken off the best similarity before the
 in-scope model reads it. Ten examples that say one thing in one way put in-scope requests
 nearer to them than ten that spread over a server's job, so the same similarity says
@@ -153,9 +153,14 @@ class Calibration:
         return logistic(self.correct, [logit(share), margin, lexical_margin])
 
 
+def typicality_shift(typicality: float) -> float:
+    """How much further a message must come for a route of this typicality."""
+    return TYPICALITY_WEIGHT * typicality
+
+
 def in_scope_best(observed: Observed) -> float:
     """The best similarity as the in-scope model reads it (the route's typicality off)."""
-    return observed.best - TYPICALITY_WEIGHT * observed.typicality
+    return observed.best - typicality_shift(observed.typicality)
 
 
 def in_scope_row(observed: Observed) -> list[float]:

@@ -226,6 +226,7 @@ class EmbeddingLayer:
             self._layer.k,
             queries=np.array([item.request for item in evidence], dtype=bool),
             texts=texts,
+            escalation=self._config.escalation.route,
         )
         if manifest is not None:
             index.head = TrainedHead(

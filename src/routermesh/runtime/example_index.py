@@ -10,7 +10,7 @@ the route's evidence uses, :mod:`routermesh.runtime.lexical`) is chosen: the vot
 on large tables, the best similarity on small ones where ``k`` neighbours span several
 routes. The features of that choice (vote share, best similarity, margin to the runner-up
 route's best, the route's share of the message's words, and the route's typicality:
-how alike its examples are, :func:`route_typicality`) feed the calibration
+how alike its examples are, :mod:`routermesh.runtime.typicality`) feed the calibration
 (:mod:`routermesh.runtime.calibration`), fitted when the index is built from the examples
 themselves.
 """
@@ -19,22 +19,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from routermesh.runtime.calibration import (
-    TYPICALITY_WEIGHT,
     Calibration,
     fit_calibration,
     in_scope_best,
     logistic,
     logit,
+    typicality_shift,
 )
 from routermesh.runtime.encoder import FloatArray
 from routermesh.runtime.lexical import RouteVocabulary, lexical_of
+from routermesh.runtime.typicality import Typicality, route_typicality
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -52,8 +53,6 @@ DUPLICATE_SIMILARITY = 0.97
 verbatim example, a learned misroute included, decides its own text."""
 CANDIDATES = 5
 """Routes ranked for later layers (the generative judges)."""
-TYPICALITY_ROWS = 256
-"""Examples per route that measure its typicality (a large table's first ones suffice)."""
 WORDS_IN_RANKING = 0.5
 """Weight of a route's share of the message's words in its ranking score (vote share + best
 similarity): in-scope top-1 on the tool table's dev set 88.0 % without, 91.0 % with (0.2:
@@ -74,7 +73,7 @@ class Features:
     """``lexical`` minus the largest other route's."""
     typicality: float = 0.0
     """How similar the route's own examples are to each other, less the table's mean
-    (:func:`route_typicality`; 0 until measured)."""
+    (:mod:`routermesh.runtime.typicality`; 0 until measured)."""
 
     def vector(self) -> list[float]:
         """The trained head's calibration features (logit of the share, best, margin)."""
@@ -109,35 +108,6 @@ class RouteGroups:
             best[:, self.present] = np.maximum.reduceat(block[:, self.order], self.starts, axis=1)
         best = np.maximum(best, -1.0)
         return best[0] if sims.ndim == 1 else best
-
-
-def route_typicality(
-    vectors: FloatArray, labels: IntArray, routes: int, requests: BoolArray | None = None
-) -> npt.NDArray[np.float64]:
-    """Each route's typicality: the mean similarity of its examples (``requests``; its
-    tool or description phrases when it has none) to their nearest other piece of the
-    route's evidence, less the mean of that over the table's routes. A route without two
-    distinct pieces of evidence gets 0, the table's mean."""
-    askable = np.ones(len(labels), bool) if requests is None else requests
-    values = np.full(routes, np.nan)
-    for route in range(routes):
-        members = np.flatnonzero(labels == route)
-        if members.size < 2:
-            continue
-        asked = members[askable[members]]
-        # Tools or a description alone: their phrases stand in for the examples.
-        asked = (asked if asked.size else members)[:TYPICALITY_ROWS]
-        sims = vectors[asked] @ vectors[members].T
-        # A row's own copies (itself, a pasted duplicate) say nothing about the spread.
-        sims[sims >= DUPLICATE_SIMILARITY] = -np.inf
-        nearest = sims.max(axis=1)
-        nearest = nearest[np.isfinite(nearest)]
-        if nearest.size:
-            values[route] = float(nearest.mean())
-    known = np.isfinite(values)
-    if not bool(known.any()):
-        return np.zeros(routes)
-    return np.where(known, values - values[known].mean(), 0.0)
 
 
 def neighbour_features(
@@ -262,12 +232,17 @@ class ExampleIndex:
     None: all of it."""
     vocabulary: RouteVocabulary | None = None
     """The evidence's words per route (None: no texts, no lexical evidence)."""
-    typicality: npt.NDArray[np.float64] | None = None
-    """:func:`route_typicality` of the evidence (None: not measured)."""
+    typicality: Typicality | None = None
+    """How alike each route's examples are (None: not measured)."""
     groups: RouteGroups = field(init=False)
 
     def __post_init__(self) -> None:
         self.groups = RouteGroups(self.labels, len(self.routes))
+
+    @property
+    def typicality_by_route(self) -> npt.NDArray[np.float64] | None:
+        """Each route's typicality (None: not measured)."""
+        return self.typicality.routes if self.typicality is not None else None
 
     def classify(
         self,
@@ -280,7 +255,12 @@ class ExampleIndex:
         sims = self.vectors @ query
         lexical = [self.vocabulary.scores(words)] if self.vocabulary is not None else None
         features, scores = neighbour_features(
-            sims[None, :], self.labels, self.groups, self.k, lexical, typicality=self.typicality
+            sims[None, :],
+            self.labels,
+            self.groups,
+            self.k,
+            lexical,
+            typicality=self.typicality_by_route,
         )
         vote = features[0]
         in_scope = self.calibration.p_in_scope(in_scope_best(vote), vote.lexical)
@@ -323,6 +303,7 @@ class ExampleIndex:
             rows,
             mask_route=False,
             vocabulary=self.vocabulary,
+            typicality=self.typicality,
         )
 
     def _ranked(
@@ -348,11 +329,14 @@ def build_index(
     queries: BoolArray | None = None,
     texts: Sequence[str] = (),
     seed: int = 0,
+    escalation: str | None = None,
 ) -> ExampleIndex:
     """The index over evidence ``vectors`` (route ids ``labels``) with its calibration.
 
     ``queries`` marks the evidence that stands for requests (examples, not description
     phrases): only those are queried in the leave-one-out and leave-route-out passes.
+    ``escalation``: the escalation route, whose examples are varied by design (its
+    typicality is not measured).
     """
     label_array = np.asarray(labels, dtype=np.int64)
     askable = np.ones(len(label_array), bool) if queries is None else np.asarray(queries, bool)
@@ -360,7 +344,17 @@ def build_index(
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(askable)
     vocabulary = RouteVocabulary.build(texts, label_array) if texts else None
-    typicality = route_typicality(vectors, label_array, len(routes), askable)
+    typicality = route_typicality(
+        vectors,
+        label_array,
+        len(routes),
+        askable,
+        copies=DUPLICATE_SIMILARITY,
+        exclude=list(routes).index(escalation)
+        if escalation is not None and escalation in routes
+        else None,
+        seed=seed,
+    )
     loo = _features(
         vectors,
         label_array,
@@ -415,7 +409,7 @@ def _features(
     *,
     mask_route: bool,
     vocabulary: RouteVocabulary | None = None,
-    typicality: npt.NDArray[np.float64] | None = None,
+    typicality: Typicality | None = None,
 ) -> list[tuple[int, Features]]:
     """(row, features) of evidence ``rows`` queried against the rest: without themselves
     (leave-one-out), or without every piece of their own route (leave-route-out). A row
@@ -441,8 +435,21 @@ def _features(
                 for r in kept
             ]
         judged = neighbour_features(
-            sims[comparable], labels, groups, k, word_scores, typicality=typicality
+            sims[comparable],
+            labels,
+            groups,
+            k,
+            word_scores,
+            typicality=typicality.routes if typicality is not None else None,
         )[0]
+        if typicality is not None and not mask_route:
+            # Left out, a row must not count in its own route's typicality either.
+            judged = [
+                replace(f, typicality=typicality.left_out[int(r)])
+                if f.route == labels[r] and int(r) in typicality.left_out
+                else f
+                for r, f in zip(kept, judged, strict=True)
+            ]
         features.extend(zip((int(r) for r in kept), judged, strict=True))
     return features
 
@@ -465,9 +472,13 @@ def route_midpoints(index: ExampleIndex) -> dict[str, float]:
     midpoint = _midpoint(index.calibration.in_scope)
     if midpoint is None:
         return {}
-    typicality = index.typicality if index.typicality is not None else np.zeros(len(index.routes))
+    typicality = (
+        index.typicality_by_route
+        if index.typicality_by_route is not None
+        else np.zeros(len(index.routes))
+    )
     return {
-        route: round(midpoint + TYPICALITY_WEIGHT * float(typicality[number]), 4)
+        route: round(midpoint + typicality_shift(float(typicality[number])), 4)
         for number, route in enumerate(index.routes)
         if index.groups.rows(number).size
     }
