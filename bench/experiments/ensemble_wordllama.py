@@ -25,16 +25,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 import routermesh.runtime.encoder as encoder_module
-from routermesh.runtime import calibration
-from routermesh_bench.fewshot_sets import SETS, check_set
-from routermesh_bench.prior import PriorSource, fit_prior
-from routermesh_bench.tables import read_descriptions
+from routermesh_bench.fewshot_sets import refit_prior, replay
 
 
 class WordLlama:
@@ -85,23 +81,6 @@ def use_ensemble(weight: float) -> None:
     encoder_module.Encoder.encode = ensemble  # type: ignore[method-assign]
 
 
-def refit_prior(datasets: Path, models: Path) -> dict[str, Any]:
-    sources = [
-        PriorSource(
-            datasets / f"{name}/train.jsonl",
-            read_descriptions(Path(f"bench/data/descriptions/{name}.json")),
-        )
-        for name in ("clinc150", "hwu64")
-    ]
-    encoder = encoder_module.Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
-    prior = fit_prior(sources, encoder, tables=10, k=10, seed=100)
-    in_scope = (prior["in_scope"][0], prior["in_scope"][1], prior["in_scope"][2])
-    correct = (prior["correct"][0], prior["correct"][1], prior["correct"][2], prior["correct"][3])
-    calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
-    calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
-    return prior
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weight", type=float, default=0.35, help="WordLlama's share (0: off)")
@@ -118,10 +97,7 @@ def main() -> None:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="ensemble-wordllama-"))
     scratch.mkdir(parents=True, exist_ok=True)
     thresholds = tuple(float(x) for x in args.thresholds.split(","))
-    for name in SETS:
-        figures = check_set(name, args.datasets, scratch, args.models_dir, thresholds)
-        sys.stdout.write(f"{name:9s} {figures}\n")
-        sys.stdout.flush()
+    replay("", args.datasets, scratch, args.models_dir, thresholds)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from routermesh.runtime import embedding, lexical
 from routermesh_bench import prior
-from routermesh_bench.fewshot_sets import SETS, check_set, refit_prior
+from routermesh_bench.fewshot_sets import refit_prior, replay
 
 _SHIPPED = lexical.content_words
 _DOUBLED_KEPT = ("ll", "ss", "zz", "ff")
@@ -68,10 +68,8 @@ def main() -> None:
         sys.stdout.write(f"prior: in scope {fitted['in_scope']} correct {fitted['correct']}\n")
     scratch = Path(tempfile.mkdtemp(prefix="lexical-stemming-"))
     thresholds = tuple(float(x) for x in args.thresholds.split(","))
-    for name in SETS:
-        figures = check_set(name, args.datasets, scratch, args.models_dir, thresholds)
-        sys.stdout.write(f"{'shipped' if args.shipped else 'stemmed'} {name:9s} {figures}\n")
-        sys.stdout.flush()
+    label = "shipped " if args.shipped else "stemmed "
+    replay(label, args.datasets, scratch, args.models_dir, thresholds)
 
 
 if __name__ == "__main__":

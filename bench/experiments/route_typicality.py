@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from routermesh.runtime import calibration
-from routermesh_bench.fewshot_sets import SETS, check_set, refit_prior
+from routermesh_bench.fewshot_sets import SETS, refit_prior, replay
 
 
 def main() -> None:
@@ -38,10 +38,14 @@ def main() -> None:
         calibration.TYPICALITY_WEIGHT = weight
         fitted = refit_prior(args.datasets, args.models_dir)
         sys.stdout.write(f"weight {weight:g}: prior in scope {fitted['in_scope']}\n")
-        for name in args.sets.split(","):
-            figures = check_set(name, args.datasets, scratch, args.models_dir, thresholds)
-            sys.stdout.write(f"weight {weight:g} {name:9s} {figures}\n")
-            sys.stdout.flush()
+        replay(
+            f"weight {weight:g} ",
+            args.datasets,
+            scratch,
+            args.models_dir,
+            thresholds,
+            sets=args.sets.split(","),
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ experiments that replay L0 in-process on those runs' tables (bench/experiments/)
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -97,3 +99,19 @@ def refit_prior(datasets: Path, models: Path) -> dict[str, object]:
     calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
     calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
     return fitted
+
+
+def replay(
+    prefix: str,
+    datasets: Path,
+    scratch: Path,
+    models: Path,
+    thresholds: tuple[float, ...],
+    *,
+    sets: Iterable[str] = SETS,
+) -> None:
+    """:func:`check_set` on each set, one line each: ``prefix``, the set, its figures."""
+    for name in sets:
+        figures = check_set(name, datasets, scratch, models, thresholds)
+        sys.stdout.write(f"{prefix}{name:9s} {figures}\n")
+        sys.stdout.flush()
