@@ -24,10 +24,11 @@ from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encode_batcher import BatchCost
 from routermesh.runtime.encoder import Encoder, EncoderStore
 from routermesh.runtime.evidence import description_phrases, route_examples
-from routermesh.runtime.example_index import RouteGroups, build_index, neighbour_features
+from routermesh.runtime.example_index import build_index, neighbour_features
 from routermesh.runtime.feedback import FeedbackRecord
 from routermesh.runtime.lexical import content_words
 from routermesh.runtime.packaged import PACKAGED, materialize
+from routermesh.runtime.route_groups import RouteGroups
 from routermesh.runtime.router import Router
 from tests.support import FakeTarget, homelab_rendered, layer_of, wait_until
 

@@ -35,9 +35,9 @@ from routermesh.runtime.calibration import (
 )
 from routermesh.runtime.encoder import FloatArray
 from routermesh.runtime.lexical import RouteVocabulary, lexical_of
+from routermesh.runtime.route_groups import IntArray, RouteGroups, sample_rows
 from routermesh.runtime.typicality import Typicality, route_typicality
 
-IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 LOO_CHUNK = 256
@@ -78,36 +78,6 @@ class Features:
     def vector(self) -> list[float]:
         """The trained head's calibration features (logit of the share, best, margin)."""
         return [logit(self.share), self.best, self.margin]
-
-
-class RouteGroups:
-    """Evidence grouped by route, for each route's best similarity in one pass (a gather and
-    ``maximum.reduceat``, where ``maximum.at`` took milliseconds over 15,000 examples)."""
-
-    def __init__(self, labels: IntArray, routes: int) -> None:
-        self.order = np.argsort(labels, kind="stable")
-        grouped = labels[self.order]
-        self.present = np.unique(grouped)
-        self.starts = np.searchsorted(grouped, self.present)
-        self.routes = routes
-
-    def rows(self, route: int) -> IntArray:
-        """The evidence rows of ``route`` (none: an empty array), without a scan."""
-        at = int(np.searchsorted(self.present, route))
-        if at >= len(self.present) or self.present[at] != route:
-            return np.zeros(0, dtype=np.int64)
-        end = self.starts[at + 1] if at + 1 < len(self.starts) else len(self.order)
-        return self.order[self.starts[at] : end]
-
-    def best(self, sims: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-        """Each route's best similarity: ``sims`` is one row (evidence) or a block
-        (queries x evidence); a route without evidence (or all masked) gets -1."""
-        block = np.atleast_2d(sims)
-        best = np.full((block.shape[0], self.routes), -1.0)
-        if len(self.order):
-            best[:, self.present] = np.maximum.reduceat(block[:, self.order], self.starts, axis=1)
-        best = np.maximum(best, -1.0)
-        return best[0] if sims.ndim == 1 else best
 
 
 def neighbour_features(
@@ -360,7 +330,7 @@ def build_index(
         label_array,
         groups,
         k,
-        _sample(candidates, LOO_LIMIT, rng),
+        sample_rows(candidates, LOO_LIMIT, rng),
         mask_route=False,
         vocabulary=vocabulary,
         typicality=typicality,
@@ -370,7 +340,7 @@ def build_index(
         label_array,
         groups,
         k,
-        _sample(candidates, LRO_LIMIT, rng),
+        sample_rows(candidates, LRO_LIMIT, rng),
         mask_route=True,
         vocabulary=vocabulary,
         typicality=typicality,
@@ -392,12 +362,6 @@ def build_index(
         vocabulary=vocabulary,
         typicality=typicality,
     )
-
-
-def _sample(rows: IntArray, limit: int, rng: np.random.Generator) -> IntArray:
-    if len(rows) <= limit:
-        return rows
-    return np.sort(rng.choice(rows, limit, replace=False))
 
 
 def _features(

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routermesh.runtime.route_groups import RouteGroups, sample_rows
+
 FloatArray = npt.NDArray[np.float64]
 
 TYPICALITY_ROWS = 20
@@ -49,6 +51,7 @@ def route_typicality(
     with tools alone, measuring them cost 4 points of coverage), nor is the route
     ``exclude`` (the escalation route: varied by design); neither counts in the mean."""
     askable = np.ones(len(labels), bool) if requests is None else requests
+    groups = RouteGroups(labels, routes)
     rng = np.random.default_rng(seed)
     sums = np.zeros(routes)
     counts = np.zeros(routes, dtype=np.int64)
@@ -56,15 +59,16 @@ def route_typicality(
     for route in range(routes):
         if route == exclude:
             continue
-        members = np.flatnonzero(labels == route)
+        members = groups.rows(route)
         asked, phrases = members[askable[members]], members[~askable[members]]
-        asked, phrases = _sample(asked, rng), _sample(phrases, rng)
+        asked = sample_rows(asked, TYPICALITY_ROWS, rng)
+        phrases = sample_rows(phrases, TYPICALITY_ROWS, rng)
         if not asked.size:
             continue
         pool = np.concatenate([asked, phrases])
         sims = vectors[asked] @ vectors[pool].T
         sims[sims >= copies] = -np.inf  # itself included
-        nearest = sims.max(axis=1) if pool.size > 1 else np.full(len(asked), -np.inf)
+        nearest = sims.max(axis=1)
         for row, value in zip(asked, nearest, strict=True):
             if np.isfinite(value):
                 terms[int(row)] = float(value)
@@ -82,9 +86,3 @@ def route_typicality(
         alone = counts[label] == 1
         left_out[row] = 0.0 if alone else (sums[label] - term) / (counts[label] - 1) - centre
     return Typicality(np.where(measured, values - centre, 0.0), left_out)
-
-
-def _sample(rows: npt.NDArray[np.int64], rng: np.random.Generator) -> npt.NDArray[np.int64]:
-    if len(rows) <= TYPICALITY_ROWS:
-        return rows
-    return np.sort(rng.choice(rows, TYPICALITY_ROWS, replace=False))
