@@ -19,7 +19,7 @@ from routermesh.runtime.contract.config import CONFIG_FILENAME, ApiConfig, Route
 from routermesh.runtime.router import Router
 from tests.mcp_servers import ServerThread, homelab_servers
 from tests.support import wait_until
-from tests.unit.test_mcp_gateway import agent
+from tests.unit.test_mcp_gateway import agent, names
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / ".cache/models"
@@ -28,6 +28,8 @@ UNSURE = "the build runner guest is hung, kill it"
 """Escalated by L0 on these two servers' tools (low confidence), with compute offered."""
 MIXED = "is the media box slow because of the network or its host"
 """Escalated too, with both servers offered."""
+LISTED = "bounce the wedged backup guest"
+"""Escalated with compute offered, selected by a ``tools/list`` that names it."""
 OFF = "why is everything slow today"
 """Escalated with compute offered, asked once the setting is off (far from ``UNSURE``,
 which L0 has learned by then)."""
@@ -114,12 +116,34 @@ async def test_the_one_server_an_agent_used_after_an_unsure_answer_is_learned(
     assert "compute" in decision["tools_from"]
     assert wait_until(lambda: any(r["text"] == UNSURE for r in _reports(stack)), timeout=10)
     (report,) = [r for r in _reports(stack) if r["text"] == UNSURE]
-    assert (report["route"], report["decided_route"]) == ("compute", "cortex")
+    assert (report["route"], report["decided_route"], report["source"]) == (
+        "compute",
+        "cortex",
+        "tool_call",
+    )
     assert report["verdicts"] == []  # not an outcome for adaptive thresholds
     assert wait_until(lambda: _outcomes(stack).get("reported") == 1.0)
     # L0 learns it at its next refresh: the request now routes to the server the agent used
     # (the cache key carries a digest of what L0 learned: no cached escalation answers)
     assert wait_until(lambda: _post_route(stack, UNSURE)["route"] == "compute", timeout=30)
+
+
+@pytest.mark.asyncio
+async def test_a_tools_list_selection_is_followed_like_a_route_answer(
+    stack: dict[str, Any],
+) -> None:
+    async with agent(f"{stack['base']}/mcp") as session:
+        listed = await names(session, LISTED)
+        assert "compute__start_vm" in listed and "route" in listed
+        assert not (await session.call_tool("compute__start_vm", {})).is_error
+        await names(session, "take a snapshot of vm 104")  # the next request settles it
+    assert wait_until(lambda: any(r["text"] == LISTED for r in _reports(stack)), timeout=10)
+    (report,) = [r for r in _reports(stack) if r["text"] == LISTED]
+    assert (report["route"], report["decided_route"], report["source"]) == (
+        "compute",
+        "cortex",
+        "tool_call",
+    )
 
 
 @pytest.mark.asyncio

@@ -441,14 +441,17 @@ def test_the_reasoning_endpoints_answer_naming_the_route_is_recorded_as_feedback
     assert response.status_code == 200 and response.headers["X-Router-Route"] == "cortex"
     assert wait_until(lambda: len(records) == 1)
     record = records[-1]
-    assert (record.message, record.expected_route, record.decided_route) == (
+    assert (record.message, record.expected_route, record.decided_route, record.source) == (
         "graph the ups load",
         "grafana",
         "cortex",
+        "answer",
     )
     assert stack.metric("router_feedback_total", expected_route="grafana") == 1
     exported = [json.loads(line) for line in stack.client.get("/v1/feedback").text.splitlines()]
-    assert [(row["text"], row["route"]) for row in exported] == [("graph the ups load", "grafana")]
+    assert [(row["text"], row["route"], row["source"]) for row in exported] == [
+        ("graph the ups load", "grafana", "answer")
+    ]
 
     # A server's answer naming a route is not feedback (nothing is even scheduled).
     stack.l1.answer("start vm 104", SURE)
@@ -676,13 +679,19 @@ def test_redis_cache_outage_keeps_routing_and_recovers(
         stack.client.post("/v1/feedback", json={**told, "plan": ["unifi", "proxmox"]})
         stored = json.loads(redis_server.client().lindex("router-mesh:feedback:homelab", 0))
         assert stored["plan"] == ["unifi", "proxmox"] and "verdicts" not in stored
+        assert stored["source"] == "api"
         newer = {**stored, "message": "o", "plan": [], "from_a_newer_release": 1}
         redis_server.client().lpush("router-mesh:feedback:homelab", json.dumps(newer))
+        # A record of an older release, which kept no source, reads as one without.
+        older = {k: v for k, v in stored.items() if k != "source"} | {"message": "p"}
+        redis_server.client().lpush("router-mesh:feedback:homelab", json.dumps(older))
         exported = stack.client.get("/v1/feedback?misroutes=false").text.splitlines()
-        assert [(row["text"], row["plan"]) for row in map(json.loads, exported)] == [
-            ("o", []),
-            ("n", ["unifi", "proxmox"]),
-            ("m", []),
+        rows = [(row["text"], row["plan"], row["source"]) for row in map(json.loads, exported)]
+        assert rows == [
+            ("p", ["unifi", "proxmox"], None),
+            ("o", [], "api"),
+            ("n", ["unifi", "proxmox"], "api"),
+            ("m", [], "api"),
         ]
     finally:
         stack.close()

@@ -480,6 +480,7 @@ def create_app(
             request.message,
             request.expected_route,
             request.decided_route,
+            source="api",
             plan=None if request.plan is None else tuple(request.plan),
         )
         return {

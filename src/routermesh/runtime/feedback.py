@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis import asyncio as aioredis
@@ -22,6 +23,9 @@ FEEDBACK_KEY = "router-mesh:feedback:"
 MAX_FEEDBACK = 10_000
 MAX_STORED_CHARS = 2_000
 """Stored message length: what the layers read; bounds the buffer at ~20 M characters."""
+
+
+FeedbackSource = Literal["api", "answer", "tool_call"]
 
 
 class FeedbackRecord(BaseModel):
@@ -39,6 +43,13 @@ class FeedbackRecord(BaseModel):
         default=(),
         description="The plan of the decision reported on (a multi-step escalation), when "
         "it was still cached.",
+    )
+    source: FeedbackSource | None = Field(
+        default=None,
+        description="Who reported it: ``api`` (POST /v1/feedback), ``answer`` (a dispatched "
+        "answer's X-Router-Expected-Route), ``tool_call`` (the tools an agent called "
+        "through /mcp after an unsure answer: inferred, not said). None: a record stored "
+        "by a release that did not keep it.",
     )
     verdicts: tuple[tuple[str, str, float], ...] = Field(
         default=(),

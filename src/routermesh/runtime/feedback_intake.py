@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import httpx
 
 from routermesh.runtime.cascade import Decision
-from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord
+from routermesh.runtime.feedback import MAX_STORED_CHARS, FeedbackRecord, FeedbackSource
 from routermesh.runtime.router import Router, RouterState
 
 log = logging.getLogger("routermesh.feedback")
@@ -36,6 +36,7 @@ async def record_feedback(
     expected: str,
     decided: str | None,
     *,
+    source: FeedbackSource,
     plan: tuple[str, ...] | None = None,
     measured: bool = True,
 ) -> tuple[FeedbackRecord, str]:
@@ -52,6 +53,7 @@ async def record_feedback(
         plan=plan if plan is not None else (cached.plan if cached else ()),
         config_hash=state.config.config_hash,
         route_table_version=state.config.route_table_version,
+        source=source,
         verdicts=cached.verdicts if cached and measured else (),
     )
     stored = await router.feedback.add(record)
@@ -80,7 +82,7 @@ async def feedback_from_answer(
         return None
     try:
         record, stored = await record_feedback(
-            router, state, message, expected, decision.route, plan=decision.plan
+            router, state, message, expected, decision.route, source="answer", plan=decision.plan
         )
     except Exception as error:  # the answer goes back to the caller whatever happens here
         log.error(
@@ -117,7 +119,14 @@ async def feedback_from_tool_call(
         return None
     try:
         record, stored = await record_feedback(
-            router, state, message, route, decision.route, plan=decision.plan, measured=False
+            router,
+            state,
+            message,
+            route,
+            decision.route,
+            source="tool_call",
+            plan=decision.plan,
+            measured=False,
         )
     except Exception as error:
         log.error(
@@ -147,6 +156,7 @@ def export_lines(records: Iterable[FeedbackRecord], escalation: str, misroutes: 
                 "text": r.message,
                 "route": r.expected_route,
                 "decided_route": r.decided_route,
+                "source": r.source,
                 "plan": list(r.plan),
                 "verdicts": [list(v) for v in r.verdicts],
                 "route_table_version": r.route_table_version,

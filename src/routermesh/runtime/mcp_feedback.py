@@ -1,7 +1,8 @@
 """Feedback from an agent's tool calls through ``/mcp`` (``api.learnFromToolCalls``).
 
-When the router is not sure of a request, ``/mcp``'s ``route`` tool escalates it and
-offers the tools of the few routes L0 ranked highest. An agent that then calls the tools
+When the router is not sure of a request, ``/mcp``'s ``route`` tool (or a ``tools/list``
+that names the request in its ``_meta``) escalates it and offers the tools of the few
+routes L0 ranked highest. An agent that then calls the tools
 of exactly one of those routes has told the router which server the request belongs to,
 as a reasoning endpoint does with ``X-Router-Expected-Route``: that is recorded as a
 report (expected route: the called one; decided: the escalation route), so L0 learns the

@@ -14,7 +14,8 @@ An agent connects once (streamable HTTP, the official SDK's server) and gets:
 - ``tools/call`` of a listed tool, proxied to the MCP server that owns it over the
   router's session with that server (the router's credentials, not the agent's); with
   ``api.learnFromToolCalls`` the route whose tools an agent called after an unsure
-  ``route`` answer is fed back as the request's route (:mod:`routermesh.runtime.mcp_feedback`).
+  ``route`` answer (or an unsure ``tools/list`` selection for a message) is fed back as
+  the request's route (:mod:`routermesh.runtime.mcp_feedback`).
 
 Tools are listed as ``<route>__<tool>`` (two servers may name a tool the same). A call
 for a route whose server does not answer, or for an unknown tool, is a tool error the
@@ -166,6 +167,13 @@ class Gateway:
             if key and self.feedback is not None:
                 self.feedback.settle(key)  # a new request: the open one is over
             selection = await self._select(message)
+            if selection is not None and key and self.feedback is not None:
+                # Followed as a route call's selection is: the tools an agent then calls
+                # say which server the request was. The session's own selection (what a
+                # plain tools/list holds) stays as it was.
+                self.feedback.routed(
+                    key, message, selection.decided, selection.routes, selection.escalation
+                )
             return types.ListToolsResult(tools=self._tools(selection.routes if selection else ()))
         chosen = self._selections.get(key) if key else None
         return types.ListToolsResult(tools=self._tools(chosen.routes if chosen else None))
