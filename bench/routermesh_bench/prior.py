@@ -11,11 +11,14 @@ models are fitted the way the per-table fit is (the in-scope classes weigh the s
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,20 +26,22 @@ import numpy.typing as npt
 from routermesh import bootstrap
 from routermesh.runtime.calibration import correct_row, fit_logistic, in_scope_row
 from routermesh.runtime.contract.config import ESCALATE_ROUTE, route_name_from_label
-from routermesh.runtime.encoder import Encoder
+from routermesh.runtime.encoder import FloatArray
 from routermesh.runtime.evidence import description_phrases
 from routermesh.runtime.example_index import (
     DUPLICATE_SIMILARITY,
     Features,
-    RouteGroups,
     neighbour_features,
 )
 from routermesh.runtime.lexical import RouteVocabulary, content_words
+from routermesh.runtime.route_groups import RouteGroups
 from routermesh.runtime.typicality import route_typicality
 
 SIZES = (5, 8, 10, 15, 20)
 QUERIES_PER_ROUTE = 20
 OUT_OF_SCOPE_PER_ABSENT_ROUTE = 8
+log = logging.getLogger("routermesh.bench")
+
 DESCRIBED = 0.7
 """Share of routes that get their description (people do not always write one)."""
 
@@ -47,10 +52,29 @@ class PriorSource:
     descriptions: dict[str, str]
 
 
+class Encodes(Protocol):
+    def encode(self, texts: Sequence[str]) -> FloatArray: ...
+
+
+Tuner = Callable[[Sequence[str], Sequence[int], int], Encodes]
+"""(evidence texts, their route numbers, routes) -> the encoder tuned on them."""
+
+
 def fit_prior(
-    sources: list[PriorSource], encoder: Encoder, *, tables: int, k: int, seed: int
+    sources: list[PriorSource],
+    encoder: Encodes,
+    *,
+    tables: int,
+    k: int,
+    seed: int,
+    tune: Tuner | None = None,
+    max_routes: int | None = None,
 ) -> dict[str, Any]:
-    """Draw ``tables`` tables per source, judge their rows, fit both models."""
+    """Draw ``tables`` tables per source, judge their rows, fit both models.
+
+    ``tune``: each table is judged by an encoder tuned on its evidence (the prior of a
+    tuned L0) instead of ``encoder``; ``max_routes``: the most routes a table draws
+    (tuning time grows with the table)."""
     rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
     inside: list[Features] = []
     outside: list[Features] = []
@@ -58,9 +82,26 @@ def fit_prior(
     for source in sources:
         grouped, escalate = _grouped(source.train)
         names = sorted(grouped)
-        for _ in range(tables):
-            table = _draw(grouped, escalate, names, source.descriptions, rng)
-            features = _judge(encoder, table, k)
+        for number in range(tables):
+            table = _draw(grouped, escalate, names, source.descriptions, rng, max_routes=max_routes)
+            judge = encoder
+            if tune is not None:
+                started = time.monotonic()
+                judge = tune(
+                    [t for t, _ in table.evidence],
+                    [label for _, label in table.evidence],
+                    len(table.routes),
+                )
+                log.info(
+                    "prior table %d/%d of %s tuned: %d routes, %d rows, %.0f s",
+                    number + 1,
+                    tables,
+                    source.train,
+                    len(table.routes),
+                    len(table.evidence),
+                    time.monotonic() - started,
+                )
+            features = _judge(judge, table, k)
             for (_, gold, asked), f in zip(table.rows, features, strict=True):
                 if asked:
                     inside.append(f)
@@ -114,8 +155,13 @@ def _draw(
     names: list[str],
     descriptions: dict[str, str],
     rng: random.Random,
+    *,
+    max_routes: int | None = None,
 ) -> _Table:
-    chosen = rng.sample(names, rng.randint(4, max(4, len(names) - 2)))
+    most = max(4, len(names) - 2)
+    chosen = rng.sample(
+        names, rng.randint(4, most if max_routes is None else min(most, max_routes))
+    )
     size = rng.choice(SIZES)
     evidence: list[tuple[str, int]] = []
     requests: list[bool] = []
@@ -142,7 +188,7 @@ def _draw(
     )
 
 
-def _judge(encoder: Encoder, table: _Table, k: int) -> list[Features]:
+def _judge(encoder: Encodes, table: _Table, k: int) -> list[Features]:
     """Each row's features as the serving path computes them (lexical evidence and the
     routes' typicality included)."""
     texts = [text for text, _ in table.evidence]

@@ -38,7 +38,7 @@ from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterCo
 from routermesh.runtime.cpus import available_cpus
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
 from routermesh.runtime.evidence import route_examples
-from routermesh.runtime.example_index import IntArray, RouteGroups, TrainedHead, head_features
+from routermesh.runtime.example_index import TrainedHead, head_features
 from routermesh.runtime.head_artifact import (
     FORMAT,
     HEAD_FILE,
@@ -46,6 +46,7 @@ from routermesh.runtime.head_artifact import (
     examples_digest,
     read_manifest,
 )
+from routermesh.runtime.route_groups import IntArray, RouteGroups
 
 log = logging.getLogger("routermesh.training")
 
@@ -224,8 +225,10 @@ def _train(
         )
     data = TrainingSet([t for t, _ in pairs], labels, tuple(routes), train_rows, held_rows)
 
-    encoder, linear = _fit(data, head, tokenizer, base, started)
-    _export(encoder, tokenizer, staging)
+    encoder, linear = fit_encoder(
+        data, epochs=head.epochs, seed=head.seed, tokenizer=tokenizer, base=base, started=started
+    )
+    export_encoder(encoder, tokenizer, staging)
     shutil.copyfile(tokenizer_file, staging / TOKENIZER_FILE)
 
     # Calibrate with the serving path itself: the exported graph, run by onnxruntime.
@@ -257,8 +260,8 @@ def _train(
     return manifest
 
 
-def _fit(
-    data: TrainingSet, head: HeadConfig, tokenizer: Any, base: Path, started: float
+def fit_encoder(
+    data: TrainingSet, *, epochs: int, seed: int, tokenizer: Any, base: Path, started: float
 ) -> tuple[Any, Any]:
     """Fine-tune the encoder and the linear head on the training rows; both in eval mode."""
     import torch  # noqa: PLC0415
@@ -269,7 +272,7 @@ def _fit(
     linear = torch.nn.Linear(encoder.words.embedding_dim, len(data.routes))
     torch.nn.init.normal_(linear.weight, std=0.02)
     torch.nn.init.zeros_(linear.bias)
-    steps = head.epochs * math.ceil(len(data.train_rows) / BATCH)
+    steps = epochs * math.ceil(len(data.train_rows) / BATCH)
     optimizer = torch.optim.AdamW(
         [
             {"params": encoder.parameters(), "lr": 5e-5},
@@ -292,11 +295,11 @@ def _fit(
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
-    rng = np.random.default_rng(head.seed)
+    rng = np.random.default_rng(seed)
     encoder.train()
     step = 0
     last_report = time.monotonic()
-    for epoch in range(head.epochs):
+    for epoch in range(epochs):
         permutation = [data.train_rows[i] for i in rng.permutation(len(data.train_rows))]
         for start in range(0, len(permutation), BATCH):
             rows = permutation[start : start + BATCH]
@@ -347,7 +350,8 @@ def _calibrate(
     return fit_platt([f.vector() for f in features], correct), accuracy
 
 
-def _export(encoder: object, tokenizer: object, staging: Path) -> None:
+def export_encoder(encoder: object, tokenizer: object, staging: Path) -> None:
+    """Write ``encoder`` as ``model.onnx`` into ``staging`` (the serving path's graph)."""
     import torch  # noqa: PLC0415
 
     sample = tokenizer.encode_batch(["a short example", "and a second, longer example"])  # type: ignore[attr-defined]
