@@ -254,6 +254,7 @@ async def _replay(
                         plan=verdict.plan,
                         config_hash="bench",
                         route_table_version="bench",
+                        source="tool_call" if options.source == "tool-calls" else "answer",
                     )
                 )
         done = min(done + options.batch, len(stream))

@@ -38,6 +38,7 @@ from routermesh.runtime.route_groups import RouteGroups
 from routermesh.runtime.typicality import route_typicality
 
 SIZES = (5, 8, 10, 15, 20)
+MIN_ROUTES = 4
 QUERIES_PER_ROUTE = 20
 OUT_OF_SCOPE_PER_ABSENT_ROUTE = 8
 log = logging.getLogger("routermesh.bench")
@@ -75,6 +76,10 @@ def fit_prior(
     ``tune``: each table is judged by an encoder tuned on its evidence (the prior of a
     tuned L0) instead of ``encoder``; ``max_routes``: the most routes a table draws
     (tuning time grows with the table)."""
+    if max_routes is not None and max_routes < MIN_ROUTES:
+        raise ValueError(
+            f"max_routes {max_routes}: a prior table holds {MIN_ROUTES} routes or more"
+        )
     rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
     inside: list[Features] = []
     outside: list[Features] = []
@@ -158,9 +163,9 @@ def _draw(
     *,
     max_routes: int | None = None,
 ) -> _Table:
-    most = max(4, len(names) - 2)
+    most = max(MIN_ROUTES, len(names) - 2)
     chosen = rng.sample(
-        names, rng.randint(4, most if max_routes is None else min(most, max_routes))
+        names, rng.randint(MIN_ROUTES, most if max_routes is None else min(most, max_routes))
     )
     size = rng.choice(SIZES)
     evidence: list[tuple[str, int]] = []
@@ -199,7 +204,12 @@ def _judge(encoder: Encodes, table: _Table, k: int) -> list[Features]:
     vocabulary = RouteVocabulary.build(texts, labels)
     word_scores = [vocabulary.scores(content_words(text)) for text, _, _ in table.rows]
     typicality = route_typicality(
-        vectors, labels, len(table.routes), table.requests, copies=DUPLICATE_SIMILARITY
+        vectors,
+        labels,
+        len(table.routes),
+        table.requests,
+        copies=DUPLICATE_SIMILARITY,
+        groups=groups,
     )
     return neighbour_features(
         queries @ vectors.T, labels, groups, k, word_scores, typicality=typicality.routes

@@ -11,10 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from routermesh_bench.prior import PriorSource, _draw, fit_prior
 
 ROUTES = [f"route{i:02d}" for i in range(12)]
+
+
+class Refuses:
+    """The base encoder of a tuned prior: never asked."""
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        raise AssertionError(f"the base encoder was asked to encode {len(texts)} texts")
 
 
 class BagOfWords:
@@ -46,6 +54,11 @@ def test_draw_bounds_the_routes_when_asked() -> None:
     ]
     assert max(unbounded) == 10  # 4 to len - 2 routes
     assert min(bounded) == 4 and max(bounded) == 5
+    # Without a bound a seed draws what it drew before the bound existed.
+    table = _draw(grouped, [], ROUTES, {}, _rng(3))
+    assert table.routes == ["route09", "route08", "route02", "route05", "route07"]
+    assert (len(table.evidence), len(table.rows)) == (100, 156)
+    assert table.evidence[0] == ("route09 task 4 word4 thing4", 0)
 
 
 def test_tuned_prior_judges_each_table_with_its_own_encoder(tmp_path: Path) -> None:
@@ -65,7 +78,7 @@ def test_tuned_prior_judges_each_table_with_its_own_encoder(tmp_path: Path) -> N
 
     fitted = fit_prior(
         [PriorSource(train, {})],
-        BagOfWords(),
+        Refuses(),
         tables=3,
         k=5,
         seed=7,
@@ -81,3 +94,5 @@ def test_tuned_prior_judges_each_table_with_its_own_encoder(tmp_path: Path) -> N
         assert all(text.split()[0] in ROUTES for text in texts)
     assert fitted["tables"] == 3 and len(fitted["in_scope"]) == 3
     assert len(fitted["correct"]) == 4
+    with pytest.raises(ValueError, match="4 routes or more"):
+        fit_prior([PriorSource(train, {})], Refuses(), tables=1, k=5, seed=7, max_routes=3)

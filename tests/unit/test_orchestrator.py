@@ -681,6 +681,7 @@ def test_redis_cache_outage_keeps_routing_and_recovers(
         assert stored["plan"] == ["unifi", "proxmox"] and "verdicts" not in stored
         assert stored["source"] == "api"
         newer = {**stored, "message": "o", "plan": [], "from_a_newer_release": 1}
+        newer["source"] = "a_newer_source"  # a source this release does not know still reads
         redis_server.client().lpush("router-mesh:feedback:homelab", json.dumps(newer))
         # A record of an older release, which kept no source, reads as one without.
         older = {k: v for k, v in stored.items() if k != "source"} | {"message": "p"}
@@ -689,7 +690,7 @@ def test_redis_cache_outage_keeps_routing_and_recovers(
         rows = [(row["text"], row["plan"], row["source"]) for row in map(json.loads, exported)]
         assert rows == [
             ("p", ["unifi", "proxmox"], None),
-            ("o", [], "api"),
+            ("o", [], "a_newer_source"),
             ("n", ["unifi", "proxmox"], "api"),
             ("m", [], "api"),
         ]

@@ -324,6 +324,7 @@ def build_index(
         if escalation is not None and escalation in routes
         else None,
         seed=seed,
+        groups=groups,
     )
     loo = _features(
         vectors,

@@ -44,12 +44,14 @@ class FeedbackRecord(BaseModel):
         description="The plan of the decision reported on (a multi-step escalation), when "
         "it was still cached.",
     )
-    source: FeedbackSource | None = Field(
+    source: str | None = Field(
         default=None,
-        description="Who reported it: ``api`` (POST /v1/feedback), ``answer`` (a dispatched "
-        "answer's X-Router-Expected-Route), ``tool_call`` (the tools an agent called "
-        "through /mcp after an unsure answer: inferred, not said). None: a record stored "
-        "by a release that did not keep it.",
+        max_length=32,
+        description="Who reported it (:data:`FeedbackSource`): ``api`` (POST /v1/feedback), "
+        "``answer`` (a dispatched answer's X-Router-Expected-Route), ``tool_call`` (the "
+        "tools an agent called through /mcp after an unsure answer: inferred, not said). "
+        "None: a record stored by a release that did not keep it. Any string reads: a "
+        "newer release may name a source this one does not know.",
     )
     verdicts: tuple[tuple[str, str, float], ...] = Field(
         default=(),

@@ -43,15 +43,18 @@ def route_typicality(
     copies: float,
     exclude: int | None = None,
     seed: int = 0,
+    groups: RouteGroups | None = None,
 ) -> Typicality:
     """Each route's typicality over its examples (``requests``). Neighbours at least
     ``copies`` similar are copies and left out (a pasted duplicate says nothing about the
     spread). A route without examples is not measured (how alike a server's tool texts or
     description phrases are says nothing about its requests: on the 40-server tool table
     with tools alone, measuring them cost 4 points of coverage), nor is the route
-    ``exclude`` (the escalation route: varied by design); neither counts in the mean."""
+    ``exclude`` (the escalation route: varied by design); neither counts in the mean.
+    ``vectors`` are unit length (a row is its own copy, so never its own neighbour);
+    ``groups``: ``labels`` already grouped, when the caller has them."""
     askable = np.ones(len(labels), bool) if requests is None else requests
-    groups = RouteGroups(labels, routes)
+    groups = groups if groups is not None else RouteGroups(labels, routes)
     rng = np.random.default_rng(seed)
     sums = np.zeros(routes)
     counts = np.zeros(routes, dtype=np.int64)
