@@ -375,7 +375,10 @@ def test_no_request_waits_for_the_sum_of_the_timeouts(stack: Stack) -> None:
     assert elapsed < 3.0  # the timeouts sum to 4 s; the budget is 2 s
     assert "plan the migration" not in stack.l2.seen
     # The call L1 timed out on was given up: its connection closed (llama.cpp then stops).
-    assert wait_until(lambda: stack.l1.disconnected == ["plan the migration"])
+    assert wait_until(lambda: stack.l1.disconnected == ["plan the migration"]), (
+        stack.l1.seen,  # was it sent at all? (a flake seen once on a loaded machine)
+        stack.l1.disconnected,
+    )
     assert stack.metric("router_layers_budget_seconds") == 2.0
     assert stack.metric("router_layer_skipped_total", layer="l2", reason="budget") == 1
     assert stack.metric("router_escalations_total", reason="budget") == 1
