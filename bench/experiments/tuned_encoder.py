@@ -2,16 +2,22 @@
 escalation, when its encoder is fine-tuned on the table's own evidence?
 
 Tuning (``routermesh_bench/table_tuning.py``) trains on every example and description
-phrase, so the table's leave-one-out rows would flatter the tuned encoder; its calibration is a
-prior measured on tables drawn from the CLINC150 and HWU64 *train* splits, each tuned the
-same way before its other rows are judged (``prior``). ``replay`` tunes the encoder on
-each few-shot dev set's table (the runs in bench/results/fewshot/), serves it as L0's
-model in-process as ``router-mesh check-table`` does, calibrated by that prior alone
-(``--strength``: the table's own rows weigh nothing by default), and prints routed
-accuracy / coverage / out-of-scope escalated / multi-step escalated at each threshold.
+phrase, so the table's leave-one-out rows might flatter the tuned encoder; its
+calibration prior is measured on tables drawn from the CLINC150 and HWU64 *train*
+splits, each tuned the same way before its other rows are judged (``prior``). ``replay``
+tunes the encoder on each few-shot set's table (the runs in bench/results/fewshot/),
+serves it as L0's model in-process as ``router-mesh check-table`` does, and prints
+routed accuracy / coverage / out-of-scope escalated / multi-step escalated at each
+threshold. ``--strength``: how much the table's own leave-one-out and leave-route-out
+rows weigh against that prior (the shipped L0's is 20; by default they weigh nothing).
+``combine`` mixes the shipped L0's and the tuned one's verdicts. The held-out runs
+(``tools-test``, ``homelab-test``) are measured only when named in ``--sets``.
 
-    .venv/bin/python bench/experiments/tuned_encoder.py prior --tables 6
-    .venv/bin/python bench/experiments/tuned_encoder.py replay --sets homelab,tools
+    .venv/bin/python bench/experiments/tuned_encoder.py prior --tables 8
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --thresholds 0.4,0.5,0.6,0.7,0.8,0.9
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --sets homelab,tools,clinc150,hwu64,homelab-test,tools-test
+    .venv/bin/python bench/experiments/tuned_encoder.py combine --thresholds 0.4,0.5,0.6,0.7,0.8
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ from routermesh_bench.table_tuning import TunedEncoder, tune_encoder
 from routermesh_bench.tables import read_descriptions
 
 BASE = "packaged/all-MiniLM-L6-v2"
+HELD_OUT = {
+    "tools-test": ("tools-test", "bench/data/tools/test.jsonl", 100),
+    "homelab-test": ("homelab-test", "bench/data/homelab-test.jsonl", 0),
+}
+"""The held-out runs (named only with ``--sets``; never tuned on)."""
 PRIOR_FILE = Path("bench/results/experiments/tuned-prior.json")
 HEADER = "set  threshold  rule: routed accuracy / coverage / out-of-scope / multi-step escalated"
 
@@ -204,13 +215,19 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=6, help="prior tables per source")
     parser.add_argument("--max-routes", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--strength", type=float, default=1e9)
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1e9,
+        help="the table's own leave-one-out rows against the tuned prior (shipped L0: 20)",
+    )
     parser.add_argument("--prior-file", type=Path, default=PRIOR_FILE)
     parser.add_argument("--sets", default=",".join(SETS), help="default: %(default)s")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6")
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
     args = parser.parse_args()
+    SETS.update(HELD_OUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("routermesh.training").setLevel(logging.WARNING)
     {"prior": fit, "replay": replay, "combine": combine}[args.mode](args)
