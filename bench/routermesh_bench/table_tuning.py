@@ -21,7 +21,13 @@ import numpy as np
 
 from routermesh.runtime.cpus import available_cpus
 from routermesh.runtime.encoder import TOKENIZER_FILE, FloatArray
-from routermesh.runtime.finetune import TrainingError, TrainingSet, export_encoder, fit_encoder
+from routermesh.runtime.finetune import (
+    TrainingError,
+    TrainingSet,
+    export_encoder,
+    fit_encoder,
+    pooled_embeddings,
+)
 
 ENCODE_BATCH = 64
 
@@ -41,13 +47,8 @@ class TunedEncoder:
         blocks = []
         with torch.no_grad():
             for start in range(0, len(texts), ENCODE_BATCH):
-                encodings = self._tokenizer.encode_batch(list(texts[start : start + ENCODE_BATCH]))
-                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-                states = self._encoder(ids, mask, torch.zeros_like(ids))
-                weights = mask.unsqueeze(-1).to(states.dtype)
-                pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                blocks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+                batch = texts[start : start + ENCODE_BATCH]
+                blocks.append(pooled_embeddings(self._encoder, self._tokenizer, batch).numpy())
         if not blocks:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(blocks).astype(np.float32)

@@ -287,13 +287,7 @@ def fit_encoder(
     )
 
     def embed(rows: Sequence[int]) -> Any:
-        encodings = tokenizer.encode_batch([data.texts[i] for i in rows])
-        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-        states = encoder(ids, mask, torch.zeros_like(ids))
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled_embeddings(encoder, tokenizer, [data.texts[i] for i in rows])
 
     rng = np.random.default_rng(seed)
     encoder.train()
@@ -327,6 +321,20 @@ def fit_encoder(
                 )
     encoder.eval()
     return encoder, linear
+
+
+def pooled_embeddings(encoder: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
+    """``texts`` through the PyTorch ``encoder``: mean pooling over the tokens, unit length
+    (what the serving path computes from the exported graph)."""
+    import torch  # noqa: PLC0415
+
+    encodings = tokenizer.encode_batch(list(texts))
+    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+    states = encoder(ids, mask, torch.zeros_like(ids))
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def _calibrate(
