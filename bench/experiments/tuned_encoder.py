@@ -18,6 +18,8 @@ rows weigh against that prior (the shipped L0's is 20; by default they weigh not
     .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
         --sets homelab,tools,clinc150,hwu64,homelab-test,tools-test
     .venv/bin/python bench/experiments/tuned_encoder.py combine --thresholds 0.4,0.5,0.6,0.7,0.8
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 --int8 \
+        --sets tools,tools-test
 """
 
 from __future__ import annotations
@@ -125,11 +127,23 @@ def _tuned_layer(
     )
     folder = f"experiments/tuned-{name}"
     tuned.export(args.models_dir / folder)
+    if args.int8:
+        _quantize(args.models_dir / folder / "model.onnx")
     seconds = time.monotonic() - started
     model = layer_config.model.model_copy(update={"path": folder, "sha256": None})
     served = layer_config.model_copy(update={"model": model})
     layer = EmbeddingLayer(served, config, args.models_dir)
     return config, served, layer, len(evidence), seconds
+
+
+def _quantize(model: Path) -> None:
+    """The exported graph, int8 (dynamic, per tensor) in place: the shipped L0's format."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+    fp32 = model.with_name("model.fp32.onnx")
+    model.replace(fp32)
+    quantize_dynamic(str(fp32), str(model), weight_type=QuantType.QInt8)
+    fp32.unlink()
 
 
 def replay(args: argparse.Namespace) -> None:
@@ -222,6 +236,9 @@ def main() -> None:
         help="the table's own leave-one-out rows against the tuned prior (shipped L0: 20)",
     )
     parser.add_argument("--prior-file", type=Path, default=PRIOR_FILE)
+    parser.add_argument(
+        "--int8", action="store_true", help="serve the tuned encoder quantized to int8"
+    )
     parser.add_argument("--sets", default=",".join(SETS), help="default: %(default)s")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6")
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
