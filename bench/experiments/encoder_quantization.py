@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder
-from routermesh.runtime.finetune import export_encoder
+from routermesh.runtime.encoder_training import export_encoder
 from routermesh.runtime.minilm import load_encoder
 
 SHIPPED = "packaged/all-MiniLM-L6-v2-int8"

@@ -20,6 +20,17 @@ rows weigh against that prior (the shipped L0's is 20; by default they weigh not
     .venv/bin/python bench/experiments/tuned_encoder.py combine --thresholds 0.4,0.5,0.6,0.7,0.8
     .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 --int8 \
         --sets tools,tools-test
+
+What ``head.mode: encoder`` ships is ``replay --strength 20`` (the same figures through
+``router-mesh bench quality --set l0.head.mode=encoder --head 4``). Its settings were
+probed the same way, on the four dev sets (thresholds 0.3 to 0.5):
+
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.3,0.35,0.4,0.45,0.5 --epochs 8 --sets homelab,tools,hwu64,clinc150
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.3,0.35,0.4,0.45,0.5 --objective supcon --sets homelab,tools,hwu64,clinc150
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.5 --single-route-confidence 1.01 --sets homelab,tools,hwu64,clinc150
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from routermesh.labelled import LabelledRequest, read_labelled
-from routermesh.runtime import calibration
+from routermesh.runtime import calibration, embedding
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Verdict
 from routermesh.runtime.embedding import EmbeddingLayer
@@ -124,6 +135,7 @@ def _tuned_layer(
         len(routes),
         base=args.models_dir / BASE,
         epochs=args.epochs,
+        objective=args.objective,
     )
     folder = f"experiments/tuned-{name}"
     tuned.export(args.models_dir / folder)
@@ -239,11 +251,25 @@ def main() -> None:
     parser.add_argument(
         "--int8", action="store_true", help="serve the tuned encoder quantized to int8"
     )
+    parser.add_argument(
+        "--objective",
+        choices=("ce", "supcon", "both"),
+        default="ce",
+        help="replay: the tuning loss (table_tuning.Objective; the prior stays ce's)",
+    )
+    parser.add_argument(
+        "--single-route-confidence",
+        type=float,
+        default=embedding.SINGLE_ROUTE_CONFIDENCE,
+        help="replay: how sure L0 must be of one route for a message not to be split "
+        "(default: %(default)s, shipped; above 1: always split)",
+    )
     parser.add_argument("--sets", default=",".join(SETS), help="default: %(default)s")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6")
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
     args = parser.parse_args()
+    embedding.SINGLE_ROUTE_CONFIDENCE = args.single_route_confidence
     SETS.update(HELD_OUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("routermesh.training").setLevel(logging.WARNING)

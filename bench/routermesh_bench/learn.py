@@ -215,7 +215,7 @@ async def _replay(
             layer_config=layer_config,
             layer=layer,
             labelled=measured,
-            head=layer.index.head is not None,
+            head=layer.index.artifact is not None,
         )
         steps.append(
             LearnStep(

@@ -13,6 +13,7 @@ of running the router again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import platform
@@ -158,12 +159,14 @@ def collect(options: RunOptions) -> tuple[list[Record], RouterConfig, float]:
 def _layer_spec(options: RunOptions) -> dict[str, dict[str, Any]]:
     """The bench mesh's ``spec.layers``: disabled layers, the head, ``--set`` fields."""
     layers: dict[str, dict[str, Any]] = {}
-    for name, fields in options.settings.items():
+    for name, fields in copy.deepcopy(options.settings).items():
         layers.setdefault(name, {}).update(fields)
     for name in options.disable:
         layers.setdefault(name, {})["enabled"] = False
     if options.head_epochs:
-        layers.setdefault("l0", {})["head"] = {"enabled": True, "epochs": options.head_epochs}
+        # Merged: ``--set l0.head.mode=encoder`` picks what the Job trains.
+        head = layers.setdefault("l0", {}).setdefault("head", {})
+        head.update({"enabled": True, "epochs": options.head_epochs})
     return layers
 
 

@@ -42,6 +42,11 @@ def _head_note(head: Any) -> str:
         return ""
     if head.get("state") != "loaded":
         return f"; trained head {head.get('state')}"
+    if head.get("mode") == "encoder":
+        return (
+            f"; routed with the encoder tuned on the table ({head.get('trained_examples')} "
+            f"examples and description phrases, {head.get('train_seconds')} s of tuning)"
+        )
     return (
         f"; routed by the trained head ({head.get('trained_examples')} examples, "
         f"{head.get('train_seconds')} s of training, held-out accuracy "

@@ -369,7 +369,8 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
 
 def cmd_train_head(args: argparse.Namespace) -> int:
     from routermesh.runtime.contract.config import RouterConfig  # noqa: PLC0415
-    from routermesh.runtime.finetune import TrainingError, train_head  # noqa: PLC0415
+    from routermesh.runtime.encoder_training import TrainingError  # noqa: PLC0415
+    from routermesh.runtime.finetune import train_head  # noqa: PLC0415
     from routermesh.runtime.logs import configure_logging  # noqa: PLC0415
 
     configure_logging("info")

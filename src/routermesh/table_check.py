@@ -185,7 +185,7 @@ async def _check(
     if index is None:
         raise CheckError(f"L0 could not be built: {layer.error}")
     calibration = layer.stats.get("calibration", {})
-    head = index.head is not None
+    head = index.artifact is not None
     return TableCheck(
         mesh=f"{config.mesh.namespace}/{config.mesh.name}",
         encoder=layer_config.head.path if head and layer_config.head else layer_config.model.path,

@@ -455,3 +455,18 @@ def test_the_bench_reads_every_field_of_the_routers_trace() -> None:
     assert set(LayerTrace.model_fields) <= set(LayerVerdict.model_fields)
     verdict = LayerVerdict.model_validate(traced.model_dump())
     assert (verdict.plan, verdict.head, verdict.ms) == (("unifi", "proxmox"), True, 3.5)
+
+
+def test_a_head_run_keeps_the_head_fields_set_beside_it() -> None:
+    from routermesh_bench.quality import RunOptions, _layer_spec  # noqa: PLC0415
+
+    settings = {"l0": {"head": {"mode": "encoder"}}, "l1": {"enabled": False}}
+    options = RunOptions(
+        train=None, eval=Path("e.jsonl"), out=Path("o"), head_epochs=4, settings=settings
+    )
+    assert _layer_spec(options) == {
+        "l0": {"head": {"mode": "encoder", "enabled": True, "epochs": 4}},
+        "l1": {"enabled": False},
+    }
+    # The run's record of its --set fields is what was given, not what the run added.
+    assert options.settings == {"l0": {"head": {"mode": "encoder"}}, "l1": {"enabled": False}}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from routermesh.runtime.encoder import Encoder
-from routermesh.runtime.finetune import TrainingError
+from routermesh.runtime.encoder_training import TrainingError
 from routermesh.runtime.packaged import materialize
 
 torch = pytest.importorskip("torch", reason="the training extra (router-mesh[train])")

@@ -134,3 +134,27 @@ def test_adaptive_thresholds_come_from_the_pod_with_the_most_outcomes() -> None:
     )
     assert (odd.config_hash, odd.thresholds, odd.heads) == ("h", {}, {})
     assert r.threshold_status([odd]) is None
+
+
+def test_a_tuned_encoder_says_its_mode_and_holds_nothing_out() -> None:
+    tuned = HEAD.model_copy(update={"mode": "encoder"})
+    pod = ReadinessReport.model_validate(
+        {
+            "ready": True,
+            "checks": {"config": True, "l0": True},
+            "config_hash": "h",
+            "heads": {"l0": {"state": "loaded", "path": HEAD.path, "mode": "encoder"}},
+        }
+    )
+    status = r.head_status(
+        MESH,
+        head=tuned,
+        phase="succeeded",
+        message="",
+        reports=[pod],
+        models_active=True,
+        trained=True,
+    )
+    assert status is not None
+    assert (status.state, status.mode, status.holdout_accuracy) == ("Loaded", "encoder", None)
+    assert _status().mode == "head"

@@ -191,7 +191,8 @@ class _Index:
     """Judges vectors by their first number: 0 the whole message, 1 and 2 its clauses."""
 
     texts = ("reboot the switch", "migrate vm 101")
-    head = None  # no trained head: the base encoder answers
+    head = None
+    artifact = None  # no trained artifact: the base encoder answers
 
     def __init__(self, whole: float) -> None:
         self.answers = {

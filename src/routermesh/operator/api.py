@@ -32,6 +32,7 @@ from routermesh.runtime.contract.config import (
     DNS_LABEL_PATTERN,
     MAX_CANDIDATES,
     MAX_MESSAGE_CHARS_LIMIT,
+    HeadMode,
     judge_prompt_bound,
 )
 
@@ -647,6 +648,10 @@ escalate, and what routes is right."""
 DEFAULT_L0_MAX_QUEUE_MS = 50
 """Half of L0's default timeout: what waits longer is better escalated at once."""
 
+DEFAULT_HEAD_EPOCHS = 2
+DEFAULT_TUNED_EPOCHS = 4
+"""Epochs of an encoder tuned on a small table (mode encoder): what docs/benchmarks.md
+measured."""
 DEFAULT_HEAD_BASE = ModelSource(uri="hf://sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -654,15 +659,31 @@ class TrainedHead(ApiModel):
     """A routing head trained from the RouteTables' examples: L0's encoder fine-tuned with a
     linear head over the routes (the escalation route included) by a training Job, whenever
     the examples change. The artifact goes to the models volume; until it is ready L0 serves
-    with its base encoder (training never blocks routing). status.head shows where it is."""
+    with its base encoder (training never blocks routing). status.head shows where it is.
+    With mode encoder, the Job fine-tunes the encoder alone on the table's examples and
+    descriptions (see mode)."""
 
     enabled: bool = Field(default=False, description="Train and use the head. Default: false.")
+    mode: HeadMode = Field(
+        default="head",
+        description="head: the encoder fine-tuned with a linear head over the routes, which "
+        "holds a tenth of the examples out to calibrate its confidence (tables of about 300 "
+        "examples or more). encoder: the encoder alone fine-tuned on every example and "
+        "description phrase, serving L0's nearest-example vote with a calibration prior "
+        "measured on tables tuned the same way (small hand-written tables). Default: head.",
+    )
     base: ModelSource = Field(
         default=DEFAULT_HEAD_BASE,
         description="The fp32 encoder to fine-tune: a folder with config.json, "
         "model.safetensors and tokenizer.json. Default: all-MiniLM-L6-v2.",
     )
-    epochs: int = Field(default=2, ge=1, le=10, description="Training epochs. Default: 2.")
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="Training epochs. Default: 2 for mode head, 4 for mode encoder (what "
+        "each was measured with).",
+    )
     seed: int = Field(
         default=0, ge=0, description="Seed of the split, order and init (reproducible)."
     )
@@ -682,6 +703,13 @@ class TrainedHead(ApiModel):
         description="Platt scaling of the head's confidence while it serves. Default: none "
         "(l0.calibration for both).",
     )
+
+
+def head_epochs(head: TrainedHead) -> int:
+    """The head's epochs: its own, else its mode's measured default."""
+    if head.epochs is not None:
+        return head.epochs
+    return DEFAULT_HEAD_EPOCHS if head.mode == "head" else DEFAULT_TUNED_EPOCHS
 
 
 class MultiStep(ApiModel):
@@ -1125,10 +1153,15 @@ class HeadStatus(ApiModel):
         "done, pods not using it yet), Loaded (a ready pod routes with it), Failed."
     )
     path: str = Field(description="Artifact folder on the models volume (carries its key).")
+    mode: HeadMode = Field(
+        default="head", description="What the Job makes: head, or encoder (tuned on the table)."
+    )
     job: str | None = Field(default=None, description="The training Job.")
     message: str | None = Field(default=None, description="Why it failed.")
     holdout_accuracy: float | None = Field(
-        default=None, description="Accuracy on the held-out tenth of the examples."
+        default=None,
+        description="Accuracy on the held-out tenth of the examples (a head; a tuned "
+        "encoder holds nothing out).",
     )
     pods: int | None = Field(default=None, description="Ready pods routing with it.")
 

@@ -24,6 +24,7 @@ from routermesh.operator.api import (
     Target,
     TrainedHead,
     describe_errors,
+    head_epochs,
 )
 from routermesh.runtime.contract import config as rc
 
@@ -297,14 +298,18 @@ def head_key(config: rc.RouterConfig, head: TrainedHead) -> str:
     """Key of what a trained head learns from: the examples (inline, and the example sets by
     source), the route and escalation names and the training settings. New key, new
     artifact folder and Job; the same inputs always give the same key."""
-    inputs = {
+    inputs: dict[str, object] = {
         "routes": [[r.name, list(r.examples)] for r in config.routes],
         "escalation": config.escalation.route,
         "examples_from": [[e.uri, e.sha256] for e in config.examples_from],
         "base": [head.base.uri, head.base.sha256],
-        "epochs": head.epochs,
+        "epochs": head_epochs(head),
         "seed": head.seed,
     }
+    if head.mode == "encoder":
+        # A tuned encoder learns the descriptions too (a head's keys stay as they were).
+        inputs["mode"] = head.mode
+        inputs["descriptions"] = [[r.name, r.description] for r in config.routes]
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -315,7 +320,8 @@ def with_head(config: rc.RouterConfig, head: TrainedHead) -> rc.RouterConfig:
             uri=head.base.uri, sha256=head.base.sha256, path=rc.model_dir_name(head.base.uri)
         ),
         path=f"{rc.HEADS_DIR}/{head_key(config, head)}",
-        epochs=head.epochs,
+        mode=head.mode,
+        epochs=head_epochs(head),
         seed=head.seed,
         threshold=head.threshold,
         calibration=_platt(head.calibration),

@@ -327,6 +327,7 @@ def head_status(
         {
             "state": state,
             "path": head.path,
+            "mode": head.mode,
             "job": b.training_job_name(mesh, head),
             "message": message or None if state == "Failed" else None,
             "holdoutAccuracy": accuracy,

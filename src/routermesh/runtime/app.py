@@ -89,8 +89,8 @@ class LayerTrace(BaseModel):
     )
     head: bool = Field(
         default=False,
-        description="L0: its trained head answered (false: the base encoder, which serves "
-        "while the head trains).",
+        description="L0: its trained artifact answered, a head or an encoder tuned on the "
+        "table (false: the base encoder, which serves while it trains).",
     )
     ms: float
 

@@ -52,6 +52,17 @@ nearer to them than ten that spread over a server's job, so the same similarity 
 few-shot dev sets (``bench/experiments/route_typicality.py``): 0.25 gains about half of
 what 0.5 does, 0.75 and 1.0 no more on the tool table and less on homelab."""
 
+TUNED_PRIOR_IN_SCOPE: tuple[float, float, float] = (11.05, 1.90, -4.74)
+"""Prior weights of ``in_scope`` when L0's encoder is fine-tuned on the table
+(``runtime/encoder_tuning.py``): fitted on 16 tables drawn as for :data:`PRIOR_IN_SCOPE`,
+each tuned the same way (4 epochs) before its other rows were judged
+(``bench/experiments/tuned_encoder.py prior --tables 8``;
+bench/results/experiments/tuned-prior.json). The table's own leave-one-out rows were
+trained on, so they flatter a tuned encoder: the prior says how far to trust them."""
+
+TUNED_PRIOR_CORRECT: tuple[float, float, float, float] = (0.57, 8.14, 1.91, 0.30)
+"""Prior weights of ``correct`` for a tuned encoder; same fit."""
+
 PRIOR_STRENGTH = 20.0
 """Ridge strength towards the prior: worth about as much as a few dozen rows."""
 
@@ -171,34 +182,54 @@ def correct_row(observed: Observed) -> list[float]:
     return [logit(observed.share), observed.margin, observed.lexical_margin]
 
 
+@dataclass(frozen=True)
+class Prior:
+    """The weights both models are pulled towards (one pair per kind of encoder)."""
+
+    in_scope: tuple[float, float, float]
+    correct: tuple[float, float, float, float]
+
+
+TUNED_PRIOR = Prior(TUNED_PRIOR_IN_SCOPE, TUNED_PRIOR_CORRECT)
+
+
+def base_prior() -> Prior:
+    """The prior of the packaged encoder (read when called: experiments refit it)."""
+    return Prior(PRIOR_IN_SCOPE, PRIOR_CORRECT)
+
+
 def fit_calibration(
-    in_scope: Sequence[Observed], out_of_scope: Sequence[Observed], correct: Sequence[bool]
+    in_scope: Sequence[Observed],
+    out_of_scope: Sequence[Observed],
+    correct: Sequence[bool],
+    prior: Prior | None = None,
 ) -> Calibration:
     """Both models from a table's own rows, each pulled towards its prior.
 
     ``in_scope`` / ``out_of_scope``: leave-one-out and leave-route-out queries; the two
     classes weigh the same in total, so the fit makes no assumption about how much
     traffic is out of scope. ``correct``: whether each leave-one-out query's route was
-    right.
+    right. ``prior``: the encoder's (:func:`base_prior` by default).
     """
-    in_scope_weights: tuple[float, float, float] = PRIOR_IN_SCOPE
+    centre = prior or base_prior()
+    in_scope_weights: tuple[float, float, float] = centre.in_scope
     if in_scope and out_of_scope:
         positives, negatives = len(in_scope), len(out_of_scope)
         fitted = fit_logistic(
             [in_scope_row(o) for o in [*in_scope, *out_of_scope]],
             [True] * positives + [False] * negatives,
             weights=[0.5 / positives] * positives + [0.5 / negatives] * negatives,
-            prior=PRIOR_IN_SCOPE,
+            prior=centre.in_scope,
             # Weights sum to one: the strength is relative to a whole table's evidence.
             strength=PRIOR_STRENGTH / max(positives + negatives, 1),
         )
         in_scope_weights = (fitted[0], fitted[1], fitted[2])
-    correct_weights: tuple[float, float, float, float] = PRIOR_CORRECT
+    correct_weights: tuple[float, float, float, float] = centre.correct
     if correct:
         fitted = fit_logistic(
             [correct_row(o) for o in in_scope],
             list(correct),
-            prior=PRIOR_CORRECT,
+            prior=centre.correct,
             strength=PRIOR_STRENGTH,
         )
         correct_weights = (fitted[0], fitted[1], fitted[2], fitted[3])

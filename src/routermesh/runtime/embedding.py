@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from routermesh.runtime.calibration import TUNED_PRIOR
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.encode_batcher import EncodeBatcher
@@ -41,6 +42,7 @@ from routermesh.runtime.evidence import (
     description_evidence,
     route_examples,
     tool_evidence,
+    training_pairs,
 )
 from routermesh.runtime.example_index import (
     ExampleIndex,
@@ -178,13 +180,17 @@ class EmbeddingLayer:
             return None, {**report, "state": "pending"}
         if self._base is None:
             return None, {**report, "state": "pending"}
-        if manifest.examples_digest != examples_digest(self._base, self._routes) or list(
-            manifest.routes
-        ) != list(self._routes):
+        trained_on = training_pairs(self._base, self._config, head.mode)
+        if (
+            manifest.mode != head.mode
+            or manifest.examples_digest != examples_digest(trained_on, self._routes)
+            or list(manifest.routes) != list(self._routes)
+        ):
             return None, {**report, "state": "stale"}
         return manifest, {
             **report,
             "state": "loaded",
+            "mode": manifest.mode,
             "digest": manifest.digest,
             "holdout_accuracy": manifest.holdout_accuracy,
             "trained_examples": manifest.examples,
@@ -227,8 +233,13 @@ class EmbeddingLayer:
             queries=np.array([item.request for item in evidence], dtype=bool),
             texts=texts,
             escalation=self._config.escalation.route,
+            # A tuned encoder's leave-one-out rows were trained on: its own prior says how
+            # far to trust them.
+            prior=TUNED_PRIOR if manifest is not None and manifest.mode == "encoder" else None,
         )
         if manifest is not None:
+            index.artifact = manifest.digest
+        if manifest is not None and manifest.mode == "head":
             index.head = TrainedHead(
                 weights=np.array(manifest.weights, dtype=np.float64),
                 bias=np.array(manifest.bias, dtype=np.float64),
@@ -285,8 +296,9 @@ class EmbeddingLayer:
     ) -> Verdict:
         judged = index.classify(query, words=content_words(text))
         candidates = self._candidates(index, judged)
-        # The head's encoder built this index: its settings apply to every answer of it.
-        head = index.head is not None
+        # A trained artifact's encoder built this index: l0.head's threshold and calibration
+        # apply to every answer of it, in either mode.
+        head = index.artifact is not None
         escalation = self._config.escalation.route
         out_of_scope = _unit(1.0 - judged.in_scope)
         threshold = self._layer.multi_step_threshold

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from routermesh.runtime.contract.config import (
     ESCALATE_ROUTE,
+    HeadMode,
     RouteConfig,
     RouterConfig,
     ToolEvidence,
@@ -95,6 +96,17 @@ def route_examples(
                 else route_name_from_label(label),
             )
     return pairs, routes
+
+
+def training_pairs(
+    pairs: Sequence[tuple[str, str]], config: RouterConfig, mode: HeadMode
+) -> list[tuple[str, str]]:
+    """What L0's training Job learns from, given the table's example ``pairs``: the
+    examples for a head; the examples and the description phrases for a tuned encoder (a
+    table of ten examples per route has few words to spare)."""
+    if mode == "head":
+        return list(pairs)
+    return [*pairs, *((item.text, item.route) for item in description_evidence(config))]
 
 
 def description_evidence(config: RouterConfig) -> list[Evidence]:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from routermesh.runtime.calibration import (
     Calibration,
+    Prior,
     fit_calibration,
     in_scope_best,
     logistic,
@@ -197,6 +198,9 @@ class ExampleIndex:
     loo_accuracy: float | None
     texts: tuple[str, ...] = ()
     head: TrainedHead | None = None
+    artifact: str | None = None
+    """Digest of the trained artifact whose encoder built this index (a head, or an encoder
+    tuned on the table); None: the base encoder."""
     requests: BoolArray | None = None
     """The evidence that stands for requests (examples; not description or tool phrases);
     None: all of it."""
@@ -300,13 +304,15 @@ def build_index(
     texts: Sequence[str] = (),
     seed: int = 0,
     escalation: str | None = None,
+    prior: Prior | None = None,
 ) -> ExampleIndex:
     """The index over evidence ``vectors`` (route ids ``labels``) with its calibration.
 
     ``queries`` marks the evidence that stands for requests (examples, not description
     phrases): only those are queried in the leave-one-out and leave-route-out passes.
     ``escalation``: the escalation route, whose examples are varied by design (its
-    typicality is not measured).
+    typicality is not measured). ``prior``: the calibration prior of the encoder that
+    made ``vectors`` (the packaged encoder's by default).
     """
     label_array = np.asarray(labels, dtype=np.int64)
     askable = np.ones(len(label_array), bool) if queries is None else np.asarray(queries, bool)
@@ -348,7 +354,10 @@ def build_index(
     )
     correct = [f.route == label_array[i] for i, f in loo]
     calibration = fit_calibration(
-        in_scope=[f for _, f in loo], out_of_scope=[f for _, f in lro], correct=correct
+        in_scope=[f for _, f in loo],
+        out_of_scope=[f for _, f in lro],
+        correct=correct,
+        prior=prior,
     )
     return ExampleIndex(
         routes=tuple(routes),

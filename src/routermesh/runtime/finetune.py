@@ -7,10 +7,11 @@ cross-entropy, the recipe measured in docs/benchmarks.md: mean pooling, unit len
 32, lr 5e-5 encoder / 1e-3 head, 48 tokens, a few epochs. A seeded tenth of each
 route's examples is held out to fit the confidence calibration (Platt scaling over
 the head's probability and the similarity to the nearest training examples), which
-the examples a model was trained on cannot give honestly.
+the examples a model was trained on cannot give honestly. With ``head.mode: encoder``
+the encoder alone is tuned instead (``runtime/encoder_tuning.py``).
 
 The artifact is a folder the serving path reads like any L0 encoder folder:
-``model.onnx`` (the fine-tuned encoder, exported by this module's own BERT so its
+``model.onnx`` (the fine-tuned encoder, exported from ``runtime/minilm.py``'s BERT so its
 inputs and output are what :class:`~routermesh.runtime.encoder.Encoder` uses),
 ``tokenizer.json`` and ``head.json`` (:class:`HeadManifest`: routes, head weights,
 calibration, the digest of the examples it was trained on, measurements). It is
@@ -27,17 +28,23 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from routermesh.runtime.calibration import fit_platt
 from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
-from routermesh.runtime.cpus import available_cpus
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
-from routermesh.runtime.evidence import route_examples
+from routermesh.runtime.encoder_training import (
+    SCALE,
+    TrainingError,
+    TrainingSet,
+    export_encoder,
+    fit_encoder,
+    training_tokenizer,
+)
+from routermesh.runtime.encoder_tuning import tune_artifact
+from routermesh.runtime.evidence import route_examples, training_pairs
 from routermesh.runtime.example_index import TrainedHead, head_features
 from routermesh.runtime.head_artifact import (
     FORMAT,
@@ -57,14 +64,6 @@ MIN_HOLDOUT_ROUTE = 5
 MIN_CALIBRATION = 30
 """Fewest held-out examples a confidence calibration is fitted on: a head trained on a
 smaller table would report confidences nobody measured, so it is refused instead."""
-SCALE = 20.0
-"""Logit scale of the head over unit-length embeddings (a cosine classifier)."""
-BATCH = 32
-PROGRESS_SECONDS = 10.0
-
-
-class TrainingError(Exception):
-    pass
 
 
 def holdout_split(labels: Sequence[int], share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -106,9 +105,11 @@ def train_head(
     An artifact already there for the same examples and settings is kept (idempotent)."""
     _, head = _layer(config, layer_name)
     target = out or models_dir / head.path
-    pairs, routes = route_examples(config, models_dir)
+    examples, routes = route_examples(config, models_dir)
+    pairs = training_pairs(examples, config, head.mode)
     if len(pairs) < 2 or len({route for _, route in pairs}) < 2:
-        raise TrainingError("a head needs examples of at least two routes")
+        what = "a head" if head.mode == "head" else "tuning the encoder"
+        raise TrainingError(f"{what} needs examples of at least two routes")
     digest = examples_digest(pairs, routes)
     existing = _existing(target)
     if existing is not None and _same(existing, digest, head):
@@ -122,7 +123,8 @@ def train_head(
     with tempfile.TemporaryDirectory(prefix=".head-", dir=_parent(target)) as scratch:
         staging = Path(scratch) / "artifact"
         staging.mkdir()
-        manifest = _train(
+        train = _train if head.mode == "head" else tune_artifact
+        manifest = train(
             pairs,
             routes,
             digest,
@@ -139,6 +141,7 @@ def train_head(
             "event": "head_trained",
             "path": str(target),
             "digest": manifest.digest,
+            "mode": manifest.mode,
             "examples": manifest.examples,
             "holdout_accuracy": manifest.holdout_accuracy,
             "seconds": manifest.seconds,
@@ -157,6 +160,7 @@ def _existing(target: Path) -> HeadManifest | None:
 def _same(manifest: HeadManifest, digest: str, head: HeadConfig) -> bool:
     return (
         manifest.format == FORMAT
+        and manifest.mode == head.mode
         and manifest.examples_digest == digest
         and manifest.epochs == head.epochs
         and manifest.seed == head.seed
@@ -181,15 +185,6 @@ def _install(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-@dataclass(frozen=True)
-class TrainingSet:
-    texts: list[str]
-    labels: list[int]
-    routes: tuple[str, ...]
-    train_rows: list[int]
-    held_rows: list[int]
-
-
 def _train(
     pairs: Sequence[tuple[str, str]],
     routes: Sequence[str],
@@ -201,18 +196,10 @@ def _train(
     threads: int | None,
     started: float,
 ) -> HeadManifest:
-    import torch  # noqa: PLC0415 - training only; the serving path has no torch
-    from tokenizers import Tokenizer  # noqa: PLC0415
-
-    torch.set_num_threads(threads or available_cpus())
-    torch.manual_seed(head.seed)
-    torch.use_deterministic_algorithms(True)
+    tokenizer = training_tokenizer(
+        base, max_tokens=head.max_tokens, seed=head.seed, threads=threads
+    )
     tokenizer_file = base / TOKENIZER_FILE
-    if not tokenizer_file.is_file():
-        raise TrainingError(f"{base} has no {TOKENIZER_FILE}")
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.enable_truncation(max_length=head.max_tokens)
-    tokenizer.enable_padding()
     order = {route: i for i, route in enumerate(routes)}
     labels = [order[route] for _, route in pairs]
     train_rows, held_rows = holdout_split(labels, HOLDOUT, head.seed)
@@ -220,8 +207,9 @@ def _train(
         raise TrainingError(
             f"a trained head needs about {MIN_CALIBRATION * 10} examples or more: it holds out "
             f"a tenth (at least {MIN_CALIBRATION}) to calibrate its confidence, and these "
-            f"{len(pairs)} examples give {len(held_rows)}; add examples (examplesFrom) or "
-            "keep L0's nearest-examples vote (head disabled)"
+            f"{len(pairs)} examples give {len(held_rows)}; add examples (examplesFrom), tune "
+            "the encoder alone (head.mode: encoder, made for small tables) or keep L0's "
+            "nearest-examples vote (head disabled)"
         )
     data = TrainingSet([t for t, _ in pairs], labels, tuple(routes), train_rows, held_rows)
 
@@ -256,85 +244,8 @@ def _train(
         seconds=round(time.monotonic() - started, 1),
         created=time.time(),
     )
-    (staging / HEAD_FILE).write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
+    (staging / HEAD_FILE).write_text(manifest.to_json(indent=1), encoding="utf-8")
     return manifest
-
-
-def fit_encoder(
-    data: TrainingSet, *, epochs: int, seed: int, tokenizer: Any, base: Path, started: float
-) -> tuple[Any, Any]:
-    """Fine-tune the encoder and the linear head on the training rows; both in eval mode."""
-    import torch  # noqa: PLC0415
-
-    from routermesh.runtime.minilm import load_encoder  # noqa: PLC0415
-
-    encoder = load_encoder(base)
-    linear = torch.nn.Linear(encoder.words.embedding_dim, len(data.routes))
-    torch.nn.init.normal_(linear.weight, std=0.02)
-    torch.nn.init.zeros_(linear.bias)
-    steps = epochs * math.ceil(len(data.train_rows) / BATCH)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": encoder.parameters(), "lr": 5e-5},
-            {"params": linear.parameters(), "lr": 1e-3},
-        ],
-        weight_decay=0.01,
-    )
-    warmup = max(1, steps // 16)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))),
-    )
-
-    def embed(rows: Sequence[int]) -> Any:
-        return pooled_embeddings(encoder, tokenizer, [data.texts[i] for i in rows])
-
-    rng = np.random.default_rng(seed)
-    encoder.train()
-    step = 0
-    last_report = time.monotonic()
-    for epoch in range(epochs):
-        permutation = [data.train_rows[i] for i in rng.permutation(len(data.train_rows))]
-        for start in range(0, len(permutation), BATCH):
-            rows = permutation[start : start + BATCH]
-            target = torch.tensor([data.labels[i] for i in rows], dtype=torch.long)
-            loss = torch.nn.functional.cross_entropy(SCALE * linear(embed(rows)), target)
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            schedule.step()
-            step += 1
-            if time.monotonic() - last_report >= PROGRESS_SECONDS or step == steps:
-                last_report = time.monotonic()
-                elapsed = last_report - started
-                log.info(
-                    "training head",
-                    extra={
-                        "event": "head_progress",
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "steps": steps,
-                        "loss": round(float(loss.detach()), 4),
-                        "elapsed_seconds": round(elapsed),
-                        "eta_seconds": round(elapsed / step * (steps - step)),
-                    },
-                )
-    encoder.eval()
-    return encoder, linear
-
-
-def pooled_embeddings(encoder: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
-    """``texts`` through the PyTorch ``encoder``: mean pooling over the tokens, unit length
-    (what the serving path computes from the exported graph)."""
-    import torch  # noqa: PLC0415
-
-    encodings = tokenizer.encode_batch(list(texts))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-    states = encoder(ids, mask, torch.zeros_like(ids))
-    weights = mask.unsqueeze(-1).to(states.dtype)
-    pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def _calibrate(
@@ -356,25 +267,3 @@ def _calibrate(
         bias_only = math.log(max(accuracy, 1e-3) / max(1 - accuracy, 1e-3))
         return [0.0, 0.0, 0.0, bias_only], accuracy
     return fit_platt([f.vector() for f in features], correct), accuracy
-
-
-def export_encoder(encoder: object, tokenizer: object, staging: Path) -> None:
-    """Write ``encoder`` as ``model.onnx`` into ``staging`` (the serving path's graph)."""
-    import torch  # noqa: PLC0415
-
-    sample = tokenizer.encode_batch(["a short example", "and a second, longer example"])  # type: ignore[attr-defined]
-    ids = torch.tensor([e.ids for e in sample], dtype=torch.long)
-    mask = torch.tensor([e.attention_mask for e in sample], dtype=torch.long)
-    axes = {0: "batch", 1: "sequence"}
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    with torch.no_grad():
-        torch.onnx.export(
-            encoder,  # type: ignore[arg-type]
-            (ids, mask, torch.zeros_like(ids)),
-            str(staging / "model.onnx"),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={name: axes for name in [*names, "last_hidden_state"]},
-            opset_version=17,
-            dynamo=False,
-        )

@@ -1,7 +1,8 @@
 """The trained head's artifact as the serving path reads it (no training imports).
 
 A folder with the fine-tuned encoder (``model.onnx``, ``tokenizer.json``) and
-``head.json``; ``runtime/finetune.py`` writes it, L0 loads it.
+``head.json``; ``runtime/finetune.py`` (a head) or ``runtime/encoder_tuning.py`` (an
+encoder tuned on a small table) writes it, L0 loads it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from routermesh.runtime.contract.config import HeadMode
 
 HEAD_FILE = "head.json"
 FORMAT = 1
@@ -24,6 +27,11 @@ class HeadManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: int = FORMAT
+    mode: HeadMode = Field(
+        default="head",
+        description="head: weights, bias and calibration serve; encoder: the tuned encoder "
+        "alone serves L0's nearest-example vote (the three are empty).",
+    )
     routes: tuple[str, ...]
     examples_digest: str = Field(description="examples_digest() of what it was trained on.")
     weights: list[list[float]] = Field(description="routes x dimensions, logit scale included.")
@@ -31,7 +39,7 @@ class HeadManifest(BaseModel):
     calibration: list[float] = Field(description="Platt weights over Features.vector() + bias.")
     examples: int
     holdout: int
-    holdout_accuracy: float
+    holdout_accuracy: float | None = Field(description="None: nothing held out (encoder).")
     epochs: int
     seed: int
     max_tokens: int
@@ -39,9 +47,16 @@ class HeadManifest(BaseModel):
     seconds: float
     created: float
 
+    def to_json(self, indent: int | None = None) -> str:
+        """``head.json``'s text. A head's has no ``mode`` (as before the field existed, so
+        a pod of the previous release still reads it); a tuned encoder's names its mode,
+        which such a pod refuses rather than serve it as a head."""
+        exclude = {"mode"} if self.mode == "head" else None
+        return self.model_dump_json(indent=indent, exclude=exclude)
+
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
 def examples_digest(pairs: Sequence[tuple[str, str]], routes: Sequence[str]) -> str:

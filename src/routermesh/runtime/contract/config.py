@@ -204,18 +204,33 @@ class ModelRef(ContractModel):
     path: str = Field(description="Path relative to the models directory.")
 
 
+HeadMode = Literal["head", "encoder"]
+"""What L0's training Job makes: ``head``, the encoder fine-tuned with a linear head over
+the routes (``runtime/finetune.py``; tables of a few hundred examples or more); ``encoder``,
+the encoder alone fine-tuned on every example and description phrase, serving L0's
+nearest-example vote (``runtime/encoder_tuning.py``; small hand-written tables)."""
+
+
 class HeadConfig(ContractModel):
     """A routing head fine-tuned from the route examples (embedding layers; see
     ``runtime/finetune.py``). The training Job (or local mode) writes the artifact to
     ``path``; until a finished artifact for the running examples is there, the layer
     serves with its base ``model`` (training never blocks routing)."""
 
+    mode: HeadMode = Field(default="head", description="What the Job makes (HeadMode).")
+
     base: ModelRef = Field(
         description="The fp32 sentence encoder to fine-tune: a folder with config.json, "
         "model.safetensors and tokenizer.json."
     )
     path: str = Field(description="Artifact folder relative to the models directory.")
-    epochs: int = Field(default=2, ge=1, le=10)
+    epochs: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="The operator and local mode render 2 for a head, 4 for a tuned encoder "
+        "unless the RouterMesh sets it (operator/api.head_epochs); this default is a head's.",
+    )
     seed: int = Field(default=0, ge=0)
     max_tokens: int = Field(default=48, ge=8, le=256)
     threshold: Probability | None = Field(

@@ -38,6 +38,8 @@ class HeadReport(_Report):
 
     state: Literal["loaded", "pending", "stale", "invalid"]
     path: str | None = None
+    mode: str | None = None
+    """``head`` or ``encoder`` (a string: a newer pod's mode does not drop the report)."""
     holdout_accuracy: float | None = None
     error: str | None = None
     digest: str | None = None
