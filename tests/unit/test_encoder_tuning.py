@@ -18,8 +18,7 @@ from routermesh.runtime.embedding import EmbeddingLayer, Encoder, EncoderStore
 from routermesh.runtime.evidence import route_examples
 from routermesh.runtime.finetune import train_head
 from routermesh.runtime.head_artifact import HEAD_FILE, examples_digest, read_manifest
-from routermesh.runtime.packaged import materialize
-from tests.support import homelab_rendered
+from tests.support import encoder_folders, homelab_rendered
 
 torch = pytest.importorskip("torch", reason="the training extra (router-mesh[train])")
 
@@ -30,20 +29,7 @@ MODELS = REPO / ".cache/models"
 @pytest.fixture(scope="module")
 def folders() -> tuple[str, str]:
     """(int8 serving encoder, fp32 base) folders, relative to MODELS."""
-    files = materialize(
-        MODELS / "packaged",
-        [
-            "minilm-l6-onnx-int8",
-            "minilm-l6-tokenizer",
-            "minilm-l6-fp32",
-            "minilm-l6-fp32-config",
-            "minilm-l6-fp32-tokenizer",
-        ],
-    )
-    return (
-        str(files["minilm-l6-onnx-int8"].parent.relative_to(MODELS)),
-        str(files["minilm-l6-fp32"].parent.relative_to(MODELS)),
-    )
+    return encoder_folders(MODELS)
 
 
 def homelab_tuned(folders: tuple[str, str], path: str, *, mode: str = "encoder") -> RouterConfig:

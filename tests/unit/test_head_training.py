@@ -33,9 +33,8 @@ from routermesh.runtime.embedding import EmbeddingLayer, Encoder, EncoderStore
 from routermesh.runtime.encoder_training import TrainingError
 from routermesh.runtime.finetune import holdout_split, train_head
 from routermesh.runtime.head_artifact import HEAD_FILE, read_manifest
-from routermesh.runtime.packaged import materialize
 from routermesh.runtime.router import Router
-from tests.support import homelab_rendered, wait_until
+from tests.support import encoder_folders, homelab_rendered, wait_until
 
 torch = pytest.importorskip("torch", reason="the training extra (router-mesh[train])")
 
@@ -48,20 +47,7 @@ SAMPLE = REPO / "tests/data/clinc150-train-sample.jsonl"
 @pytest.fixture(scope="module")
 def folders() -> tuple[str, str]:
     """(int8 serving encoder, fp32 base) folders, relative to MODELS."""
-    files = materialize(
-        MODELS / "packaged",
-        [
-            "minilm-l6-onnx-int8",
-            "minilm-l6-tokenizer",
-            "minilm-l6-fp32",
-            "minilm-l6-fp32-config",
-            "minilm-l6-fp32-tokenizer",
-        ],
-    )
-    return (
-        str(files["minilm-l6-onnx-int8"].parent.relative_to(MODELS)),
-        str(files["minilm-l6-fp32"].parent.relative_to(MODELS)),
-    )
+    return encoder_folders(MODELS)
 
 
 def sample_config(
