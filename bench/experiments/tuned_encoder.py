@@ -31,27 +31,80 @@ probed the same way, on the four dev sets (thresholds 0.3 to 0.5):
         --thresholds 0.3,0.35,0.4,0.45,0.5 --objective supcon --sets homelab,tools,hwu64,clinc150
     .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
         --thresholds 0.5 --single-route-confidence 1.01 --sets homelab,tools,hwu64,clinc150
+
+A tuned prior drawn from tables as large as the tool table (the train files' intents as
+routes, 20 to 40 of them), alone and together with the shipped prior's tables (their
+judged rows kept with ``--judged`` and refitted with ``refit``, no tuning again); not
+shipped (bench/results/experiments/tuned-prior-intents.txt):
+
+    .venv/bin/python bench/experiments/tuned_encoder.py prior --tables 8 \
+        --judged /tmp/route.pkl --prior-file /tmp/tuned-prior.json
+    .venv/bin/python bench/experiments/tuned_encoder.py prior --tables 6 --by-intent \
+        --min-routes 20 --max-routes 40 --judged /tmp/intents.pkl \
+        --prior-file bench/results/experiments/tuned-prior-intents.json
+    .venv/bin/python bench/experiments/tuned_encoder.py refit \
+        --judged-runs /tmp/route.pkl,/tmp/intents.pkl \
+        --prior-file bench/results/experiments/tuned-prior-both.json
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.4,0.5 --sets tools,homelab \
+        --prior-file bench/results/experiments/tuned-prior-intents.json
+
+Generic requests tuned as one more class (``--background``: the encoder learns to tell
+the routes from them; they are never examples), with the oracle ceiling of
+``coverage_ceiling.py`` on the verdicts (``--ceiling``); not shipped
+(bench/results/experiments/tuned-encoder-background.txt):
+
+    BG=../shared/datasets/hwu64/train.jsonl,../shared/datasets/clinc150/train.jsonl
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.4,0.5 --ceiling --sets homelab,tools,homelab-test,tools-test \
+        --background $BG
+    .venv/bin/python bench/experiments/tuned_encoder.py prior --tables 8 --background $BG \
+        --prior-file bench/results/experiments/tuned-prior-background.json
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.4,0.45,0.5,0.55,0.6 --ceiling --sets homelab,tools --background $BG \
+        --prior-file bench/results/experiments/tuned-prior-background.json
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.45,0.5 --ceiling --sets homelab-test,tools-test --background $BG \
+        --prior-file bench/results/experiments/tuned-prior-background.json
+    .venv/bin/python bench/experiments/tuned_encoder.py combine --strength 20 \
+        --thresholds 0.45,0.5 --sets homelab,tools,homelab-test,tools-test --background $BG \
+        --prior-file bench/results/experiments/tuned-prior-background.json
+
+and with multi-step detection judging a clause by its route's probability alone
+(``--clause-route-only``; without ``--multi-step`` each table's own thresholds, then
+0.7:0.4 and 0.85:0.6 on the dev sets, the last once held out;
+bench/results/experiments/tuned-encoder-background-clauses.txt):
+
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.45,0.5 --clause-route-only --multi-step 0.85:0.6 --background $BG \
+        --prior-file bench/results/experiments/tuned-prior-background.json --sets homelab,tools
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import math
+import pickle
+import random
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from routermesh.bootstrap import read_rows
 from routermesh.labelled import LabelledRequest, read_labelled
 from routermesh.runtime import calibration, embedding
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Verdict
 from routermesh.runtime.embedding import EmbeddingLayer
-from routermesh.runtime.encoder import Encoder
+from routermesh.runtime.encoder import Encoder, FloatArray
 from routermesh.runtime.evidence import description_evidence, route_examples
+from routermesh.runtime.example_index import CANDIDATES, ExampleIndex, Judgement
 from routermesh.table_check import CheckOptions, _check, figures_at, l0_config
 from routermesh_bench import prior
 from routermesh_bench.fewshot_sets import SETS, eval_file, stack_files
@@ -68,11 +121,46 @@ PRIOR_FILE = Path("bench/results/experiments/tuned-prior.json")
 HEADER = "set  threshold  rule: routed accuracy / coverage / out-of-scope / multi-step escalated"
 
 
-def _tuner(models: Path, epochs: int) -> prior.Tuner:
+def _tuner(models: Path, epochs: int, background: Background | None = None) -> prior.Tuner:
     def tune(texts: Sequence[str], labels: Sequence[int], routes: int) -> TunedEncoder:
-        return tune_encoder(texts, labels, routes, base=models / BASE, epochs=epochs)
+        texts, labels = list(texts), list(labels)
+        if background is not None:
+            extra = background.rows(texts)
+            texts += extra
+            labels += [routes] * len(extra)
+        classes = routes + (1 if background is not None else 0)
+        return tune_encoder(texts, labels, classes, base=models / BASE, epochs=epochs)
 
     return tune
+
+
+class Background:
+    """Generic requests (seeded draw from JSONL files), encoded once: each table is tuned
+    with the ``size`` of them that are no nearer its evidence than ``near`` (base
+    encoder) as one more class, never an example L0 serves."""
+
+    def __init__(self, paths: Sequence[Path], models: Path, size: int, near: float) -> None:
+        pool = [row.text for path in paths for row in read_rows(path)]
+        random.Random(0).shuffle(pool)  # noqa: S311 - sampling, not secrets
+        self.texts = pool[: size * 4]
+        self.size, self.near = size, near
+        self.encoder = Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
+        self.vectors = self.encoder.encode(self.texts)
+
+    def rows(self, evidence: Sequence[str]) -> list[str]:
+        nearest = (self.vectors @ self.encoder.encode(list(evidence)).T).max(axis=1)
+        kept = [t for t, near in zip(self.texts, nearest, strict=True) if near < self.near]
+        return kept[: self.size]
+
+
+def _background_of(args: argparse.Namespace, leave_out: Path | None = None) -> Background | None:
+    """``--background``'s files less ``leave_out`` (a prior table's own train file: its
+    absent routes' rows are the table's out-of-scope requests)."""
+    if not args.background:
+        return None
+    paths = [Path(p) for p in args.background.split(",")]
+    kept = [p for p in paths if leave_out is None or p.resolve() != leave_out.resolve()]
+    return Background(kept, args.models_dir, args.background_rows, args.near)
 
 
 def fit(args: argparse.Namespace) -> None:
@@ -80,23 +168,69 @@ def fit(args: argparse.Namespace) -> None:
         prior.PriorSource(
             args.datasets / f"{name}/train.jsonl",
             read_descriptions(Path(f"bench/data/descriptions/{name}.json")),
+            by_intent=args.by_intent,
         )
         for name in ("clinc150", "hwu64")
     ]
     started = time.monotonic()
-    fitted = prior.fit_prior(
-        sources,
-        Encoder(args.models_dir / "packaged/all-MiniLM-L6-v2-int8"),
-        tables=args.tables,
-        k=10,
-        seed=100,
-        tune=_tuner(args.models_dir, args.epochs),
-        max_routes=args.max_routes,
-    )
-    fitted |= {"epochs": args.epochs, "max_routes": args.max_routes}
-    fitted["seconds"] = round(time.monotonic() - started)
-    args.prior_file.parent.mkdir(parents=True, exist_ok=True)
-    args.prior_file.write_text(json.dumps(fitted, indent=1) + "\n")
+    encoder = Encoder(args.models_dir / "packaged/all-MiniLM-L6-v2-int8")
+    if args.background:
+        # Each source's tables with a background that leaves that source out.
+        parts = [
+            prior.judge_tables(
+                [source],
+                encoder,
+                tables=args.tables,
+                k=10,
+                seed=args.seed + number,
+                tune=_tuner(args.models_dir, args.epochs, _background_of(args, source.train)),
+                max_routes=args.max_routes,
+                min_routes=args.min_routes,
+            )
+            for number, source in enumerate(sources)
+        ]
+        judged = parts[0] + parts[1]
+    else:
+        judged = prior.judge_tables(
+            sources,
+            encoder,
+            tables=args.tables,
+            k=10,
+            seed=args.seed,
+            tune=_tuner(args.models_dir, args.epochs),
+            max_routes=args.max_routes,
+            min_routes=args.min_routes,
+        )
+    if args.judged is not None:
+        args.judged.parent.mkdir(parents=True, exist_ok=True)
+        args.judged.write_bytes(pickle.dumps(judged))
+    fitted = prior.fit_judged(judged) | {
+        "tables": args.tables * len(sources),
+        "k": 10,
+        "seed": args.seed,
+        "sources": [str(s.train) for s in sources],
+        "by_intent": args.by_intent,
+        "background": args.background,
+        "epochs": args.epochs,
+        "min_routes": args.min_routes,
+        "max_routes": args.max_routes,
+        "seconds": round(time.monotonic() - started),
+    }
+    _write_prior(args.prior_file, fitted)
+
+
+def refit(args: argparse.Namespace) -> None:
+    """One prior from the rows of several ``prior --judged`` runs, without retuning."""
+    judged = [pickle.loads(Path(path).read_bytes()) for path in args.judged_runs.split(",")]  # noqa: S301 - our own files
+    total = judged[0]
+    for more in judged[1:]:
+        total = total + more
+    _write_prior(args.prior_file, prior.fit_judged(total) | {"runs": args.judged_runs})
+
+
+def _write_prior(path: Path, fitted: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fitted, indent=1) + "\n")
     _say(f"tuned prior: {json.dumps(fitted)}")
 
 
@@ -119,6 +253,11 @@ def _options(args: argparse.Namespace, name: str, scratch: Path) -> CheckOptions
     )
 
 
+def _own_train(args: argparse.Namespace, name: str) -> Path | None:
+    """The train file a public set's table is drawn from (left out of its background)."""
+    return args.datasets / f"{name}/train.jsonl" if name in ("clinc150", "hwu64") else None
+
+
 def _tuned_layer(
     args: argparse.Namespace, name: str, options: CheckOptions
 ) -> tuple[RouterConfig, LayerConfig, EmbeddingLayer, int, float]:
@@ -128,11 +267,18 @@ def _tuned_layer(
     pairs, routes = route_examples(config, args.models_dir)
     evidence = pairs + [(e.text, e.route) for e in description_evidence(config)]
     order = {route: i for i, route in enumerate(routes)}
+    texts = [t for t, _ in evidence]
+    labels = [order[r] for _, r in evidence]
+    background = _background_of(args, _own_train(args, name))
+    if background is not None:
+        extra = background.rows(texts)
+        texts += extra
+        labels += [len(routes)] * len(extra)
     started = time.monotonic()
     tuned = tune_encoder(
-        [t for t, _ in evidence],
-        [order[r] for _, r in evidence],
-        len(routes),
+        texts,
+        labels,
+        len(routes) + (1 if background is not None else 0),
         base=args.models_dir / BASE,
         epochs=args.epochs,
         objective=args.objective,
@@ -143,9 +289,51 @@ def _tuned_layer(
         _quantize(args.models_dir / folder / "model.onnx")
     seconds = time.monotonic() - started
     model = layer_config.model.model_copy(update={"path": folder, "sha256": None})
-    served = layer_config.model_copy(update={"model": model})
+    update: dict[str, object] = {"model": model}
+    if args.multi_step:
+        clause, joined = (float(x) for x in args.multi_step.split(":"))
+        update |= {"multi_step_threshold": clause, "multi_step_joined_threshold": joined}
+    served = layer_config.model_copy(update=update)
     layer = EmbeddingLayer(served, config, args.models_dir)
     return config, served, layer, len(evidence), seconds
+
+
+def _ceiling(layer: EmbeddingLayer, rows: Sequence[LabelledRequest], target: float) -> str:
+    """coverage_ceiling.py's figure on this layer's verdicts: the in-scope rows an oracle
+    cut of the out-of-scope score keeps with their best route right, at ``target``."""
+    pairs = list(zip(_verdicts(layer, rows), rows, strict=True))
+    outside = sorted(v.out_of_scope or 0.0 for v, r in pairs if r.kind == "out_of_scope")
+    if not outside:
+        return "no out-of-scope rows"
+    cut = outside[math.floor(len(outside) * (1 - target) + 1e-9)]
+    inside = [(v, r) for v, r in pairs if r.kind == "in_scope"]
+    right = sum(
+        1
+        for v, r in inside
+        if (v.out_of_scope or 0.0) < cut
+        and (v.candidates[0].route if v.candidates else v.route) == r.route_name
+    )
+    return f"ceiling at {target:.0%} out of scope escalated: {100 * right / len(inside):.1f} %"
+
+
+def _judge_clauses_by_route_alone() -> None:
+    """Multi-step detection judges each clause by P(route | in scope) alone: the message
+    around a clause is what is in scope or not, so the clause's own doubt is left out
+    (the clauses are the index's only queries asked for no candidates)."""
+    classify = ExampleIndex.classify
+
+    def judged(
+        self: ExampleIndex,
+        query: FloatArray,
+        candidates: int = CANDIDATES,
+        words: frozenset[str] = frozenset(),
+    ) -> Judgement:
+        j = classify(self, query, candidates, words)
+        if candidates == 0 and j.in_scope > 0:
+            return dataclasses.replace(j, confidence=min(1.0, j.confidence / j.in_scope))
+        return j
+
+    ExampleIndex.classify = judged  # type: ignore[method-assign]
 
 
 def _quantize(model: Path) -> None:
@@ -174,6 +362,9 @@ def replay(args: argparse.Namespace) -> None:
             for f in check.evaluation.figures
         )
         _say(f"{name:9s} tuned {rows} rows in {seconds:.0f} s: {figures}")
+        if args.ceiling:
+            target = 0.9 if name.startswith("homelab") else 0.8
+            _say(f"{name:9s} {_ceiling(layer, labelled, target)}")
 
 
 def _verdicts(layer: EmbeddingLayer, rows: Sequence[LabelledRequest]) -> list[Verdict]:
@@ -237,9 +428,16 @@ def _say(line: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("prior", "replay", "combine"))
+    parser.add_argument("mode", choices=("prior", "refit", "replay", "combine"))
     parser.add_argument("--tables", type=int, default=6, help="prior tables per source")
     parser.add_argument("--max-routes", type=int, default=40)
+    parser.add_argument("--min-routes", type=int, default=prior.MIN_ROUTES)
+    parser.add_argument(
+        "--by-intent", action="store_true", help="prior: the train files' intents are the routes"
+    )
+    parser.add_argument("--seed", type=int, default=100, help="prior: the tables' draw")
+    parser.add_argument("--judged", type=Path, help="prior: keep the judged rows here")
+    parser.add_argument("--judged-runs", help="refit: the --judged files, comma-separated")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument(
         "--strength",
@@ -264,16 +462,42 @@ def main() -> None:
         help="replay: how sure L0 must be of one route for a message not to be split "
         "(default: %(default)s, shipped; above 1: always split)",
     )
+    parser.add_argument(
+        "--background",
+        help="prior, replay: generic request files (JSONL, comma-separated) tuned as one more "
+        "class; a prior table's or a public set's own train file is left out",
+    )
+    parser.add_argument("--background-rows", type=int, default=300)
+    parser.add_argument(
+        "--near", type=float, default=0.6, help="replay: background rows this near are left out"
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="replay: also the in-scope rows an oracle out-of-scope cut keeps (see "
+        "coverage_ceiling.py; homelab sets at 90 %%, the others at 80 %%)",
+    )
+    parser.add_argument(
+        "--clause-route-only",
+        action="store_true",
+        help="replay: multi-step detection judges a clause by its route's probability alone",
+    )
+    parser.add_argument(
+        "--multi-step",
+        help="replay: CLAUSE:JOINED multi-step thresholds instead of each table's own",
+    )
     parser.add_argument("--sets", default=",".join(SETS), help="default: %(default)s")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6")
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
     args = parser.parse_args()
     embedding.SINGLE_ROUTE_CONFIDENCE = args.single_route_confidence
+    if args.clause_route_only:
+        _judge_clauses_by_route_alone()
     SETS.update(HELD_OUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("routermesh.training").setLevel(logging.WARNING)
-    {"prior": fit, "replay": replay, "combine": combine}[args.mode](args)
+    {"prior": fit, "refit": refit, "replay": replay, "combine": combine}[args.mode](args)
 
 
 if __name__ == "__main__":

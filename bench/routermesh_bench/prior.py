@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ SIZES = (5, 8, 10, 15, 20)
 MIN_ROUTES = 4
 QUERIES_PER_ROUTE = 20
 OUT_OF_SCOPE_PER_ABSENT_ROUTE = 8
+ROWS_PER_ROUTE = max(SIZES) + QUERIES_PER_ROUTE
 log = logging.getLogger("routermesh.bench")
 
 DESCRIBED = 0.7
@@ -51,6 +53,11 @@ DESCRIBED = 0.7
 class PriorSource:
     train: Path
     descriptions: dict[str, str]
+    by_intent: bool = False
+    """Routes are the file's intents (CLINC150's 150, HWU64's 64) instead of its routes:
+    tables as large as a tool table, whose routes are as near each other as tools
+    are. An intent's description is its name in words (``alarm_query``, route ``alarm-query``:
+    "alarm query")."""
 
 
 class Encodes(Protocol):
@@ -70,25 +77,87 @@ def fit_prior(
     seed: int,
     tune: Tuner | None = None,
     max_routes: int | None = None,
+    min_routes: int = MIN_ROUTES,
 ) -> dict[str, Any]:
     """Draw ``tables`` tables per source, judge their rows, fit both models.
 
     ``tune``: each table is judged by an encoder tuned on its evidence (the prior of a
-    tuned L0) instead of ``encoder``; ``max_routes``: the most routes a table draws
-    (tuning time grows with the table)."""
-    if max_routes is not None and max_routes < MIN_ROUTES:
+    tuned L0) instead of ``encoder``; ``max_routes``, ``min_routes``: the most and fewest
+    routes a table draws (tuning time grows with the table)."""
+    judged = judge_tables(
+        sources,
+        encoder,
+        tables=tables,
+        k=k,
+        seed=seed,
+        tune=tune,
+        max_routes=max_routes,
+        min_routes=min_routes,
+    )
+    return {
+        **fit_judged(judged),
+        "tables": tables * len(sources),
+        "k": k,
+        "seed": seed,
+        "sources": [str(s.train) for s in sources],
+    }
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Every drawn table's rows as L0 saw them: requests some route handles (with
+    whether the route chosen was theirs) and requests none does."""
+
+    inside: list[Features]
+    outside: list[Features]
+    correct: list[bool]
+
+    def __add__(self, other: Judged) -> Judged:
+        return Judged(
+            self.inside + other.inside, self.outside + other.outside, self.correct + other.correct
+        )
+
+
+def judge_tables(
+    sources: list[PriorSource],
+    encoder: Encodes,
+    *,
+    tables: int,
+    k: int,
+    seed: int,
+    tune: Tuner | None = None,
+    max_routes: int | None = None,
+    min_routes: int = MIN_ROUTES,
+) -> Judged:
+    """Draw ``tables`` tables per source and judge their rows (see :func:`fit_prior`)."""
+    if min_routes < MIN_ROUTES or (max_routes is not None and max_routes < min_routes):
         raise ValueError(
-            f"max_routes {max_routes}: a prior table holds {MIN_ROUTES} routes or more"
+            f"max_routes {max_routes}, min_routes {min_routes}: a prior table holds "
+            f"{MIN_ROUTES} routes or more, and max_routes must not be below min_routes"
         )
     rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
     inside: list[Features] = []
     outside: list[Features] = []
     correct: list[bool] = []
     for source in sources:
-        grouped, escalate = _grouped(source.train)
-        names = sorted(grouped)
+        grouped, escalate = _grouped(source.train, by_intent=source.by_intent)
+        # A route too small to give both its examples and its requests is left out.
+        names = sorted(n for n, texts in grouped.items() if len(texts) >= ROWS_PER_ROUTE)
+        descriptions = (
+            {name: re.sub(r"[-_]+", " ", name) for name in names}
+            if source.by_intent
+            else source.descriptions
+        )
         for number in range(tables):
-            table = _draw(grouped, escalate, names, source.descriptions, rng, max_routes=max_routes)
+            table = _draw(
+                grouped,
+                escalate,
+                names,
+                descriptions,
+                rng,
+                max_routes=max_routes,
+                min_routes=min_routes,
+            )
             judge = encoder
             if tune is not None:
                 started = time.monotonic()
@@ -113,6 +182,13 @@ def fit_prior(
                     correct.append(table.routes[f.route] == gold)
                 else:
                     outside.append(f)
+    return Judged(inside, outside, correct)
+
+
+def fit_judged(judged: Judged) -> dict[str, Any]:
+    """Both models fitted on judged rows the way the per-table fit is (the in-scope
+    classes weigh the same)."""
+    inside, outside, correct = judged.inside, judged.outside, judged.correct
     positives, negatives = len(inside), len(outside)
     in_scope = fit_logistic(
         [in_scope_row(f) for f in [*inside, *outside]],
@@ -124,13 +200,9 @@ def fit_prior(
     return {
         "in_scope": [round(w, 2) for w in in_scope],
         "correct": [round(w, 2) for w in right],
-        "tables": tables * len(sources),
         "in_scope_rows": positives,
         "out_of_scope_rows": negatives,
         "top1_accuracy": round(sum(correct) / max(len(correct), 1), 4),
-        "k": k,
-        "seed": seed,
-        "sources": [str(s.train) for s in sources],
     }
 
 
@@ -143,12 +215,16 @@ class _Table:
     """Which evidence stands for requests (examples, not description phrases)."""
 
 
-def _grouped(train: Path) -> tuple[dict[str, list[str]], list[str]]:
+def _grouped(train: Path, *, by_intent: bool = False) -> tuple[dict[str, list[str]], list[str]]:
     grouped: defaultdict[str, list[str]] = defaultdict(list)
     escalate = []
     for row in bootstrap.read_rows(train):
         if row.route == ESCALATE_ROUTE:
             escalate.append(row.text)
+        elif by_intent:
+            if row.intent is None:
+                raise ValueError(f"{train}: a row of route {row.route!r} has no intent")
+            grouped[route_name_from_label(row.intent)].append(row.text)
         else:
             grouped[route_name_from_label(row.route)].append(row.text)
     return dict(grouped), escalate
@@ -162,10 +238,11 @@ def _draw(
     rng: random.Random,
     *,
     max_routes: int | None = None,
+    min_routes: int = MIN_ROUTES,
 ) -> _Table:
-    most = max(MIN_ROUTES, len(names) - 2)
+    most = max(min_routes, len(names) - 2)
     chosen = rng.sample(
-        names, rng.randint(MIN_ROUTES, most if max_routes is None else min(most, max_routes))
+        names, rng.randint(min_routes, most if max_routes is None else min(most, max_routes))
     )
     size = rng.choice(SIZES)
     evidence: list[tuple[str, int]] = []

@@ -18,13 +18,12 @@ from routermesh.runtime.encoder import TOKENIZER_FILE, FloatArray
 from routermesh.runtime.encoder_training import (
     BATCH,
     SCALE,
-    TrainingError,
     export_encoder,
     optimizer_and_schedule,
     pooled_embeddings,
     training_tokenizer,
 )
-from routermesh.runtime.encoder_tuning import tune_rows
+from routermesh.runtime.encoder_tuning import require_two_routes, tune_rows
 
 ENCODE_BATCH = 64
 
@@ -123,8 +122,7 @@ def _tune_contrastive(
 
     from routermesh.runtime.minilm import load_encoder  # noqa: PLC0415
 
-    if len(set(labels)) < 2:
-        raise TrainingError("tuning the encoder needs evidence of at least two routes")
+    require_two_routes(labels)
     tokenizer = training_tokenizer(base, max_tokens=max_tokens, seed=seed, threads=threads)
     encoder = load_encoder(base)
     # Drawn for every objective, as the shipped recipe draws it: the dropout that follows

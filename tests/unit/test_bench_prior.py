@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from routermesh_bench.prior import PriorSource, _draw, fit_prior
+from routermesh_bench.prior import PriorSource, _draw, fit_prior, judge_tables
 
 ROUTES = [f"route{i:02d}" for i in range(12)]
 
@@ -96,3 +96,83 @@ def test_tuned_prior_judges_each_table_with_its_own_encoder(tmp_path: Path) -> N
     assert len(fitted["correct"]) == 4
     with pytest.raises(ValueError, match="4 routes or more"):
         fit_prior([PriorSource(train, {})], Refuses(), tables=1, k=5, seed=7, max_routes=3)
+
+
+def _intent_train(tmp_path: Path) -> Path:
+    """Two routes of three intents each, 40 rows per intent, and one intent too small to
+    give both a table's examples and its requests (``prior.ROWS_PER_ROUTE``)."""
+    lines = []
+    for route in ("alarm", "music"):
+        for intent in ("query", "set", "remove"):
+            name = f"{route}_{intent}"
+            lines += [
+                {"text": f"{name} request {n} word{n % 3}", "route": route, "intent": name}
+                for n in range(40)
+            ]
+    lines += [
+        {"text": f"music_tiny request {n}", "route": "music", "intent": "music_tiny"}
+        for n in range(39)
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return train
+
+
+def test_intent_tables_take_intents_as_routes_named_in_words(tmp_path: Path) -> None:
+    train = _intent_train(tmp_path)
+    tuned: list[tuple[list[str], list[int], int]] = []
+
+    def tune(texts: Sequence[str], labels: Sequence[int], routes: int) -> BagOfWords:
+        tuned.append((list(texts), list(labels), routes))
+        return BagOfWords()
+
+    judged = judge_tables(
+        [PriorSource(train, {"alarm": "never read for intent tables"}, by_intent=True)],
+        Refuses(),
+        tables=6,
+        k=5,
+        seed=11,
+        tune=tune,
+        min_routes=4,
+        max_routes=4,
+    )
+    sized = {f"{r}_{i}" for r in ("alarm", "music") for i in ("query", "set", "remove")}
+    described = 0
+    for texts, _, routes in tuned:
+        assert routes == 4
+        examples = [t for t in texts if " request " in t]
+        # Every example's route is one of the six sized intents (never music_tiny).
+        assert {t.split()[0] for t in examples} <= sized
+        phrases = [t for t in texts if " request " not in t]
+        # A described intent's description is its name in words.
+        assert set(phrases) <= {name.replace("_", " ") for name in sized}
+        described += len(phrases)
+    assert described > 0
+    # 4 drawn intents x 20 requests; the 2 others give 8 rows each.
+    assert len(judged.inside) == 6 * 80 and len(judged.outside) == 6 * 16
+    assert len(judged.correct) == len(judged.inside)
+    both = judged + judged
+    assert (len(both.inside), len(both.outside)) == (960, 192)
+
+
+def test_intent_tables_need_an_intent_on_every_row(tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"text": "wake me at six", "route": "alarm"}) + "\n")
+    with pytest.raises(ValueError, match="route 'alarm' has no intent"):
+        judge_tables([PriorSource(train, {}, by_intent=True)], BagOfWords(), tables=1, k=5, seed=1)
+
+
+def test_route_bounds_are_checked(tmp_path: Path) -> None:
+    train = _intent_train(tmp_path)
+    with pytest.raises(ValueError, match="max_routes must not be below min_routes"):
+        judge_tables(
+            [PriorSource(train, {})],
+            BagOfWords(),
+            tables=1,
+            k=5,
+            seed=1,
+            min_routes=6,
+            max_routes=5,
+        )
+    with pytest.raises(ValueError, match="4 routes or more"):
+        judge_tables([PriorSource(train, {})], BagOfWords(), tables=1, k=5, seed=1, min_routes=3)

@@ -16,6 +16,8 @@ import yaml
 from routermesh.operator import api
 from routermesh.operator.render import render_config
 from routermesh.runtime.contract.config import RouterConfig
+from routermesh.runtime.encoder_training import TrainingError
+from routermesh.runtime.encoder_tuning import tune_rows
 from routermesh.runtime.head_artifact import HeadManifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,3 +97,9 @@ def test_a_tuned_encoders_manifest_names_its_mode() -> None:
     written = json.loads(tuned.to_json())
     assert written["mode"] == "encoder" and written["holdout_accuracy"] is None
     assert HeadManifest.model_validate(written) == tuned
+
+
+def test_one_route_is_refused_before_any_weights_load(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="at least two routes"):
+        # The base folder does not exist: the refusal comes before anything is read.
+        tune_rows(["start vm 101", "stop vm 101"], [0, 0], 1, base=tmp_path / "none", epochs=1)

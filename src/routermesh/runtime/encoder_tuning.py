@@ -34,6 +34,12 @@ from routermesh.runtime.encoder_training import (
 from routermesh.runtime.head_artifact import HEAD_FILE, HeadManifest
 
 
+def require_two_routes(labels: Sequence[int]) -> None:
+    """A classifier over one route learns nothing: refuse before any weights load."""
+    if len(set(labels)) < 2:
+        raise TrainingError("tuning the encoder needs evidence of at least two routes")
+
+
 def tune_rows(
     texts: Sequence[str],
     labels: Sequence[int],
@@ -48,8 +54,7 @@ def tune_rows(
 ) -> tuple[Any, Any]:
     """(encoder, tokenizer): ``base`` fine-tuned on every row (route ``labels[i]`` of
     ``route_count``), in eval mode; the same rows, settings and seed give the same weights."""
-    if len(set(labels)) < 2:
-        raise TrainingError("tuning the encoder needs evidence of at least two routes")
+    require_two_routes(labels)
     tokenizer = training_tokenizer(base, max_tokens=max_tokens, seed=seed, threads=threads)
     data = TrainingSet(
         list(texts),
