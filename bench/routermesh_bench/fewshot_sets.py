@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,6 +26,12 @@ SETS: dict[str, tuple[str, str, int]] = {
     "hwu64": ("hwu64-k10-val", "{datasets}/hwu64/val.jsonl", 100),
 }
 """Set -> (run folder, eval file, synthetic multi-step rows the run added)."""
+
+HELD_OUT: dict[str, tuple[str, str, int]] = {
+    "tools-test": ("tools-test", "bench/data/tools/test.jsonl", 100),
+    "homelab-test": ("homelab-test", "bench/data/homelab-test.jsonl", 0),
+}
+"""The held-out runs: experiments measure them only when named, never tune on them."""
 
 
 def stack_files(name: str) -> list[Path]:
@@ -93,12 +100,18 @@ def refit_prior(datasets: Path, models: Path) -> dict[str, object]:
     ]
     model = Encoder(models / "packaged/all-MiniLM-L6-v2-int8")
     fitted = prior.fit_prior(sources, model, tables=10, k=10, seed=100)
+    install_prior(fitted)
+    return fitted
+
+
+def install_prior(fitted: dict[str, Any]) -> None:
+    """A fitted prior (``in_scope``, ``correct`` weights) as this process's calibration
+    prior."""
     w_in, w_right = fitted["in_scope"], fitted["correct"]
     in_scope = (w_in[0], w_in[1], w_in[2])
     correct = (w_right[0], w_right[1], w_right[2], w_right[3])
     calibration.PRIOR_IN_SCOPE, calibration.PRIOR_CORRECT = in_scope, correct
     calibration.Calibration.__init__.__defaults__ = (in_scope, correct)
-    return fitted
 
 
 def replay(

@@ -143,6 +143,16 @@ def judge_tables(
         grouped, escalate = _grouped(source.train, by_intent=source.by_intent)
         # A route too small to give both its examples and its requests is left out.
         names = sorted(n for n, texts in grouped.items() if len(texts) >= ROWS_PER_ROUTE)
+        if len(grouped) > len(names):
+            small = sorted(set(grouped) - set(names))
+            log.info(
+                "%s: left out of the draws (under %d rows): %s", source.train, ROWS_PER_ROUTE, small
+            )
+        if len(names) - 2 < min_routes:
+            raise ValueError(
+                f"{source.train}: {len(names)} routes of {ROWS_PER_ROUTE} rows or more; a "
+                f"table of {min_routes} needs {min_routes + 2} (two left out as out of scope)"
+            )
         descriptions = (
             {name: re.sub(r"[-_]+", " ", name) for name in names}
             if source.by_intent

@@ -147,7 +147,7 @@ def test_intent_tables_take_intents_as_routes_named_in_words(tmp_path: Path) -> 
         # A described intent's description is its name in words.
         assert set(phrases) <= {name.replace("_", " ") for name in sized}
         described += len(phrases)
-    assert described > 0
+    assert described > 0 and len(tuned) == 6
     # 4 drawn intents x 20 requests; the 2 others give 8 rows each.
     assert len(judged.inside) == 6 * 80 and len(judged.outside) == 6 * 16
     assert len(judged.correct) == len(judged.inside)
@@ -176,3 +176,33 @@ def test_route_bounds_are_checked(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="4 routes or more"):
         judge_tables([PriorSource(train, {})], BagOfWords(), tables=1, k=5, seed=1, min_routes=3)
+
+
+def test_a_table_larger_than_the_file_allows_is_refused(tmp_path: Path) -> None:
+    train = _intent_train(tmp_path)
+    # Six sized intents: tables of up to four, two left out as out of scope.
+    with pytest.raises(ValueError, match="a table of 5 needs 7"):
+        judge_tables(
+            [PriorSource(train, {}, by_intent=True)],
+            BagOfWords(),
+            tables=1,
+            k=5,
+            seed=1,
+            min_routes=5,
+        )
+
+
+def test_route_tables_draw_as_before_the_intent_draws(tmp_path: Path) -> None:
+    # Every route is large enough, so judge_tables draws what _draw drew for this seed
+    # before intents and the size filter existed (test_draw_bounds_the_routes_when_asked:
+    # five routes, 20 requests each, 8 from each of the 7 absent routes).
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        "".join(
+            json.dumps({"text": text, "route": route}) + "\n"
+            for route, texts in _grouped().items()
+            for text in texts
+        )
+    )
+    judged = judge_tables([PriorSource(train, {})], BagOfWords(), tables=1, k=5, seed=3)
+    assert (len(judged.inside), len(judged.outside)) == (100, 56)

@@ -59,9 +59,9 @@ each tuned the same way (4 epochs) before its other rows were judged
 (``bench/experiments/tuned_encoder.py prior --tables 8``;
 bench/results/experiments/tuned-prior.json). The table's own leave-one-out rows were
 trained on, so they flatter a tuned encoder: the prior says how far to trust them.
-Tables as large as a tool table (20 to 40 of the train files' intents) made L0 stricter
-on every dev set, the 40-route one included (tuned-prior-intents.txt there), so the
-prior stays drawn from routes."""
+Tables as large as a tool table (20 to 40 of the train files' intents) cost homelab a
+third of its coverage and gained the 40-route tool table nothing clear
+(tuned-prior-intents.txt there), so the prior stays drawn from routes."""
 
 TUNED_PRIOR_CORRECT: tuple[float, float, float, float] = (0.57, 8.14, 1.91, 0.30)
 """Prior weights of ``correct`` for a tuned encoder; same fit."""
