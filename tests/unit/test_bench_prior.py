@@ -42,6 +42,19 @@ def _grouped() -> dict[str, list[str]]:
     }
 
 
+def _route_train(tmp_path: Path) -> Path:
+    """_grouped()'s routes as a train file."""
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        "".join(
+            json.dumps({"text": text, "route": route}) + "\n"
+            for route, texts in _grouped().items()
+            for text in texts
+        )
+    )
+    return train
+
+
 def _rng(seed: int) -> random.Random:
     return random.Random(seed)  # noqa: S311 - sampling, not secrets
 
@@ -62,14 +75,7 @@ def test_draw_bounds_the_routes_when_asked() -> None:
 
 
 def test_tuned_prior_judges_each_table_with_its_own_encoder(tmp_path: Path) -> None:
-    train = tmp_path / "train.jsonl"
-    train.write_text(
-        "".join(
-            json.dumps({"text": text, "route": route}) + "\n"
-            for route, texts in _grouped().items()
-            for text in texts
-        )
-    )
+    train = _route_train(tmp_path)
     tuned: list[tuple[list[str], list[int], int]] = []
 
     def tune(texts: Sequence[str], labels: Sequence[int], routes: int) -> BagOfWords:
@@ -196,13 +202,6 @@ def test_route_tables_draw_as_before_the_intent_draws(tmp_path: Path) -> None:
     # Every route is large enough, so judge_tables draws what _draw drew for this seed
     # before intents and the size filter existed (test_draw_bounds_the_routes_when_asked:
     # five routes, 20 requests each, 8 from each of the 7 absent routes).
-    train = tmp_path / "train.jsonl"
-    train.write_text(
-        "".join(
-            json.dumps({"text": text, "route": route}) + "\n"
-            for route, texts in _grouped().items()
-            for text in texts
-        )
-    )
+    train = _route_train(tmp_path)
     judged = judge_tables([PriorSource(train, {})], BagOfWords(), tables=1, k=5, seed=3)
     assert (len(judged.inside), len(judged.outside)) == (100, 56)
