@@ -53,7 +53,8 @@ Generic requests tuned as one more class (``--background``: the encoder learns t
 the routes from them; they are never examples), with the oracle ceiling of
 ``coverage_ceiling.py`` on the verdicts (``--ceiling``; the first runs below counted a
 message by its best route before multi-step detection, which the results file says);
-not shipped (bench/results/experiments/tuned-encoder-background.txt):
+shipped opt-in with the clause test below as ``l0.head.genericRequests``
+(``runtime/generic_requests.py``; bench/results/experiments/tuned-encoder-background.txt):
 
     BG=../shared/datasets/hwu64/train.jsonl,../shared/datasets/clinc150/train.jsonl
     .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
@@ -83,6 +84,14 @@ bench/results/experiments/tuned-encoder-background-clauses.txt):
         --thresholds 0.45,0.5 --ceiling --clause-route-only --multi-step 0.85:0.6 \
         --background $BG --prior-file bench/results/experiments/tuned-prior-background.json \
         --sets homelab,tools,homelab-test,tools-test
+
+and the "no split when this sure" guard for it (0.95 shipped,
+``generic_requests.SINGLE_ROUTE_CONFIDENCE``; tuned-encoder-background-gate.txt):
+
+    for g in 0.95 1.01; do .venv/bin/python bench/experiments/tuned_encoder.py replay \
+        --strength 20 --thresholds 0.5 --clause-route-only --multi-step 0.85:0.6 \
+        --background $BG --prior-file bench/results/experiments/tuned-prior-background.json \
+        --sets homelab,tools --single-route-confidence $g; done
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def _command(run: dict[str, Any], folder: Path) -> str:
         + (f" --limit {run['limit']}" if run.get("limit") else "")
         + (f" --thresholds {run['thresholds_from']}" if run.get("thresholds_from") else "")
         + "".join(
-            f" --set {layer}.{field}={json.dumps(value)}"
+            f" --set {_set_value(f'{layer}.{field}', value)}"
             for layer, fields in settings.items()
             for field, value in _flat(fields)
         )
@@ -97,6 +98,14 @@ def _command(run: dict[str, Any], folder: Path) -> str:
         + ("" if run.get("all_layers", True) else " --no-all-layers")
         + (f" --head {run['head_epochs']}" if run.get("head_epochs") else "")
     )
+
+
+def _set_value(key: str, value: object) -> str:
+    """``--set``'s argument as a shell reads it back: a list or an object is quoted YAML
+    flow (``'l0.head.genericRequests=["hwu64","clinc150"]'``), a scalar as before."""
+    if isinstance(value, list | dict):
+        return shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
+    return f"{key}={json.dumps(value)}"
 
 
 def _flat(fields: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -174,7 +174,9 @@ def test_the_report_puts_small_tables_first_with_their_commands(tmp_path: Path) 
         "routetable": "samples/homelab/routetable.yaml",
         "eval": "bench/data/homelab-dev.jsonl",
         "synthetic_multi_step": 100,
-        "settings": {"l0": {"multiStep": {"enabled": False}}},
+        "settings": {
+            "l0": {"multiStep": {"enabled": False}, "head": {"genericRequests": ["hwu64"]}}
+        },
         "disabled": [],
     }
     folder = tmp_path / "results/fewshot/homelab-dev"
@@ -186,5 +188,5 @@ def test_the_report_puts_small_tables_first_with_their_commands(tmp_path: Path) 
     assert (
         "`router-mesh bench quality --routetable samples/homelab/routetable.yaml --eval "
         f"bench/data/homelab-dev.jsonl --out {folder.as_posix()} --multi 100 "
-        "--set l0.multiStep.enabled=false`"
+        "--set l0.multiStep.enabled=false --set 'l0.head.genericRequests=[\"hwu64\"]'`"
     ) in page

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from routermesh.runtime.calibration import PRIOR_IN_SCOPE, TUNED_PRIOR_IN_SCOPE
-from routermesh.runtime.contract.config import HeadConfig, ModelRef, RouterConfig
+from routermesh.runtime.contract.config import GenericSource, HeadConfig, ModelRef, RouterConfig
+from routermesh.runtime.decision import Reason
 from routermesh.runtime.embedding import EmbeddingLayer, Encoder, EncoderStore
 from routermesh.runtime.evidence import route_examples
 from routermesh.runtime.finetune import train_head
@@ -32,7 +33,13 @@ def folders() -> tuple[str, str]:
     return encoder_folders(MODELS)
 
 
-def homelab_tuned(folders: tuple[str, str], path: str, *, mode: str = "encoder") -> RouterConfig:
+def homelab_tuned(
+    folders: tuple[str, str],
+    path: str,
+    *,
+    mode: str = "encoder",
+    generic: tuple[GenericSource, ...] = (),
+) -> RouterConfig:
     """samples/homelab with L0 on the packaged encoder and a head of ``mode`` (one epoch:
     the test checks the mechanics, docs/benchmarks.md the figures)."""
     serving, base = folders
@@ -45,6 +52,7 @@ def homelab_tuned(folders: tuple[str, str], path: str, *, mode: str = "encoder")
                 base=ModelRef(uri="packaged", path=base),
                 path=path,
                 epochs=1,
+                generic_requests=generic,
             ),
         }
     )
@@ -154,3 +162,50 @@ async def test_a_tuned_encoder_is_stale_for_a_head_or_new_descriptions(
     await layer.prepare()
     assert layer.stats["head"]["state"] == "stale"
     assert (await layer.classify("show me connected clients")).head is False
+
+
+@pytest.fixture(scope="module")
+def tuned_generic(folders: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tuned-generic") / "artifact"
+    config = homelab_tuned(folders, "unused", generic=("hwu64", "clinc150"))
+    train_head(config, MODELS, out=out, threads=2)
+    return out
+
+
+async def test_generic_requests_are_learned_as_a_class_never_served_as_examples(
+    folders: tuple[str, str], tuned_generic: Path, tmp_path: Path
+) -> None:
+    manifest = read_manifest(tuned_generic)
+    assert manifest is not None
+    # The table's 72 rows, and 300 of the corpus's 1,200 (none as near the table as 0.6).
+    assert (manifest.examples, manifest.generic_rows) == (72, 300)
+    assert manifest.generic_requests == ("hwu64", "clinc150")
+    assert len(manifest.generic_version) == 16
+    assert manifest.routes == ("unifi", "proxmox", "grafana", "elastic", "cortex")
+
+    artifact = tmp_path / "heads" / "generic"
+    shutil.copytree(tuned_generic, artifact)
+    config = homelab_tuned(folders, str(artifact), generic=("hwu64", "clinc150"))
+    layer = EmbeddingLayer(config.layers[0], config, MODELS, store=EncoderStore())
+    await layer.prepare()
+    assert layer.stats["head"]["state"] == "loaded" and layer.stats["head"]["generic_rows"] == 300
+    assert layer.stats["examples"] == 40  # the table's own: no generic request is evidence
+    index = layer.index
+    assert index is not None and index.clauses_by_route is True
+    assert set(index.routes) == {"unifi", "proxmox", "grafana", "elastic", "cortex"}
+    verdict = await layer.classify("check network and spin up test VM")
+    assert verdict.head is True and verdict.cause == Reason.MULTI_STEP
+    assert verdict.plan == ("unifi", "proxmox")
+
+    # The same artifact for a config that asks for none is another recipe's: stale.
+    alone = homelab_tuned(folders, str(artifact))
+    layer = EmbeddingLayer(alone.layers[0], alone, MODELS, store=EncoderStore())
+    await layer.prepare()
+    assert layer.stats["head"]["state"] == "stale"
+    # So is one tuned with an earlier corpus or draw.
+    (artifact / HEAD_FILE).write_text(
+        manifest.model_copy(update={"generic_version": "0" * 16}).to_json()
+    )
+    layer = EmbeddingLayer(config.layers[0], config, MODELS, store=EncoderStore())
+    await layer.prepare()
+    assert layer.stats["head"]["state"] == "stale"

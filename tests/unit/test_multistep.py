@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from routermesh.local import LocalOptions, render
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
-from routermesh.runtime.decision import Reason
+from routermesh.runtime.decision import Reason, Verdict
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import EncoderStore
 from routermesh.runtime.example_index import Candidate, Features, Judgement
@@ -194,7 +194,8 @@ class _Index:
     head = None
     artifact = None  # no trained artifact: the base encoder answers
 
-    def __init__(self, whole: float) -> None:
+    def __init__(self, whole: float, *, clauses_by_route: bool = False) -> None:
+        self.clauses_by_route = clauses_by_route
         self.answers = {
             0.0: Judgement("unifi", whole, 0.99, Features(0, 1.0, 0.9, 0.5)),
             1.0: Judgement("unifi", 0.8, 0.99, Features(0, 1.0, 0.9, 0.5)),
@@ -222,6 +223,56 @@ def test_a_message_l0_is_very_sure_of_is_not_split(
     )
     assert (verdict.cause is Reason.MULTI_STEP) is multi
     assert verdict.route == ("cortex" if multi else "unifi")
+
+
+def _split(layer: EmbeddingLayer, index: _Index) -> Verdict:
+    vectors = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    return layer._verdict(
+        index,  # type: ignore[arg-type]
+        "reboot the switch and migrate vm 101",
+        vectors[0],
+        [Clause("reboot the switch", True), Clause("migrate vm 101", True)],
+        vectors[1:],
+    )
+
+
+@pytest.mark.parametrize(("whole", "multi"), [(0.6, True), (0.93, True), (0.95, False)])
+def test_an_encoder_tuned_with_generic_requests_is_split_below_095(
+    homelab_l0: tuple[EmbeddingLayer, RouterConfig], whole: float, multi: bool
+) -> None:
+    layer, _ = homelab_l0
+    index = _Index(whole, clauses_by_route=True)
+    # Each clause 0.5 sure of its route overall, 0.91 of it once in scope (0.55).
+    index.answers[1.0] = Judgement("unifi", 0.5, 0.55, Features(0, 1.0, 0.9, 0.5))
+    index.answers[2.0] = Judgement("proxmox", 0.5, 0.55, Features(1, 1.0, 0.9, 0.5))
+    verdict = _split(layer, index)
+    assert (verdict.cause is Reason.MULTI_STEP) is multi
+    if multi:
+        assert verdict.plan == ("unifi", "proxmox")
+
+
+def test_its_clauses_are_judged_by_route_alone_at_its_own_thresholds(
+    homelab_l0: tuple[EmbeddingLayer, RouterConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer, _ = homelab_l0
+    # 0.3 overall is under the layer's 0.4; 0.3 / 0.33 = 0.91 once in scope is over 0.85.
+    unsure = {
+        1.0: Judgement("unifi", 0.3, 0.33, Features(0, 1.0, 0.9, 0.5)),
+        2.0: Judgement("proxmox", 0.3, 0.33, Features(1, 1.0, 0.9, 0.5)),
+    }
+    base, tuned = _Index(0.6), _Index(0.6, clauses_by_route=True)
+    base.answers |= unsure
+    tuned.answers |= unsure
+    assert _split(layer, base).cause is None
+    assert _split(layer, tuned).cause is Reason.MULTI_STEP
+    # 0.8 of 0.99 in scope is 0.81 by route: under its 0.85, though over the layer's 0.4.
+    assert _split(layer, _Index(0.6, clauses_by_route=True)).cause is None
+    # multiStep.enabled: false turns detection off for it too.
+    off = layer._layer.model_copy(
+        update={"multi_step_threshold": None, "multi_step_joined_threshold": None}
+    )
+    monkeypatch.setattr(layer, "_layer", off)
+    assert _split(layer, tuned).cause is None
 
 
 def test_the_escalation_route_near_the_message_takes_no_server_out_of_its_best_few(

@@ -32,6 +32,7 @@ from routermesh.runtime.contract.config import (
     DNS_LABEL_PATTERN,
     MAX_CANDIDATES,
     MAX_MESSAGE_CHARS_LIMIT,
+    GenericSource,
     HeadMode,
     judge_prompt_bound,
 )
@@ -663,6 +664,15 @@ class TrainedHead(ApiModel):
     With mode encoder, the Job fine-tunes the encoder alone on the table's examples and
     descriptions (see mode)."""
 
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="!has(self.genericRequests) || size(self.genericRequests) == 0 || "
+            "(has(self.mode) && self.mode == 'encoder')",
+            message="genericRequests are learned by a tuned encoder only (mode: encoder)",
+            check=lambda m: not m.generic_requests or m.mode == "encoder",
+        ),
+    )
+
     enabled: bool = Field(default=False, description="Train and use the head. Default: false.")
     mode: HeadMode = Field(
         default="head",
@@ -687,6 +697,17 @@ class TrainedHead(ApiModel):
     seed: int = Field(
         default=0, ge=0, description="Seed of the split, order and init (reproducible)."
     )
+    generic_requests: list[GenericSource] = Field(
+        default_factory=list,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Mode encoder: packaged corpora of generic assistant requests (hwu64, "
+        "clinc150: train rows, CC BY 4.0 and CC BY 3.0) the encoder also learns, as one more "
+        "class, so that requests outside every route sit apart from the routes' own; they "
+        "are never routed to. Its clauses are then judged by route alone (multi-step "
+        "thresholds 0.85 / 0.6 in place of multiStep's, no split above 0.95). A trade, "
+        "measured in the README. Default: [] (the table alone).",
+    )
     resources: Resources = Field(
         default_factory=lambda: _resources("2", "3Gi"),
         description="Training Job container resources. Default: 2 CPU, 3Gi.",
@@ -703,6 +724,13 @@ class TrainedHead(ApiModel):
         description="Platt scaling of the head's confidence while it serves. Default: none "
         "(l0.calibration for both).",
     )
+
+    @model_validator(mode="after")
+    def _generic_requests_once(self) -> TrainedHead:
+        # The CRD's list-type set refuses a repeated corpus; so does the edge in local mode.
+        if len(set(self.generic_requests)) != len(self.generic_requests):
+            raise ValueError(f"genericRequests names a corpus twice: {self.generic_requests}")
+        return self
 
 
 def head_epochs(head: TrainedHead) -> int:

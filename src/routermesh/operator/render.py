@@ -310,6 +310,11 @@ def head_key(config: rc.RouterConfig, head: TrainedHead) -> str:
         # A tuned encoder learns the descriptions too (a head's keys stay as they were).
         inputs["mode"] = head.mode
         inputs["descriptions"] = [[r.name, r.description] for r in config.routes]
+        if head.generic_requests:
+            # ... and the generic requests, the corpus and its draw (an encoder tuned
+            # without them keeps its key; their order changes nothing).
+            inputs["generic_requests"] = sorted(head.generic_requests)
+            inputs["generic_version"] = rc.GENERIC_REQUESTS_VERSION
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -323,6 +328,7 @@ def with_head(config: rc.RouterConfig, head: TrainedHead) -> rc.RouterConfig:
         mode=head.mode,
         epochs=head_epochs(head),
         seed=head.seed,
+        generic_requests=tuple(sorted(head.generic_requests)),
         threshold=head.threshold,
         calibration=_platt(head.calibration),
     )

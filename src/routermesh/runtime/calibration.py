@@ -66,6 +66,18 @@ third of its coverage and gained the 40-route tool table nothing clear
 TUNED_PRIOR_CORRECT: tuple[float, float, float, float] = (0.57, 8.14, 1.91, 0.30)
 """Prior weights of ``correct`` for a tuned encoder; same fit."""
 
+TUNED_GENERIC_PRIOR_IN_SCOPE: tuple[float, float, float] = (10.38, 1.85, -5.15)
+"""Prior weights of ``in_scope`` when the tuned encoder also learned generic requests as
+one more class (``runtime/generic_requests.py``): 16 tables drawn and tuned as for
+:data:`TUNED_PRIOR_IN_SCOPE`, each with 300 generic requests from the other source's train
+file (``bench/experiments/tuned_encoder.py prior --tables 8 --background ...``, seeds 100
+and 101; bench/results/experiments/tuned-prior-background.json). Those draws were
+filtered by the int8 encoder and the Job filters by the fp32 base it tunes: the same rule,
+a row or two apart at the 0.6 edge."""
+
+TUNED_GENERIC_PRIOR_CORRECT: tuple[float, float, float, float] = (0.35, 9.23, 1.93, 0.36)
+"""Prior weights of ``correct`` for an encoder tuned with generic requests; same fit."""
+
 PRIOR_STRENGTH = 20.0
 """Ridge strength towards the prior: worth about as much as a few dozen rows."""
 
@@ -194,6 +206,7 @@ class Prior:
 
 
 TUNED_PRIOR = Prior(TUNED_PRIOR_IN_SCOPE, TUNED_PRIOR_CORRECT)
+TUNED_GENERIC_PRIOR = Prior(TUNED_GENERIC_PRIOR_IN_SCOPE, TUNED_GENERIC_PRIOR_CORRECT)
 
 
 def base_prior() -> Prior:

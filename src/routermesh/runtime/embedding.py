@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from routermesh.runtime.calibration import TUNED_PRIOR
-from routermesh.runtime.contract.config import LayerConfig, RouterConfig
+from routermesh.runtime import generic_requests
+from routermesh.runtime.calibration import TUNED_GENERIC_PRIOR, TUNED_PRIOR, Prior
+from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
 from routermesh.runtime.decision import Candidate, Reason, Verdict
 from routermesh.runtime.encode_batcher import EncodeBatcher
 from routermesh.runtime.encoder import STORE, Encoder, EncoderError, EncoderStore, FloatArray
@@ -174,18 +175,14 @@ class EmbeddingLayer:
         folder = self._models_dir / head.path
         try:
             manifest = read_manifest(folder)
+            if manifest is None or self._base is None:
+                return None, {**report, "state": "pending"}
+            current = _made_for(
+                manifest, head, training_pairs(self._base, self._config, head.mode), self._routes
+            )
         except ValueError as error:
             return None, {**report, "state": "invalid", "error": str(error)[:300]}
-        if manifest is None:
-            return None, {**report, "state": "pending"}
-        if self._base is None:
-            return None, {**report, "state": "pending"}
-        trained_on = training_pairs(self._base, self._config, head.mode)
-        if (
-            manifest.mode != head.mode
-            or manifest.examples_digest != examples_digest(trained_on, self._routes)
-            or list(manifest.routes) != list(self._routes)
-        ):
+        if not current:
             return None, {**report, "state": "stale"}
         return manifest, {
             **report,
@@ -195,6 +192,7 @@ class EmbeddingLayer:
             "holdout_accuracy": manifest.holdout_accuracy,
             "trained_examples": manifest.examples,
             "train_seconds": manifest.seconds,
+            **({"generic_rows": manifest.generic_rows} if manifest.generic_requests else {}),
         }
 
     @property
@@ -235,10 +233,11 @@ class EmbeddingLayer:
             escalation=self._config.escalation.route,
             # A tuned encoder's leave-one-out rows were trained on: its own prior says how
             # far to trust them.
-            prior=TUNED_PRIOR if manifest is not None and manifest.mode == "encoder" else None,
+            prior=_tuned_prior(manifest),
         )
         if manifest is not None:
             index.artifact = manifest.digest
+            index.clauses_by_route = manifest.generic_rows > 0
         if manifest is not None and manifest.mode == "head":
             index.head = TrainedHead(
                 weights=np.array(manifest.weights, dtype=np.float64),
@@ -302,14 +301,19 @@ class EmbeddingLayer:
         escalation = self._config.escalation.route
         out_of_scope = _unit(1.0 - judged.in_scope)
         threshold = self._layer.multi_step_threshold
+        joined_threshold = self._layer.multi_step_joined_threshold
+        single_route = SINGLE_ROUTE_CONFIDENCE
+        if index.clauses_by_route and threshold is not None:
+            threshold, joined_threshold = generic_requests.CLAUSE_THRESHOLDS
+            single_route = generic_requests.SINGLE_ROUTE_CONFIDENCE
         # A message L0 is this sure belongs to one route is not split: "and" inside one
         # request ("the balance and the routing number") is no second task.
-        if parts and threshold is not None and judged.confidence < SINGLE_ROUTE_CONFIDENCE:
+        if parts and threshold is not None and judged.confidence < single_route:
             steps = [
                 ClauseRoute(
                     part.text,
                     (j := index.classify(vector, 0, content_words(part.text))).route,
-                    j.confidence,
+                    _clause_confidence(j, by_route=index.clauses_by_route),
                     part.joined,
                 )
                 for part, vector in zip(parts, part_vectors, strict=True)
@@ -318,7 +322,7 @@ class EmbeddingLayer:
                 steps,
                 threshold,
                 escalation,
-                joined_threshold=self._layer.multi_step_joined_threshold,
+                joined_threshold=joined_threshold,
                 # The message's best few servers: the escalation route's examples being
                 # near takes no server out of them.
                 candidates=[c.route for c in judged.candidates if c.route != escalation][
@@ -379,3 +383,34 @@ class EmbeddingLayer:
 
 def _unit(value: float) -> float:
     return min(max(value, 0.0), 1.0)
+
+
+def _tuned_prior(manifest: HeadManifest | None) -> Prior | None:
+    """The calibration prior of a tuned encoder (none: the packaged encoder's, or a head)."""
+    if manifest is None or manifest.mode != "encoder":
+        return None
+    return TUNED_GENERIC_PRIOR if manifest.generic_rows > 0 else TUNED_PRIOR
+
+
+def _clause_confidence(judged: Judgement, *, by_route: bool) -> float:
+    """A clause's confidence in its route: P(in scope) x P(route), or P(route | in scope)
+    alone (``ExampleIndex.clauses_by_route``)."""
+    if by_route and judged.in_scope > 0:
+        return min(1.0, judged.confidence / judged.in_scope)
+    return judged.confidence
+
+
+def _made_for(
+    manifest: HeadManifest,
+    head: HeadConfig,
+    trained_on: Sequence[tuple[str, str]],
+    routes: Sequence[str],
+) -> bool:
+    """The artifact was made by ``head``'s recipe from these examples and routes."""
+    return (
+        manifest.mode == head.mode
+        and manifest.examples_digest == examples_digest(trained_on, routes)
+        and list(manifest.routes) == list(routes)
+        and manifest.generic_requests == head.generic_requests
+        and manifest.generic_version == generic_requests.version_for(head.generic_requests)
+    )

@@ -9,6 +9,10 @@ table fit, pulled towards a prior measured on tables tuned the same way
 (:data:`routermesh.runtime.calibration.TUNED_PRIOR`): the table's leave-one-out rows were
 trained on, so on their own they would flatter the tuned encoder.
 
+With ``generic_requests`` the encoder also learns a few hundred generic requests as one
+more class (``runtime/generic_requests.py``), so that requests outside every route sit
+apart from the routes' own; L0 then uses the prior measured on tables tuned that way.
+
 The artifact is the trained head's folder (``model.onnx``, ``tokenizer.json``,
 ``head.json`` with ``mode: encoder`` and no head weights), made by the same Job and
 swapped in the same way.
@@ -16,22 +20,31 @@ swapped in the same way.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from routermesh.runtime.contract.config import HeadConfig
+import numpy as np
+
+from routermesh.runtime import generic_requests
+from routermesh.runtime.contract.config import GenericSource, HeadConfig
 from routermesh.runtime.encoder import TOKENIZER_FILE
 from routermesh.runtime.encoder_training import (
     TrainingError,
     TrainingSet,
     export_encoder,
     fit_encoder,
+    pooled_embeddings,
     training_tokenizer,
 )
 from routermesh.runtime.head_artifact import HEAD_FILE, HeadManifest
+
+ENCODE_BATCH = 64
+
+log = logging.getLogger("routermesh.training")
 
 
 def require_two_routes(labels: Sequence[int]) -> None:
@@ -88,10 +101,28 @@ def tune_artifact(
     """Tune the encoder on ``pairs`` (examples and description phrases) and write the
     artifact into ``staging``; its manifest."""
     order = {route: i for i, route in enumerate(routes)}
+    texts = [text for text, _ in pairs]
+    labels = [order[route] for _, route in pairs]
+    generic: list[str] = []
+    if head.generic_requests:
+        generic = generic_rows(
+            texts, head.generic_requests, base=base, max_tokens=head.max_tokens, threads=threads
+        )
+        if len(generic) < generic_requests.ROWS // 2:
+            # The serving prior was measured with ROWS of them: fewer is a weaker recipe.
+            log.warning(
+                "few generic requests left beside the table",
+                extra={
+                    "event": "generic_requests_few",
+                    "rows": len(generic),
+                    "measured_with": generic_requests.ROWS,
+                    "sources": list(head.generic_requests),
+                },
+            )
     encoder, tokenizer = tune_rows(
-        [text for text, _ in pairs],
-        [order[route] for _, route in pairs],
-        len(routes),
+        texts + generic,
+        labels + [len(routes)] * len(generic),
+        len(routes) + (1 if generic else 0),
         base=base,
         epochs=head.epochs,
         seed=head.seed,
@@ -117,6 +148,49 @@ def tune_artifact(
         base=head.base.uri,
         seconds=round(time.monotonic() - started, 1),
         created=time.time(),
+        generic_requests=head.generic_requests,
+        generic_rows=len(generic),
+        generic_version=generic_requests.version_for(head.generic_requests),
     )
     (staging / HEAD_FILE).write_text(manifest.to_json(indent=1), encoding="utf-8")
     return manifest
+
+
+def generic_rows(
+    evidence: Sequence[str],
+    sources: Sequence[GenericSource],
+    *,
+    base: Path,
+    max_tokens: int,
+    threads: int | None,
+) -> list[str]:
+    """The packaged generic requests of ``sources`` that ``base`` puts no nearer the
+    table's ``evidence`` than ``generic_requests.NEAR``, ``generic_requests.ROWS`` of them."""
+    import torch  # noqa: PLC0415 - training only
+
+    from routermesh.runtime.minilm import load_encoder  # noqa: PLC0415
+
+    try:
+        pool = generic_requests.load(sources)
+        found = generic_requests.version()
+    except generic_requests.CorpusError as error:
+        raise TrainingError(str(error)) from error
+    if found != generic_requests.version_for(sources):
+        # An artifact records the version it names: a different corpus would be served as it.
+        raise TrainingError(
+            f"the packaged generic request corpus is version {found}, not the "
+            f"{generic_requests.version_for(sources)} this release names"
+        )
+    tokenizer = training_tokenizer(base, max_tokens=max_tokens, seed=0, threads=threads)
+    encoder = load_encoder(base)
+    encoder.eval()
+
+    def encode(texts: Sequence[str]) -> Any:
+        with torch.no_grad():
+            parts = [
+                pooled_embeddings(encoder, tokenizer, texts[i : i + ENCODE_BATCH]).numpy()
+                for i in range(0, len(texts), ENCODE_BATCH)
+            ]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    return generic_requests.unlike(pool, encode(pool), encode(list(evidence)))

@@ -198,6 +198,9 @@ class ExampleIndex:
     loo_accuracy: float | None
     texts: tuple[str, ...] = ()
     head: TrainedHead | None = None
+    clauses_by_route: bool = False
+    """Multi-step detection judges a clause by P(route | in scope) alone (an encoder tuned
+    with generic requests: the message around a clause says whether it is in scope)."""
     artifact: str | None = None
     """Digest of the trained artifact whose encoder built this index (a head, or an encoder
     tuned on the table); None: the base encoder."""

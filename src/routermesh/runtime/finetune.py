@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routermesh.runtime import generic_requests
 from routermesh.runtime.calibration import fit_platt
 from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
@@ -143,6 +144,7 @@ def train_head(
             "digest": manifest.digest,
             "mode": manifest.mode,
             "examples": manifest.examples,
+            "generic_rows": manifest.generic_rows,
             "holdout_accuracy": manifest.holdout_accuracy,
             "seconds": manifest.seconds,
         },
@@ -165,6 +167,8 @@ def _same(manifest: HeadManifest, digest: str, head: HeadConfig) -> bool:
         and manifest.epochs == head.epochs
         and manifest.seed == head.seed
         and manifest.max_tokens == head.max_tokens
+        and manifest.generic_requests == head.generic_requests
+        and manifest.generic_version == generic_requests.version_for(head.generic_requests)
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from routermesh.runtime.contract.config import HeadMode
+from routermesh.runtime.contract.config import GenericSource, HeadMode
 
 HEAD_FILE = "head.json"
 FORMAT = 1
@@ -46,13 +46,23 @@ class HeadManifest(BaseModel):
     base: str
     seconds: float
     created: float
+    generic_requests: tuple[GenericSource, ...] = Field(
+        default=(), description="The corpora of generic requests learned as one more class."
+    )
+    generic_rows: int = Field(default=0, ge=0, description="How many of them were learned.")
+    generic_version: str = Field(
+        default="", description="generic_requests.version() of the corpus and draw."
+    )
 
     def to_json(self, indent: int | None = None) -> str:
         """``head.json``'s text. A head's has no ``mode`` (as before the field existed, so
         a pod of the previous release still reads it); a tuned encoder's names its mode,
         which such a pod refuses rather than serve it as a head."""
-        exclude = {"mode"} if self.mode == "head" else None
-        return self.model_dump_json(indent=indent, exclude=exclude)
+        exclude = {"mode"} if self.mode == "head" else set()
+        if not self.generic_requests:
+            # Without them, the file an earlier release wrote and reads (same digest).
+            exclude |= {"generic_requests", "generic_rows", "generic_version"}
+        return self.model_dump_json(indent=indent, exclude=exclude or None)
 
     @property
     def digest(self) -> str:

@@ -211,6 +211,16 @@ the encoder alone fine-tuned on every example and description phrase, serving L0
 nearest-example vote (``runtime/encoder_tuning.py``; small hand-written tables)."""
 
 
+GenericSource = Literal["hwu64", "clinc150"]
+"""A public corpus of generic assistant requests packaged with router-mesh
+(``runtime/generic_requests.py``): HWU64 (CC BY 4.0) or CLINC150 (CC BY 3.0), train rows."""
+
+GENERIC_REQUESTS_VERSION = "dc56b8325d3ebfcf"
+"""``generic_requests.version()`` of the packaged corpus and its draw, here so that the
+operator keys an artifact by it without reading the corpus (tests check it against the
+file: change the corpus, ``ROWS`` or ``NEAR`` and this with them)."""
+
+
 class HeadConfig(ContractModel):
     """A routing head fine-tuned from the route examples (embedding layers; see
     ``runtime/finetune.py``). The training Job (or local mode) writes the artifact to
@@ -233,6 +243,13 @@ class HeadConfig(ContractModel):
     )
     seed: int = Field(default=0, ge=0)
     max_tokens: int = Field(default=48, ge=8, le=256)
+    generic_requests: tuple[GenericSource, ...] = Field(
+        default=(),
+        description="Mode encoder: packaged corpora of generic requests the encoder learns as "
+        "one more class, so that requests for none of the routes sit apart from them "
+        "(runtime/generic_requests.py); their clauses are then judged by route alone. Empty: "
+        "the table alone.",
+    )
     threshold: Probability | None = Field(
         default=None,
         description="The layer's threshold while the head serves (none: the layer's). The "
@@ -244,6 +261,14 @@ class HeadConfig(ContractModel):
         description="Platt scaling (slope, intercept) of the head's confidence while it "
         "serves (none: the layer's calibration).",
     )
+
+    @model_validator(mode="after")
+    def _generic_requests(self) -> HeadConfig:
+        if self.generic_requests and self.mode != "encoder":
+            raise ValueError("generic_requests are learned by a tuned encoder only (mode encoder)")
+        if len(set(self.generic_requests)) != len(self.generic_requests):
+            raise ValueError(f"generic_requests names a corpus twice: {self.generic_requests}")
+        return self
 
 
 class AdaptiveConfig(ContractModel):
