@@ -143,7 +143,14 @@ def test_a_tuned_encoder_says_its_mode_and_holds_nothing_out() -> None:
             "ready": True,
             "checks": {"config": True, "l0": True},
             "config_hash": "h",
-            "heads": {"l0": {"state": "loaded", "path": HEAD.path, "mode": "encoder"}},
+            "heads": {
+                "l0": {
+                    "state": "loaded",
+                    "path": HEAD.path,
+                    "mode": "encoder",
+                    "generic_rows": 300,
+                }
+            },
         }
     )
     status = r.head_status(
@@ -157,4 +164,5 @@ def test_a_tuned_encoder_says_its_mode_and_holds_nothing_out() -> None:
     )
     assert status is not None
     assert (status.state, status.mode, status.holdout_accuracy) == ("Loaded", "encoder", None)
-    assert _status().mode == "head"
+    assert status.generic_rows == 300 and status.wire()["genericRows"] == 300
+    assert _status().mode == "head" and _status().generic_rows is None

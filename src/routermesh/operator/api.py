@@ -1191,6 +1191,11 @@ class HeadStatus(ApiModel):
         description="Accuracy on the held-out tenth of the examples (a head; a tuned "
         "encoder holds nothing out).",
     )
+    generic_rows: int | None = Field(
+        default=None,
+        description="Generic requests the tuned encoder learned beside the table "
+        "(genericRequests), as a ready pod reports it.",
+    )
     pods: int | None = Field(default=None, description="Ready pods routing with it.")
 
 

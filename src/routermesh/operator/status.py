@@ -312,6 +312,7 @@ def head_status(
         if (report := r.heads.get("l0")) and report.state == "loaded" and report.path == head.path
     ]
     accuracy = next((h.holdout_accuracy for h in loaded if h.holdout_accuracy is not None), None)
+    generic = next((h.generic_rows for h in loaded if h.generic_rows is not None), None)
     state: str
     if loaded:
         state = "Loaded"
@@ -331,6 +332,7 @@ def head_status(
             "job": b.training_job_name(mesh, head),
             "message": message or None if state == "Failed" else None,
             "holdoutAccuracy": accuracy,
+            "genericRows": generic,
             "pods": len(loaded),
         }
     )

@@ -45,6 +45,8 @@ class HeadReport(_Report):
     digest: str | None = None
     trained_examples: int | None = None
     train_seconds: float | None = None
+    generic_rows: int | None = None
+    """Generic requests a tuned encoder learned (``head.generic_requests``)."""
 
 
 class McpReport(_Report):
