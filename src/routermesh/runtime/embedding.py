@@ -411,6 +411,5 @@ def _made_for(
         manifest.mode == head.mode
         and manifest.examples_digest == examples_digest(trained_on, routes)
         and list(manifest.routes) == list(routes)
-        and manifest.generic_requests == head.generic_requests
-        and manifest.generic_version == generic_requests.version_for(head.generic_requests)
+        and manifest.learned_generic(head.generic_requests)
     )

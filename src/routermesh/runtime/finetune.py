@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from routermesh.runtime import generic_requests
 from routermesh.runtime.calibration import fit_platt
 from routermesh.runtime.contract.config import HeadConfig, LayerConfig, RouterConfig
 from routermesh.runtime.encoder import TOKENIZER_FILE, Encoder, FloatArray
@@ -167,8 +166,7 @@ def _same(manifest: HeadManifest, digest: str, head: HeadConfig) -> bool:
         and manifest.epochs == head.epochs
         and manifest.seed == head.seed
         and manifest.max_tokens == head.max_tokens
-        and manifest.generic_requests == head.generic_requests
-        and manifest.generic_version == generic_requests.version_for(head.generic_requests)
+        and manifest.learned_generic(head.generic_requests)
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from routermesh.runtime import generic_requests
 from routermesh.runtime.contract.config import GenericSource, HeadMode
 
 HEAD_FILE = "head.json"
@@ -63,6 +64,12 @@ class HeadManifest(BaseModel):
             # Without them, the file an earlier release wrote and reads (same digest).
             exclude |= {"generic_requests", "generic_rows", "generic_version"}
         return self.model_dump_json(indent=indent, exclude=exclude or None)
+
+    def learned_generic(self, sources: Sequence[GenericSource]) -> bool:
+        """It learned exactly ``sources``' generic requests, from this release's corpus."""
+        return self.generic_requests == tuple(sources) and self.generic_version == (
+            generic_requests.version_for(sources)
+        )
 
     @property
     def digest(self) -> str:
