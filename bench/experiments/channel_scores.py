@@ -22,16 +22,22 @@ verdict. ``replay`` reads such files and reports, per set:
 - the AUC of in-scope against out-of-scope rows for L0's in-scope probability, the
   channel score, and the two added at several weights (the logit of L0's probability plus
   w x the score), and the oracle ceiling of coverage_ceiling.py (in-scope rows kept, and
-  kept with L0's route right, at the issue's out-of-scope target);
+  kept with L0's route right, a message L0 split as multi-step not right, at the issue's
+  out-of-scope target);
 - routed accuracy / coverage / out-of-scope / multi-step escalated at several thresholds
   for L0 as shipped, L0's in-scope logit refitted alone, and refitted with the score
   (a logistic model fitted on the ``--fit`` sets' in-scope and out-of-scope rows, both
   classes and every set weighing the same). A message L0 split as multi-step stays
-  escalated; every other row is routed when the new in-scope probability times L0's
-  P(route right | in scope) reaches the threshold.
+  escalated, as does one whose nearest examples are the escalation route's; every other
+  row is routed when the new in-scope probability times L0's P(route right | in scope)
+  (its confidence over its in-scope probability: the base encoder's, not a trained
+  head's) reaches the threshold. Coverage is check-table's: in-scope rows routed.
+
+The generic context's description names music and travel, which some tool-table routes
+serve; its rows are the corpus's first ten after a seeded shuffle. Neither was tuned.
 
 Needs transformers, gguf and accelerate beside the train extra's torch (as
-finetune_l1.py):
+finetune_l1.py, whose docstring says how to relax transformers' tokenizers pin):
 
     .venv/bin/pip install --target /tmp/ftlib --no-deps "transformers>=4.50,<5" gguf \\
         accelerate "huggingface_hub<1.0" regex safetensors
@@ -39,8 +45,10 @@ finetune_l1.py):
         --set homelab --out /tmp/channel/homelab.json
     PYTHONPATH=/tmp/ftlib .venv/bin/python bench/experiments/channel_scores.py score \\
         --set tools --top 3 --out /tmp/channel/tools.json
+    PYTHONPATH=/tmp/ftlib .venv/bin/python bench/experiments/channel_scores.py score \\
+        --set homelab-test --out /tmp/channel/homelab-test.json
     .venv/bin/python bench/experiments/channel_scores.py replay --fit homelab,tools \\
-        /tmp/channel/homelab.json /tmp/channel/tools.json \\
+        /tmp/channel/homelab.json /tmp/channel/tools.json /tmp/channel/homelab-test.json \\
         --out bench/results/experiments/channel-scores.txt
 """
 
@@ -169,12 +177,15 @@ def score(args: argparse.Namespace) -> None:
         if (i + 1) % 100 == 0:
             _err(f"{args.set}: {i + 1}/{len(rows)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"set": args.set, "model": args.model, "rows": out}))
-    _err(
-        f"{args.set}: {len(rows)} rows in {time.monotonic() - started:.0f} s; the model's "
-        f"{args.top + 1} contexts per row at most, p50 / p95 "
-        f"{np.percentile(spent, 50):.0f} / {np.percentile(spent, 95):.0f} ms"
-    )
+    timing = {
+        "seconds": round(time.monotonic() - started, 1),
+        "contexts": args.top + 1,
+        "p50_ms": round(float(np.percentile(spent, 50)), 1),
+        "p95_ms": round(float(np.percentile(spent, 95)), 1),
+    }
+    document = {"set": args.set, "model": args.model, "timing": timing, "rows": out}
+    args.out.write_text(json.dumps(document))
+    _err(f"{args.set}: {len(rows)} rows, {timing}")
 
 
 def _logit(p: float) -> float:
@@ -218,8 +229,9 @@ def _ceiling(
     outside = sorted(key(r) for r in rows if r["kind"] == "out_of_scope")
     passing = math.floor(len(outside) * (1 - target) + 1e-9)
     cut = outside[len(outside) - 1 - passing]
-    kept = [r for r in inside if key(r) > cut and r["cause"] != "multi_step"]
-    right = sum(r["l0_route"] == r["route"] for r in kept)
+    kept = [r for r in inside if key(r) > cut]
+    # A message L0 split as multi-step is kept but not routed right (coverage_ceiling.py).
+    right = sum(r["l0_route"] == r["route"] and r["cause"] is None for r in kept)
     return f"kept {100 * len(kept) / len(inside):5.1f} %, right {100 * right / len(inside):5.1f} %"
 
 
@@ -249,10 +261,11 @@ def fit(sets: list[list[dict[str, Any]]], with_channel: bool) -> np.ndarray:
 def figures(
     rows: list[dict[str, Any]], in_scope: Callable[[dict[str, Any]], float], threshold: float
 ) -> str:
-    routed = right = inside = inside_right = outside = outside_esc = multi = multi_esc = 0
+    routed = right = inside = inside_routed = outside = outside_esc = multi = multi_esc = 0
     for r in rows:
         route = None
-        if r["cause"] != "multi_step":
+        # A multi-step split, or the escalation route's own examples nearest, stays escalated.
+        if r["cause"] is None:
             p_right = r["l0_confidence"] / r["l0_in_scope"] if r["l0_in_scope"] > 0 else 0.0
             if in_scope(r) * p_right >= threshold:
                 route = r["l0_route"]
@@ -261,7 +274,7 @@ def figures(
             right += r["kind"] == "in_scope" and route == r["route"]
         if r["kind"] == "in_scope":
             inside += 1
-            inside_right += route == r["route"]
+            inside_routed += route is not None
         elif r["kind"] == "out_of_scope":
             outside += 1
             outside_esc += route is None
@@ -270,7 +283,7 @@ def figures(
             multi_esc += route is None
     values = (
         100 * right / max(routed, 1),
-        100 * inside_right / inside,
+        100 * inside_routed / inside,
         100 * outside_esc / max(outside, 1),
         100 * multi_esc / max(multi, 1),
     )
@@ -278,14 +291,17 @@ def figures(
 
 
 def replay(args: argparse.Namespace) -> None:
-    loaded = {}
+    loaded, documents = {}, {}
     for path in args.files:
         data = json.loads(path.read_text())
-        loaded[data["set"]] = data["rows"]
+        loaded[data["set"]], documents[data["set"]] = data["rows"], data
     fit_on = [loaded[name] for name in args.fit.split(",")]
     alone, joined = fit(fit_on, False), fit(fit_on, True)
+    models = sorted({d["model"] for d in documents.values()})
     lines = [
-        f"channel_scores.py replay --fit {args.fit}; model {SMOLLM}",
+        f"channel_scores.py replay --fit {args.fit}; model {', '.join(models)}",
+        "figures: routed accuracy / coverage (in-scope rows routed) / out-of-scope "
+        "escalated / multi-step escalated",
         f"refitted alone: in scope = sigmoid({alone[0]:.3f} logit(L0) + {alone[1]:.3f})",
         f"with the channel score: in scope = sigmoid({joined[0]:.3f} logit(L0) + "
         f"{joined[1]:.3f} channel + {joined[2]:.3f})",
@@ -311,6 +327,25 @@ def replay(args: argparse.Namespace) -> None:
             f"{100 * np.mean([_channel_route(r) == r['route'] for r in inside]):.1f} %, "
             f"L0's {100 * np.mean([r['l0_route'] == r['route'] for r in inside]):.1f} %"
         )
+        timing = documents[name].get("timing")
+        unsure = [r for r in rows if r["cause"] is None and 0.05 <= r["l0_in_scope"] <= 0.95]
+        lines.append(
+            f"  the model's {timing['contexts']} contexts per row: p50 / p95 "
+            f"{timing['p50_ms']:.0f} / {timing['p95_ms']:.0f} ms; rows L0 is neither sure of "
+            f"nor sure against (in scope 0.05-0.95, not split): "
+            f"{100 * len(unsure) / len(rows):.0f} %"
+            if timing
+            else "  (no timing in this file)"
+        )
+        jargon = sorted(
+            (r for r in inside if r["l0_in_scope"] < 0.3),
+            key=lambda r: -channel(r),
+        )[:3]
+        for r in jargon:
+            lines.append(
+                f"  in scope, L0 unsure: {r['text']!r}: L0 in scope {r['l0_in_scope']:.2f}, "
+                f"channel {channel(r):+.2f}"
+            )
         keys: dict[str, Callable[[dict[str, Any]], float]] = {
             "L0's in-scope logit": lambda r: _logit(r["l0_in_scope"]),
             "channel score": channel,
