@@ -72,12 +72,13 @@ import numpy as np
 
 from routermesh.labelled import read_labelled
 from routermesh.runtime import generic_requests
+from routermesh.runtime.calibration import fit_logistic, logistic, logit
 from routermesh.runtime.lexical import content_words
 from routermesh.table_check import CheckOptions, l0_config
 from routermesh_bench.fewshot_sets import HELD_OUT, SETS, eval_file, stack_files
 
 sys.path.insert(0, str(Path(__file__).parent))
-from l0_decision_variants import _layer, _parts
+from l0_decision_variants import _auc, _layer, _parts
 
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GENERIC_CONTEXT = (
@@ -188,15 +189,6 @@ def score(args: argparse.Namespace) -> None:
     _err(f"{args.set}: {len(rows)} rows, {timing}")
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x))
-
-
 def channel(row: dict[str, Any]) -> float:
     """The request's per-token log-likelihood after its best candidate's context less
     after the generic context."""
@@ -210,16 +202,11 @@ def _channel_route(row: dict[str, Any]) -> str:
 
 
 def _joined(row: dict[str, Any], weight: float) -> float:
-    return _logit(row["l0_in_scope"]) + weight * channel(row)
+    return logit(row["l0_in_scope"]) + weight * channel(row)
 
 
 def _err(line: str) -> None:
     sys.stderr.write(line + "\n")
-
-
-def _auc(pos: list[float], neg: list[float]) -> float:
-    p, n = np.array(pos)[:, None], np.array(neg)[None, :]
-    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
 def _ceiling(
@@ -235,7 +222,7 @@ def _ceiling(
     return f"kept {100 * len(kept) / len(inside):5.1f} %, right {100 * right / len(inside):5.1f} %"
 
 
-def fit(sets: list[list[dict[str, Any]]], with_channel: bool) -> np.ndarray:
+def fit(sets: list[list[dict[str, Any]]], with_channel: bool) -> list[float]:
     """Logistic in-scope model on logit(L0's in-scope) [and the channel score]; every
     set and both classes weigh the same."""
     xs, ys, ws = [], [], []
@@ -244,18 +231,10 @@ def fit(sets: list[list[dict[str, Any]]], with_channel: bool) -> np.ndarray:
         n_in = sum(r["kind"] == "in_scope" for r in labelled)
         for r in labelled:
             inside = r["kind"] == "in_scope"
-            features = [_logit(r["l0_in_scope"])] + ([channel(r)] if with_channel else [])
-            xs.append([*features, 1.0])
-            ys.append(float(inside))
+            xs.append([logit(r["l0_in_scope"])] + ([channel(r)] if with_channel else []))
+            ys.append(inside)
             ws.append(0.5 / (n_in if inside else len(labelled) - n_in) / len(sets))
-    x, y, w = np.array(xs), np.array(ys), np.array(ws)
-    beta = np.zeros(x.shape[1])
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-x @ beta))
-        grad = x.T @ (w * (p - y)) + 1e-3 * beta
-        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(beta))
-        beta -= np.linalg.solve(hess, grad)
-    return beta
+    return fit_logistic(xs, ys, weights=ws)
 
 
 def figures(
@@ -311,10 +290,10 @@ def replay(args: argparse.Namespace) -> None:
         return float(r["l0_in_scope"])
 
     def refit(r: dict[str, Any]) -> float:
-        return _sigmoid(alone[0] * _logit(r["l0_in_scope"]) + alone[1])
+        return logistic(alone, [logit(r["l0_in_scope"])])
 
     def combined(r: dict[str, Any]) -> float:
-        return _sigmoid(joined[0] * _logit(r["l0_in_scope"]) + joined[1] * channel(r) + joined[2])
+        return logistic(joined, [logit(r["l0_in_scope"]), channel(r)])
 
     for name, rows in loaded.items():
         inside = [r for r in rows if r["kind"] == "in_scope"]
@@ -347,13 +326,13 @@ def replay(args: argparse.Namespace) -> None:
                 f"channel {channel(r):+.2f}"
             )
         keys: dict[str, Callable[[dict[str, Any]], float]] = {
-            "L0's in-scope logit": lambda r: _logit(r["l0_in_scope"]),
+            "L0's in-scope logit": lambda r: logit(r["l0_in_scope"]),
             "channel score": channel,
         }
         for weight in (0.5, 1.0, 2.0):
             keys[f"L0 logit + {weight:g} x channel"] = partial(_joined, weight=weight)
         for label, key in keys.items():
-            auc = _auc([key(r) for r in inside], [key(r) for r in outside])
+            auc = _auc(np.array([key(r) for r in inside]), np.array([key(r) for r in outside]))
             lines.append(
                 f"  {label:26s} AUC {auc:.3f}; oracle cut at {100 * target:.0f} % out of "
                 f"scope escalated: {_ceiling(rows, key, target)}"
