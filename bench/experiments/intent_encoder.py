@@ -48,18 +48,24 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from routermesh.labelled import LabelledRequest, read_labelled
-from routermesh.runtime.decision import Verdict
+from routermesh.labelled import read_labelled
 from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder
 from routermesh.runtime.evidence import description_evidence, route_examples
 from routermesh.table_check import CheckOptions, _check, l0_config
-from routermesh_bench.fewshot_sets import HELD_OUT, SETS, eval_file, install_prior, stack_files
+from routermesh_bench.fewshot_sets import (
+    HELD_OUT,
+    SETS,
+    eval_file,
+    figures_line,
+    install_prior,
+    oracle_ceiling,
+    stack_files,
+)
 from routermesh_bench.table_tuning import tune_encoder
 
 BASE = "packaged/all-MiniLM-L6-v2"
@@ -112,24 +118,6 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
-def _ceiling(layer: EmbeddingLayer, rows: Sequence[LabelledRequest], target: float) -> str:
-    """coverage_ceiling.py's figure on this layer's verdicts (a row split as multi-step
-    is not kept)."""
-
-    async def verdicts() -> list[Verdict]:
-        await layer.prepare()
-        return [await layer.classify(row.text) for row in rows]
-
-    pairs = list(zip(asyncio.run(verdicts()), rows, strict=True))
-    outside = sorted(v.out_of_scope or 0.0 for v, r in pairs if r.kind == "out_of_scope")
-    if not outside:
-        return "no out-of-scope rows"
-    cut = outside[math.floor(len(outside) * (1 - target) + 1e-9)]
-    inside = [(v, r) for v, r in pairs if r.kind == "in_scope"]
-    right = sum(1 for v, r in inside if (v.out_of_scope or 0.0) < cut and v.route == r.route_name)
-    return f"ceiling at {target:.0%} out of scope escalated: {100 * right / len(inside):.1f} %"
-
-
 def replay(args: argparse.Namespace) -> None:
     if args.prior_file:
         install_prior(json.loads(args.prior_file.read_text()))
@@ -152,15 +140,10 @@ def replay(args: argparse.Namespace) -> None:
         check = asyncio.run(_check(options, config, layer_config, layer, labelled))
         if check.evaluation is None:
             raise SystemExit(f"{name}: no evaluation")
-        figures = " | ".join(
-            f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
-            f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
-            for f in check.evaluation.figures
-        )
-        _say(f"{name:12s} {figures}")
+        _say(f"{name:12s} {figures_line(check.evaluation)}")
         if args.ceiling:
             target = 0.9 if name.startswith("homelab") else 0.8
-            _say(f"{name:12s} {_ceiling(layer, labelled, target)}")
+            _say(f"{name:12s} {oracle_ceiling(layer, labelled, target)}")
 
 
 def probe(args: argparse.Namespace) -> None:

@@ -102,7 +102,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import operator
 import pickle
 import random
@@ -113,7 +112,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from routermesh.bootstrap import read_rows
-from routermesh.labelled import LabelledRequest, read_labelled
+from routermesh.labelled import read_labelled
 from routermesh.runtime import calibration, embedding
 from routermesh.runtime.contract.config import LayerConfig, RouterConfig
 from routermesh.runtime.decision import Verdict
@@ -123,7 +122,16 @@ from routermesh.runtime.evidence import description_evidence, route_examples
 from routermesh.runtime.example_index import CANDIDATES, ExampleIndex, Judgement
 from routermesh.table_check import CheckOptions, _check, figures_at, l0_config
 from routermesh_bench import prior
-from routermesh_bench.fewshot_sets import HELD_OUT, SETS, eval_file, install_prior, stack_files
+from routermesh_bench.fewshot_sets import (
+    HELD_OUT,
+    SETS,
+    eval_file,
+    figures_line,
+    install_prior,
+    layer_verdicts,
+    oracle_ceiling,
+    stack_files,
+)
 from routermesh_bench.table_tuning import TunedEncoder, tune_encoder
 from routermesh_bench.tables import read_descriptions
 
@@ -309,20 +317,6 @@ def _tuned_layer(
     return config, served, layer, len(evidence), seconds
 
 
-def _ceiling(layer: EmbeddingLayer, rows: Sequence[LabelledRequest], target: float) -> str:
-    """coverage_ceiling.py's figure on this layer's verdicts: the in-scope rows an oracle
-    cut of the out-of-scope score keeps with the layer's route right, at ``target`` (a
-    row the layer splits as multi-step is not kept, as in the runs' records)."""
-    pairs = list(zip(_verdicts(layer, rows), rows, strict=True))
-    outside = sorted(v.out_of_scope or 0.0 for v, r in pairs if r.kind == "out_of_scope")
-    if not outside:
-        return "no out-of-scope rows"
-    cut = outside[math.floor(len(outside) * (1 - target) + 1e-9)]
-    inside = [(v, r) for v, r in pairs if r.kind == "in_scope"]
-    right = sum(1 for v, r in inside if (v.out_of_scope or 0.0) < cut and v.route == r.route_name)
-    return f"ceiling at {target:.0%} out of scope escalated: {100 * right / len(inside):.1f} %"
-
-
 def _judge_clauses_by_route_alone() -> None:
     """Multi-step detection judges each clause by P(route | in scope) alone: the message
     around a clause is what is in scope or not, so the clause's own doubt is left out
@@ -363,23 +357,11 @@ def replay(args: argparse.Namespace) -> None:
         check = asyncio.run(_check(options, config, served, layer, labelled))
         if check.evaluation is None:
             raise SystemExit(f"{name}: no evaluation")
-        figures = " | ".join(
-            f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
-            f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
-            for f in check.evaluation.figures
-        )
+        figures = figures_line(check.evaluation)
         _say(f"{name:9s} tuned {rows} rows in {seconds:.0f} s: {figures}")
         if args.ceiling:
             target = 0.9 if name.startswith("homelab") else 0.8
-            _say(f"{name:9s} {_ceiling(layer, labelled, target)}")
-
-
-def _verdicts(layer: EmbeddingLayer, rows: Sequence[LabelledRequest]) -> list[Verdict]:
-    async def run() -> list[Verdict]:
-        await layer.prepare()
-        return [await layer.classify(row.text) for row in rows]
-
-    return asyncio.run(run())
+            _say(f"{name:9s} {oracle_ceiling(layer, labelled, target)}")
 
 
 def combine(args: argparse.Namespace) -> None:
@@ -392,14 +374,14 @@ def combine(args: argparse.Namespace) -> None:
         options = _options(args, name, scratch)
         config, layer_config = l0_config(options)
         rows = read_labelled(options.eval) if options.eval else []
-        base[name] = _verdicts(EmbeddingLayer(layer_config, config, args.models_dir), rows)
+        base[name] = layer_verdicts(EmbeddingLayer(layer_config, config, args.models_dir), rows)
     _install_tuned_prior(args)
     _say(HEADER)
     for name in names:
         options = _options(args, name, scratch)
         config, _, layer, _, _ = _tuned_layer(args, name, options)
         rows = read_labelled(options.eval) if options.eval else []
-        tuned = _verdicts(layer, rows)
+        tuned = layer_verdicts(layer, rows)
         escalation = config.escalation.route
         expected = [r.route_name if r.kind == "in_scope" else escalation for r in rows]
         for threshold in (float(x) for x in args.thresholds.split(",")):

@@ -3,17 +3,22 @@ experiments that replay L0 in-process on those runs' tables (bench/experiments/)
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from routermesh.labelled import LabelledRequest
 from routermesh.runtime import calibration
+from routermesh.runtime.decision import Verdict
+from routermesh.runtime.embedding import EmbeddingLayer
 from routermesh.runtime.encoder import Encoder
-from routermesh.table_check import CheckOptions, check_table
+from routermesh.table_check import CheckOptions, EvalReport, check_table
 from routermesh_bench import prior
 from routermesh_bench.stack import eval_rows, multi_step_rows
 from routermesh_bench.tables import read_descriptions
@@ -80,11 +85,7 @@ def check_set(
     )
     if check.evaluation is None:
         raise ValueError(f"{name}: no evaluation")
-    return " | ".join(
-        f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
-        f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
-        for f in check.evaluation.figures
-    )
+    return figures_line(check.evaluation)
 
 
 def refit_prior(datasets: Path, models: Path) -> dict[str, object]:
@@ -128,3 +129,41 @@ def replay(
         figures = check_set(name, datasets, scratch, models, thresholds)
         sys.stdout.write(f"{prefix}{name:9s} {figures}\n")
         sys.stdout.flush()
+
+
+def figures_line(evaluation: EvalReport) -> str:
+    """The four figures at each threshold, one line."""
+    return " | ".join(
+        f"{f.threshold}: {f.routed_accuracy} / {f.coverage} / "
+        f"{f.out_of_scope_escalated} / {f.multi_step_escalated}"
+        for f in evaluation.figures
+    )
+
+
+def layer_verdicts(layer: EmbeddingLayer, rows: Sequence[LabelledRequest]) -> list[Verdict]:
+    """L0's verdict on every row, in-process."""
+
+    async def run() -> list[Verdict]:
+        await layer.prepare()
+        return [await layer.classify(row.text) for row in rows]
+
+    return asyncio.run(run())
+
+
+def oracle_ceiling(layer: EmbeddingLayer, rows: Sequence[LabelledRequest], target: float) -> str:
+    """:func:`ceiling_of` this layer's verdicts on ``rows``."""
+    return ceiling_of(layer_verdicts(layer, rows), rows, target)
+
+
+def ceiling_of(verdicts: Sequence[Verdict], rows: Sequence[LabelledRequest], target: float) -> str:
+    """coverage_ceiling.py's figure: the in-scope rows an oracle cut of the out-of-scope
+    score keeps with the verdict's route right when ``target`` of the out-of-scope rows
+    escalate (a row split as multi-step is not kept, as in the runs' records)."""
+    pairs = list(zip(verdicts, rows, strict=True))
+    outside = sorted(v.out_of_scope or 0.0 for v, r in pairs if r.kind == "out_of_scope")
+    if not outside:
+        return "no out-of-scope rows"
+    cut = outside[math.floor(len(outside) * (1 - target) + 1e-9)]
+    inside = [(v, r) for v, r in pairs if r.kind == "in_scope"]
+    right = sum(1 for v, r in inside if (v.out_of_scope or 0.0) < cut and v.route == r.route_name)
+    return f"ceiling at {target:.0%} out of scope escalated: {100 * right / len(inside):.1f} %"

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from routermesh.labelled import LabelledRequest
 from routermesh.operator import api
+from routermesh.runtime.decision import Verdict
 from routermesh_bench import metrics
+from routermesh_bench.fewshot_sets import ceiling_of
 from routermesh_bench.records import LayerVerdict, Record
 from routermesh_bench.report import write_report
 from routermesh_bench.stack import BenchError, EvalRow, eval_rows, multi_step_rows
@@ -190,3 +193,20 @@ def test_the_report_puts_small_tables_first_with_their_commands(tmp_path: Path) 
         f"bench/data/homelab-dev.jsonl --out {folder.as_posix()} --multi 100 "
         "--set l0.multiStep.enabled=false --set 'l0.head.genericRequests=[\"hwu64\"]'`"
     ) in page
+
+
+def test_the_oracle_ceiling_counts_in_scope_rows_under_the_cut_with_their_route_right() -> None:
+    outside = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.3]
+    rows = [LabelledRequest(text=f"o{i}", route="__escalate__") for i in range(10)]
+    verdicts = [Verdict(route="a", confidence=0.5, out_of_scope=p) for p in outside]
+    # At 90 % escalated one out-of-scope row may pass: the cut is the second lowest, 0.55.
+    inside = [
+        ("a", "a", 0.5),  # kept, right
+        ("a", "b", 0.2),  # kept, wrong route
+        ("b", "b", 0.54),  # kept, right
+        ("b", "b", 0.6),  # above the cut
+    ]
+    rows += [LabelledRequest(text=f"i{i}", route=gold) for i, (gold, _, _) in enumerate(inside)]
+    verdicts += [Verdict(route=route, confidence=0.5, out_of_scope=p) for _, route, p in inside]
+    assert ceiling_of(verdicts, rows, 0.9) == "ceiling at 90% out of scope escalated: 50.0 %"
+    assert ceiling_of(verdicts[10:], rows[10:], 0.9) == "no out-of-scope rows"
