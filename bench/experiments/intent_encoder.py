@@ -7,7 +7,8 @@ CLINC150 and HWU64 *train* splits (214 intents; ``--oos``: CLINC150's out-of-sco
 as one more), by the same recipe (``runtime/encoder_training.py``: cross-entropy through
 a linear head over the intents, mean pooling, batch 32, lr 5e-5). It learns what
 separates one kind of request from another, not any table. ``train`` writes it as an L0
-encoder folder (``model.onnx``, ``tokenizer.json``); ``replay`` serves it as L0's model
+encoder folder (``model.onnx``, ``tokenizer.json``) that is also a base to fine-tune
+further (``model.safetensors``, ``config.json``); ``replay`` serves it as L0's model
 in-process on each few-shot set's table (the runs in bench/results/fewshot/) as
 ``router-mesh check-table`` does, and prints routed accuracy / coverage / out-of-scope
 escalated / multi-step escalated per threshold, and (``--ceiling``) the in-scope rows an
@@ -17,24 +18,47 @@ calibration.
 
 Its calibration prior must be its own (the shipped one is the base encoder's): fitted by
 ``router-mesh bench prior`` on tables drawn from the *val* splits, since the encoder has
-seen the train rows the shipped prior is drawn from. For the same reason the CLINC150
+seen the train rows the shipped prior is drawn from; the shipped encoder's prior is
+refitted the same way for a like-for-like comparison. For the same reason the CLINC150
 and HWU64 K=10 sets (tables from train) flatter it; homelab and the tool table are the
-measure. The held-out sets are measured only when named. The priors the results used
-are kept beside them (bench/results/experiments/intent-encoder-priors/; ``shipped-val``:
-the shipped encoder's prior refitted the same way, for comparison).
+measure. The held-out sets are measured only when named. The priors are kept beside the
+results (bench/results/experiments/intent-encoder-priors/). What
+bench/results/experiments/intent-encoder.txt holds, in order:
 
-    .venv/bin/python bench/experiments/intent_encoder.py train --per-intent 20 \\
-        --out .cache/models/experiments/intent-encoder
-    .venv/bin/router-mesh bench prior --train ../shared/datasets/clinc150/val.jsonl \\
-        --train ../shared/datasets/hwu64/val.jsonl \\
-        --descriptions bench/data/descriptions/clinc150.json \\
-        --descriptions bench/data/descriptions/hwu64.json \\
-        --encoder .cache/models/experiments/intent-encoder --out /tmp/intent-prior
-    .venv/bin/python bench/experiments/intent_encoder.py replay \\
-        --encoder experiments/intent-encoder --prior-file /tmp/intent-prior/prior.json \\
-        --ceiling --sets homelab,tools
-    .venv/bin/python bench/experiments/intent_encoder.py probe \\
-        --encoder experiments/intent-encoder --sets homelab,tools
+    M=.cache/models; P=bench/results/experiments/intent-encoder-priors
+    VAL="--train ../shared/datasets/clinc150/val.jsonl --train ../shared/datasets/hwu64/val.jsonl
+         --descriptions bench/data/descriptions/clinc150.json
+         --descriptions bench/data/descriptions/hwu64.json"
+    .venv/bin/python bench/experiments/intent_encoder.py train --per-intent 20 \
+        --out $M/experiments/intent-encoder-20
+    .venv/bin/python bench/experiments/intent_encoder.py train --per-intent 60 --oos \
+        --out $M/experiments/intent-encoder-60-oos
+    .venv/bin/router-mesh bench prior $VAL --out /tmp/p0        # -> $P/shipped-val.json
+    .venv/bin/router-mesh bench prior $VAL --encoder $M/experiments/intent-encoder-20 \
+        --out /tmp/p20                                        # -> $P/intent-20.json
+    .venv/bin/router-mesh bench prior $VAL --encoder $M/experiments/intent-encoder-60-oos \
+        --out /tmp/p60                                        # -> $P/intent-60-oos.json
+    for e in "" experiments/intent-encoder-20 experiments/intent-encoder-60-oos; do
+        .venv/bin/python bench/experiments/intent_encoder.py probe ${e:+--encoder $e}; done
+    .venv/bin/python bench/experiments/intent_encoder.py replay --ceiling
+    .venv/bin/python bench/experiments/intent_encoder.py replay --ceiling \
+        --prior-file $P/shipped-val.json
+    .venv/bin/python bench/experiments/intent_encoder.py replay --ceiling \
+        --encoder experiments/intent-encoder-20 --prior-file $P/intent-20.json
+    .venv/bin/python bench/experiments/intent_encoder.py replay --ceiling \
+        --encoder experiments/intent-encoder-60-oos --prior-file $P/intent-60-oos.json
+    .venv/bin/python bench/experiments/intent_encoder.py replay --sets clinc150,hwu64 \
+        --thresholds 0.5 [--prior-file $P/shipped-val.json |
+        --encoder experiments/intent-encoder-20 --prior-file $P/intent-20.json]
+
+and the 20-row encoder as the base that ``head: {mode: encoder, genericRequests}`` tunes
+on the table, against the same command from MiniLM (tuned-encoder-background-clauses.txt):
+
+    .venv/bin/python bench/experiments/tuned_encoder.py replay --strength 20 \
+        --thresholds 0.45,0.5 --ceiling --clause-route-only --multi-step 0.85:0.6 \
+        --background ../shared/datasets/hwu64/train.jsonl,../shared/datasets/clinc150/train.jsonl \
+        --prior-file bench/results/experiments/tuned-prior-background.json \
+        --sets homelab,tools --base experiments/intent-encoder-20
 """
 
 from __future__ import annotations
@@ -79,10 +103,11 @@ OUT_OF_SCOPE = "oos"
 
 def corpus(datasets: Path, per_intent: int, *, oos: bool, seed: int) -> tuple[list[str], list[int]]:
     """Up to ``per_intent`` seeded rows of every intent of the train splits, labelled by
-    intent (``oos``: CLINC150's out-of-scope rows as one more intent)."""
+    (corpus, intent) (``oos``: CLINC150's out-of-scope rows as one more intent)."""
     rng = random.Random(seed)  # noqa: S311 - a seeded sample, not a secret
     texts: list[str] = []
     labels: list[int] = []
+    intents = 0
     for name in CORPORA:
         by_intent: dict[str, list[str]] = {}
         for line in (datasets / name / "train.jsonl").read_text().splitlines():
@@ -94,9 +119,9 @@ def corpus(datasets: Path, per_intent: int, *, oos: bool, seed: int) -> tuple[li
         for intent in sorted(by_intent):
             rows = by_intent[intent]
             rng.shuffle(rows)
-            label = len(set(labels))
             texts += rows[:per_intent]
-            labels += [label] * len(rows[:per_intent])
+            labels += [intents] * len(rows[:per_intent])
+            intents += 1
     return texts, labels
 
 
@@ -112,6 +137,7 @@ def train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     tuned.export(args.out)
+    tuned.save_weights(args.out, args.models_dir / BASE)
     _say(
         f"trained on {len(texts)} rows of {len(set(labels))} intents, {args.epochs} epoch(s), "
         f"in {time.monotonic() - started:.0f} s -> {args.out}"
@@ -161,6 +187,9 @@ def probe(args: argparse.Namespace) -> None:
         pairs, _ = route_examples(config, args.models_dir)
         evidence = pairs + [(e.text, e.route) for e in description_evidence(config)]
         rows = read_labelled(eval_file(name, args.datasets, scratch))
+        if not any(r.kind == "out_of_scope" for r in rows):
+            _say(f"{name:12s} no out-of-scope rows")
+            continue
         similarity = (
             encoder.encode([r.text for r in rows]) @ encoder.encode([t for t, _ in evidence]).T
         )
@@ -189,17 +218,24 @@ def _say(line: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("train", "replay", "probe"))
-    parser.add_argument("--per-intent", type=int, default=20, help="train: rows per intent")
+    parser.add_argument(
+        "--per-intent", type=int, default=20, help="train: rows per intent (default: %(default)s)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="train: default %(default)s")
     parser.add_argument("--oos", action="store_true", help="train: CLINC150's oos as an intent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="train: the encoder folder to write")
     parser.add_argument(
         "--encoder",
-        help="replay: L0's encoder folder, relative to --models-dir (default: the shipped one)",
+        help="replay, probe: L0's encoder folder, relative to --models-dir (default: the "
+        "shipped one)",
     )
     parser.add_argument("--prior-file", type=Path, help="replay: its calibration prior")
-    parser.add_argument("--ceiling", action="store_true")
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="replay: also the oracle ceiling (homelab sets at 90 %%, the others at 80 %%)",
+    )
     parser.add_argument("--sets", default="homelab,tools", help="default: %(default)s")
     parser.add_argument("--thresholds", default="0.4,0.5,0.6")
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
@@ -209,6 +245,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.mode == "train" and args.out is None:
         parser.error("train needs --out")
+    if args.per_intent < 1:
+        parser.error("--per-intent must be at least 1")
     {"train": train, "replay": replay, "probe": probe}[args.mode](args)
 
 

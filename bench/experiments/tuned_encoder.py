@@ -140,7 +140,9 @@ PRIOR_FILE = Path("bench/results/experiments/tuned-prior.json")
 HEADER = "set  threshold  rule: routed accuracy / coverage / out-of-scope / multi-step escalated"
 
 
-def _tuner(models: Path, epochs: int, background: Background | None = None) -> prior.Tuner:
+def _tuner(
+    models: Path, epochs: int, background: Background | None = None, base: str = BASE
+) -> prior.Tuner:
     def tune(texts: Sequence[str], labels: Sequence[int], routes: int) -> TunedEncoder:
         texts, labels = list(texts), list(labels)
         if background is not None:
@@ -148,7 +150,7 @@ def _tuner(models: Path, epochs: int, background: Background | None = None) -> p
             texts += extra
             labels += [routes] * len(extra)
         classes = routes + (1 if background is not None else 0)
-        return tune_encoder(texts, labels, classes, base=models / BASE, epochs=epochs)
+        return tune_encoder(texts, labels, classes, base=models / base, epochs=epochs)
 
     return tune
 
@@ -202,7 +204,12 @@ def fit(args: argparse.Namespace) -> None:
                 tables=args.tables,
                 k=10,
                 seed=args.seed + number,
-                tune=_tuner(args.models_dir, args.epochs, _background_of(args, source.train)),
+                tune=_tuner(
+                    args.models_dir,
+                    args.epochs,
+                    _background_of(args, source.train),
+                    args.base,
+                ),
                 max_routes=args.max_routes,
                 min_routes=args.min_routes,
             )
@@ -216,7 +223,7 @@ def fit(args: argparse.Namespace) -> None:
             tables=args.tables,
             k=10,
             seed=args.seed,
-            tune=_tuner(args.models_dir, args.epochs),
+            tune=_tuner(args.models_dir, args.epochs, base=args.base),
             max_routes=args.max_routes,
             min_routes=args.min_routes,
         )
@@ -296,7 +303,7 @@ def _tuned_layer(
         texts,
         labels,
         len(routes) + (1 if background is not None else 0),
-        base=args.models_dir / BASE,
+        base=args.models_dir / args.base,
         epochs=args.epochs,
         objective=args.objective,
     )
@@ -428,6 +435,12 @@ def main() -> None:
     parser.add_argument("--judged", type=Path, help="prior: keep the judged rows here")
     parser.add_argument("--judged-runs", help="refit: the --judged files, comma-separated")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--base",
+        default=BASE,
+        help="the fp32 encoder folder tuning starts from, relative to --models-dir "
+        "(default: %(default)s; intent_encoder.py train --weights writes another)",
+    )
     parser.add_argument(
         "--strength",
         type=float,

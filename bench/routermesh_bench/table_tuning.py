@@ -55,6 +55,14 @@ class TunedEncoder:
         export_encoder(self._encoder, self._tokenizer, folder)
         shutil.copyfile(self._tokenizer_file, folder / TOKENIZER_FILE)
 
+    def save_weights(self, folder: Path, base: Path) -> None:
+        """The PyTorch weights, ``base``'s ``config.json`` and the tokenizer into
+        ``folder``: a base that :func:`tune_encoder` can tune further."""
+        from routermesh.runtime.minilm import save_encoder  # noqa: PLC0415 - needs torch
+
+        save_encoder(self._encoder, folder, base / "config.json")
+        shutil.copyfile(self._tokenizer_file, folder / TOKENIZER_FILE)
+
 
 Objective = Literal["ce", "supcon", "both"]
 """``ce``: what ``head.mode: encoder`` ships (cross-entropy through a linear head over the

@@ -56,3 +56,30 @@ def test_tuning_is_reproducible_and_exports_what_l0_reads(base: Path, tmp_path: 
 def test_tuning_needs_two_routes(base: Path) -> None:
     with pytest.raises(TrainingError, match="two routes"):
         tune_encoder(TEXTS[:4], LABELS[:4], 1, base=base, epochs=1)
+
+
+def test_saved_weights_load_as_the_tuned_encoder_and_tune_further(
+    base: Path, tmp_path: Path
+) -> None:
+    from routermesh.runtime.encoder_training import (  # noqa: PLC0415
+        pooled_embeddings,
+        training_tokenizer,
+    )
+    from routermesh.runtime.minilm import load_encoder  # noqa: PLC0415
+
+    def vectors(folder: Path) -> np.ndarray:
+        tokenizer = training_tokenizer(folder, max_tokens=48, seed=0, threads=1)
+        with torch.no_grad():
+            return np.asarray(pooled_embeddings(load_encoder(folder).eval(), tokenizer, TEXTS))
+
+    tuned = tune_encoder(TEXTS, LABELS, 2, base=base, epochs=1, threads=1)
+    tuned.save_weights(tmp_path / "saved", base)
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    np.testing.assert_allclose(vectors(tmp_path / "saved"), tuned.encode(TEXTS), atol=1e-6)
+    assert not np.allclose(vectors(base), tuned.encode(TEXTS), atol=1e-3)
+    again = tune_encoder(TEXTS, LABELS, 2, base=tmp_path / "saved", epochs=1, threads=1)
+    assert not np.allclose(again.encode(TEXTS), tuned.encode(TEXTS), atol=1e-3)

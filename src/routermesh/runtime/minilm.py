@@ -142,3 +142,15 @@ def load_encoder(folder: Path) -> BertEncoder:
         state[name] = checkpoint[source]
     model.load_state_dict(state)
     return model
+
+
+def save_encoder(model: BertEncoder, folder: Path, config_file: Path) -> None:
+    """``model`` as a folder :func:`load_encoder` reads: its weights under the checkpoint's
+    names in ``model.safetensors``, and ``config_file`` (its shape) as ``config.json``; so
+    an encoder fine-tuned once can be the base of another fine-tuning."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {_checkpoint_name(k): v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(config_file.read_text())
